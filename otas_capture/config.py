@@ -1,0 +1,249 @@
+"""Configuration: every setting, its environment variable, default and check.
+
+Each setting can be given as a keyword option (``OtasMiddleware(app, sample_rate=0.5)``)
+or as the upper-case environment variable ``OTAS_<NAME>``. An option given in code wins
+over the environment, which wins over the default. Everything is checked once, when the
+middleware is built, so that a typo fails at start-up with a message that names the
+variable and the values it accepts, instead of silently losing events later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit
+
+# Headers whose values never leave the process, whatever the user configures.
+BUILTIN_SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "x-otas-sdk-key",
+        "x-otas-agent-session-token",
+    }
+)
+
+# Keys whose values are masked in JSON bodies, form data and query strings.
+BUILTIN_SENSITIVE_FIELDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "access_token",
+        "refresh_token",
+        "authorization",
+        "client_secret",
+        "card_number",
+        "cvv",
+        "ssn",
+    }
+)
+
+# Brain refuses request bodies over 2.5 MiB; two captured bodies plus headers and
+# JSON escaping must stay well under that, so one body may not exceed 1 MiB.
+MAX_BODY_BYTES_LIMIT = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting has a value the SDK cannot use. Raised when the middleware is built.
+
+    The message names the environment variable (and its option name) and the values
+    it accepts. It never repeats the value of a secret setting.
+    """
+
+
+def _env_name(option: str) -> str:
+    return "OTAS_" + option.upper()
+
+
+def _fail(option: str, accepts: str, value: Any = None, *, secret: bool = False) -> ConfigError:
+    where = f"{_env_name(option)} (option {option}=)"
+    got = "" if secret or value is None else f", got {value!r}"
+    return ConfigError(f"{where} must be {accepts}{got}")
+
+
+def _parse_bool(option: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise _fail(option, "one of true/false, 1/0, yes/no, on/off", value)
+
+
+def _parse_int(option: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise _fail(option, "a whole number", value)
+    try:
+        number = int(str(value).strip()) if isinstance(value, str) else int(value)
+        if not isinstance(value, (int, str)) and number != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise _fail(option, _range_text("a whole number", low, high), value) from None
+    if number < low or (high is not None and number > high):
+        raise _fail(option, _range_text("a whole number", low, high), value)
+    return number
+
+
+def _parse_float(
+    option: str, value: Any, low: float, high: float | None = None, *, above_low: bool = False
+) -> float:
+    if isinstance(value, bool):
+        raise _fail(option, "a number", value)
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    too_low = number <= low if above_low else number < low
+    if math.isnan(number) or too_low or (high is not None and number > high):
+        kind = f"a number above {low:g}" if above_low else "a number"
+        raise _fail(option, _range_text(kind, None if above_low else low, high), value)
+    return number
+
+
+def _range_text(kind: str, low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"{kind} from {low:g} to {high:g}"
+    if low is not None:
+        return f"{kind} of at least {low:g}"
+    if high is not None:
+        return f"{kind} of at most {high:g}"
+    return kind
+
+
+def _parse_list(option: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items: Iterable[Any] = value.split(",") if isinstance(value, str) else value
+    try:
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    except TypeError:
+        raise _fail(option, "a comma-separated string or a list of strings", value) from None
+
+
+def _parse_url(option: str, value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(option, "an http:// or https:// URL such as http://localhost:8002", value)
+    if parts.query or parts.fragment:
+        raise _fail(option, "a base URL without query or fragment", value)
+    return text
+
+
+def _parse_sdk_key(option: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip()
+    parts = text.split("_")
+    if len(parts) != 3 or parts[0] != "otas" or not parts[1] or not parts[2]:
+        raise _fail(option, "a backend SDK key of the form otas_<prefix>_<secret>", secret=True)
+    return text
+
+
+def _parse_project_id(option: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return str(uuid.UUID(str(value).strip()))
+    except ValueError:
+        raise _fail(option, "a project UUID such as 123e4567-e89b-12d3-a456-426614174000", value) from None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The checked settings of one middleware. Build it with :meth:`Config.load`."""
+
+    sdk_key: str | None = None
+    project_id: str | None = None
+    brain_url: str = "http://localhost:8002"
+    uasam_url: str = "http://localhost:8000"
+    enabled: bool = True
+    max_body_bytes: int = 102_400
+    sensitive_headers: frozenset = BUILTIN_SENSITIVE_HEADERS
+    sensitive_fields: frozenset = BUILTIN_SENSITIVE_FIELDS
+    skip_paths: tuple = ()
+    sample_rate: float = 1.0
+    queue_size: int = 10_000
+    queue_max_bytes: int = 64 * 1024 * 1024
+    batch_size: int = 100
+    flush_interval: float = 1.0
+    concurrency: int = 4
+    timeout: float = 5.0
+    max_retries: int = 5
+    retry_backoff: float = 0.5
+
+    def __repr__(self) -> str:
+        # The SDK key is a credential: a repr ends up in logs and tracebacks.
+        shown = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name == "sdk_key" and value is not None:
+                value = "<set>"
+            shown.append(f"{field.name}={value!r}")
+        return f"Config({', '.join(shown)})"
+
+    @property
+    def shipping(self) -> bool:
+        """Whether events are captured and shipped at all."""
+        return self.enabled and self.sdk_key is not None
+
+    @classmethod
+    def load(cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "Config":
+        """Merge ``options`` over ``OTAS_*`` variables of ``environ`` over the defaults, checking each."""
+        environ = os.environ if environ is None else environ
+        unknown = sorted(set(options) - set(_PARSERS))
+        if unknown:
+            raise ConfigError(
+                f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(_PARSERS))}"
+            )
+        values: dict[str, Any] = {}
+        for name, parse in _PARSERS.items():
+            if name in options and options[name] is not None:
+                raw = options[name]
+            elif _env_name(name) in environ:
+                raw = environ[_env_name(name)]
+            else:
+                continue
+            values[name] = parse(name, raw)
+        for name in ("sensitive_headers", "sensitive_fields"):
+            builtin = getattr(cls, name)
+            extra = {item.lower() for item in values.get(name, ())}
+            if name == "sensitive_fields":
+                # Field names match with - and _ alike (see redaction.normalize_name).
+                extra = {item.replace("-", "_") for item in extra}
+            values[name] = frozenset(builtin | extra)
+        return cls(**values)
+
+
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "sdk_key": _parse_sdk_key,
+    "project_id": _parse_project_id,
+    "brain_url": _parse_url,
+    "uasam_url": _parse_url,
+    "enabled": _parse_bool,
+    "max_body_bytes": lambda o, v: _parse_int(o, v, 0, MAX_BODY_BYTES_LIMIT),
+    "sensitive_headers": _parse_list,
+    "sensitive_fields": _parse_list,
+    "skip_paths": _parse_list,
+    "sample_rate": lambda o, v: _parse_float(o, v, 0.0, 1.0),
+    "queue_size": lambda o, v: _parse_int(o, v, 1),
+    "queue_max_bytes": lambda o, v: _parse_int(o, v, 1024),
+    "batch_size": lambda o, v: _parse_int(o, v, 1),
+    "flush_interval": lambda o, v: _parse_float(o, v, 0.0, above_low=True),
+    "concurrency": lambda o, v: _parse_int(o, v, 1, 64),
+    "timeout": lambda o, v: _parse_float(o, v, 0.0, above_low=True),
+    "max_retries": lambda o, v: _parse_int(o, v, 0, 100),
+    "retry_backoff": lambda o, v: _parse_float(o, v, 0.0, 60.0, above_low=True),
+}
