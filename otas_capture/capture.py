@@ -1,0 +1,235 @@
+"""What the request thread records about one request: the raw material of an event.
+
+This runs on the host application's request path, so it does as little as it can: it
+counts bytes, keeps at most ``max_body_bytes`` of each body, and copies the few strings
+it needs out of the WSGI environ. Parsing, redaction, masking and JSON encoding happen
+later in the sender thread (see :mod:`otas_capture.event`).
+
+The request body is captured by :class:`InputTee`, which stands in for ``wsgi.input``
+and copies what the application reads as it reads it: the application sees exactly the
+same bytes, and nothing is read ahead of it or held beyond the capture limit.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any, Callable, Iterator, List, Optional, Tuple
+
+# Content types worth keeping as text. Anything else (images, archives, octet-stream,
+# multipart uploads, compressed bodies) is counted but not captured: it would be noise
+# in OTAS and cost memory here.
+_TEXT_PREFIXES = ("text/", "application/json", "application/x-www-form-urlencoded")
+_TEXT_MARKERS = ("json", "xml", "javascript", "graphql", "yaml", "csv")
+
+
+def is_textual(content_type: str | None) -> bool:
+    """Whether a body of this content type is captured. A missing type is sniffed later."""
+    if not content_type:
+        return True
+    ctype = content_type.lower()
+    if ctype.startswith(_TEXT_PREFIXES):
+        return True
+    if ctype.startswith("multipart/"):
+        return False
+    base = ctype.split(";", 1)[0]
+    return any(marker in base for marker in _TEXT_MARKERS)
+
+
+class BodyBuffer:
+    """Counts every byte that passes and keeps the first ``limit`` of them."""
+
+    __slots__ = ("limit", "size", "chunks", "kept")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.kept = 0
+        self.chunks: List[bytes] = []
+
+    def add(self, data: bytes) -> None:
+        n = len(data)
+        self.size += n
+        room = self.limit - self.kept
+        if room > 0 and n:
+            piece = data if n <= room else data[:room]
+            self.chunks.append(bytes(piece))
+            self.kept += len(piece)
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > self.kept and self.limit > 0
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class InputTee:
+    """A file-like stand-in for ``wsgi.input`` that copies what the application reads.
+
+    Every read method returns exactly what the wrapped stream returns. Iteration works
+    line by line, as on the real stream.
+    """
+
+    def __init__(self, stream: IO[bytes], buffer: BodyBuffer) -> None:
+        self._stream = stream
+        self._buffer = buffer
+
+    def read(self, *args: Any) -> bytes:
+        data = self._stream.read(*args)
+        if data:
+            self._buffer.add(data)
+        return data
+
+    def readline(self, *args: Any) -> bytes:
+        data = self._stream.readline(*args)
+        if data:
+            self._buffer.add(data)
+        return data
+
+    def readlines(self, *args: Any) -> List[bytes]:
+        lines = self._stream.readlines(*args)
+        for line in lines:
+            self._buffer.add(line)
+        return lines
+
+    # readinto, read1 and readall are optional on a stream, and frameworks probe for
+    # them (werkzeug uses readinto when it is there), so the tee offers each one
+    # exactly when the real stream does: a missing one raises AttributeError here too.
+
+    @property
+    def readinto(self) -> Callable[[Any], Optional[int]]:
+        real = self._stream.readinto  # type: ignore[attr-defined]
+
+        def readinto(buffer: Any) -> Optional[int]:
+            count = real(buffer)
+            if count:
+                self._buffer.add(memoryview(buffer)[:count])
+            return count
+
+        return readinto
+
+    @property
+    def read1(self) -> Callable[..., bytes]:
+        return self._copying(self._stream.read1)  # type: ignore[attr-defined]
+
+    @property
+    def readall(self) -> Callable[..., bytes]:
+        return self._copying(self._stream.readall)  # type: ignore[attr-defined]
+
+    def _copying(self, real: Callable[..., bytes]) -> Callable[..., bytes]:
+        def read(*args: Any) -> bytes:
+            data = real(*args)
+            if data:
+                self._buffer.add(data)
+            return data
+
+        return read
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a server or framework may look for (close, fileno, seekable,
+        # readinto, a custom attribute) is the real stream's.
+        return getattr(self._stream, name)
+
+
+class Exchange:
+    """One captured request and its response, handed from the request thread to the sender.
+
+    Only plain values are kept: no reference to the environ, the application or the
+    server's objects outlives the request.
+    """
+
+    __slots__ = (
+        "token",
+        "started_at",
+        "start",
+        "method",
+        "script_name",
+        "path_info",
+        "query_string",
+        "request_headers",
+        "request_body",
+        "status",
+        "response_headers",
+        "response_body",
+        "first_byte",
+        "end",
+        "error",
+        "custom_properties",
+        "metadata",
+    )
+
+    def __init__(
+        self,
+        token: str,
+        started_at: float,
+        start: float,
+        environ: dict,
+        request_body: BodyBuffer,
+    ) -> None:
+        self.token = token
+        self.started_at = started_at
+        self.start = start
+        self.method: str = environ.get("REQUEST_METHOD", "GET")
+        self.script_name: str = environ.get("SCRIPT_NAME", "")
+        self.path_info: str = environ.get("PATH_INFO", "")
+        self.query_string: str = environ.get("QUERY_STRING", "")
+        # Copy only the header strings: the environ also holds the server's stream and
+        # socket objects, which must not live on in the queue.
+        self.request_headers: List[Tuple[str, str]] = [
+            (key, value) for key, value in environ.items() if key[:5] == "HTTP_"
+        ]
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            value = environ.get(key)
+            if value:
+                self.request_headers.append((key, value))
+        self.request_body = request_body
+        self.status: Optional[str] = None
+        self.response_headers: List[Tuple[str, str]] = []
+        self.response_body: Optional[BodyBuffer] = None
+        self.first_byte: Optional[float] = None
+        self.end: Optional[float] = None
+        self.error: Optional[str] = None
+        self.custom_properties: Optional[dict] = None
+        self.metadata: Optional[dict] = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the exception the application raised (the first one wins).
+
+        Only its text is kept: the exception's traceback holds the application's frames
+        and everything they reference.
+        """
+        if self.error is None:
+            self.error = describe_exception(exc)
+
+    def annotate(self, props: dict) -> None:
+        if self.custom_properties is None:
+            self.custom_properties = {}
+        self.custom_properties.update(props)
+
+    def add_metadata(self, **values: Any) -> None:
+        if self.metadata is None:
+            self.metadata = {}
+        self.metadata.update(values)
+
+    def approx_size(self) -> int:
+        """Bytes this exchange holds, for the queue's memory budget."""
+        response = self.response_body.kept if self.response_body is not None else 0
+        return 1024 + self.request_body.kept + response
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"TypeName: message"``, never raising whatever ``__str__`` does."""
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not break the request
+        message = "<unprintable>"
+    name = type(exc).__name__
+    return f"{name}: {message}" if message else name

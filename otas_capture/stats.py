@@ -1,0 +1,74 @@
+"""Counters of what happened to every request and event, for ``OtasMiddleware.stats()``.
+
+Nothing is lost silently: each request the middleware sees ends up counted exactly once
+as skipped, dropped, failed or sent (or is still pending), with the reason, and each
+loss is logged on the ``otas_capture`` logger at most once a minute per reason so that
+an outage cannot flood the host application's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+logger = logging.getLogger("otas_capture")
+
+COUNTS = ("captured", "sent", "failed", "retried", "dropped", "skipped")
+# Outcomes that carry reasons: the ones a user needs to tell apart to fix something.
+WITH_REASONS = ("failed", "dropped", "skipped")
+LOG_EVERY_SECONDS = 60.0
+
+
+class Stats:
+    """Thread-safe counters plus per-reason breakdowns and rate-limited loss logging."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTS, 0)
+        self._reasons: dict[str, dict[str, int]] = {kind: {} for kind in WITH_REASONS}
+        self._last_logged: dict[tuple[str, str], float] = {}
+
+    def incr(self, kind: str, reason: str | None = None, count: int = 1) -> None:
+        with self._lock:
+            self._counts[kind] += count
+            if reason is not None:
+                by_reason = self._reasons[kind]
+                by_reason[reason] = by_reason.get(reason, 0) + count
+
+    def lost(self, kind: str, reason: str, detail: str = "", *, level: int = logging.WARNING) -> None:
+        """Count one event that will not reach OTAS, and say so (rate-limited)."""
+        self.incr(kind, reason)
+        with self._lock:
+            total = self._reasons[kind][reason]
+        self.log_limited(
+            (kind, reason),
+            level,
+            "otas-capture: event %s (%s)%s; %d so far for this reason, see stats()",
+            kind,
+            reason,
+            f": {detail}" if detail else "",
+            total,
+        )
+
+    def log_limited(self, key: Any, level: int, message: str, *args: Any) -> None:
+        """Log ``message`` unless the same ``key`` was logged in the last minute."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_logged.get(key)
+            if last is not None and now - last < LOG_EVERY_SECONDS:
+                return
+            self._last_logged[key] = now
+        logger.log(level, message, *args)
+
+    def reset(self) -> None:
+        """Start from zero (in a forked child, whose parent keeps its own counts)."""
+        self.__init__()  # type: ignore[misc]
+
+    def snapshot(self, **gauges: Any) -> dict[str, Any]:
+        with self._lock:
+            result: dict[str, Any] = dict(self._counts)
+            result["reasons"] = {kind: dict(r) for kind, r in self._reasons.items()}
+        result.update(gauges)
+        return result
