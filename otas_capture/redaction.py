@@ -1,0 +1,84 @@
+"""Keeping secrets out of events: header redaction and masking of sensitive fields.
+
+Header values are replaced whole. Field values are masked wherever a key of that name
+appears: at any depth of a JSON document, in URL-encoded form data and in query strings.
+Names match without regard to case, and ``-`` matches ``_`` (``Api-Key`` is ``api_key``).
+When a JSON body cannot be parsed (it was cut at the capture limit, say), a textual
+pass still masks ``"name": value`` pairs, so truncation never leaks a password.
+
+These are pure functions, run by the sender thread, never on the request path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Collection, Iterable, List, Tuple
+
+REDACTED = "[REDACTED]"
+_MAX_DEPTH = 64
+
+
+def normalize_name(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def redact_headers(
+    headers: Iterable[Tuple[str, str]], sensitive: Collection[str]
+) -> List[Tuple[str, str]]:
+    """Headers with the value of every sensitive one replaced by ``[REDACTED]``."""
+    return [
+        (name, REDACTED if name.lower() in sensitive else value) for name, value in headers
+    ]
+
+
+def mask_pairs(
+    pairs: Iterable[Tuple[str, str]], fields: Collection[str]
+) -> Tuple[List[Tuple[str, str]], bool]:
+    """Mask the values of sensitive keys in (key, value) pairs; say whether any was."""
+    masked = []
+    changed = False
+    for key, value in pairs:
+        if normalize_name(key) in fields:
+            masked.append((key, REDACTED))
+            changed = True
+        else:
+            masked.append((key, value))
+    return masked, changed
+
+
+def mask_json(value: Any, fields: Collection[str], depth: int = 0) -> Tuple[Any, bool]:
+    """A copy of a parsed JSON value with sensitive keys masked at any depth."""
+    if depth > _MAX_DEPTH:
+        return value, False
+    if isinstance(value, dict):
+        result = {}
+        changed = False
+        for key, item in value.items():
+            if isinstance(key, str) and normalize_name(key) in fields:
+                result[key] = REDACTED
+                changed = True
+            else:
+                result[key], item_changed = mask_json(item, fields, depth + 1)
+                changed = changed or item_changed
+        return result, changed
+    if isinstance(value, list):
+        items = [mask_json(item, fields, depth + 1) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    return value, False
+
+
+class TextMasker:
+    """Masks ``"name": value`` pairs in JSON-like text that could not be parsed."""
+
+    def __init__(self, fields: Collection[str]) -> None:
+        names = sorted(fields)
+        # Match either spelling of each name (api_key / api-key), any case.
+        alternatives = "|".join(re.escape(n).replace("_", "[_-]") for n in names) or "(?!)"
+        self._pattern = re.compile(
+            r'("(?:' + alternatives + r')"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]*)',
+            re.IGNORECASE,
+        )
+
+    def mask(self, text: str) -> Tuple[str, bool]:
+        masked, count = self._pattern.subn(r'\1"' + REDACTED + '"', text)
+        return masked, count > 0
