@@ -15,23 +15,36 @@ from __future__ import annotations
 from typing import IO, Any, Callable, Iterator, List, Optional, Tuple
 
 # Content types worth keeping as text. Anything else (images, archives, octet-stream,
-# multipart uploads, compressed bodies) is counted but not captured: it would be noise
-# in OTAS and cost memory here.
-_TEXT_PREFIXES = ("text/", "application/json", "application/x-www-form-urlencoded")
-_TEXT_MARKERS = ("json", "xml", "javascript", "graphql", "yaml", "csv")
+# multipart uploads, Office documents, compressed bodies) is counted but not captured:
+# it would be noise in OTAS and cost memory here.
+_TEXT_SUBTYPES = frozenset(
+    {
+        "json",
+        "xml",
+        "javascript",
+        "ecmascript",
+        "graphql",
+        "yaml",
+        "x-yaml",
+        "csv",
+        "ndjson",
+        "x-ndjson",
+        "jsonl",
+        "x-www-form-urlencoded",
+    }
+)
+_TEXT_SUFFIXES = ("+json", "+xml", "+yaml")
 
 
-def is_textual(content_type: str | None) -> bool:
+def is_textual(content_type: Optional[str]) -> bool:
     """Whether a body of this content type is captured. A missing type is sniffed later."""
     if not content_type:
         return True
-    ctype = content_type.lower()
-    if ctype.startswith(_TEXT_PREFIXES):
+    base = content_type.split(";", 1)[0].strip().lower()
+    major, _, subtype = base.partition("/")
+    if major == "text":
         return True
-    if ctype.startswith("multipart/"):
-        return False
-    base = ctype.split(";", 1)[0]
-    return any(marker in base for marker in _TEXT_MARKERS)
+    return subtype in _TEXT_SUBTYPES or subtype.endswith(_TEXT_SUFFIXES)
 
 
 class BodyBuffer:

@@ -106,20 +106,24 @@ def _parse_float(
     except (TypeError, ValueError):
         number = math.nan
     too_low = number <= low if above_low else number < low
-    if math.isnan(number) or too_low or (high is not None and number > high):
-        kind = f"a number above {low:g}" if above_low else "a number"
+    if not math.isfinite(number) or too_low or (high is not None and number > high):
+        kind = f"a number above {_number(low)}" if above_low else "a number"
         raise _fail(option, _range_text(kind, None if above_low else low, high), value)
     return number
 
 
 def _range_text(kind: str, low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
-        return f"{kind} from {low:g} to {high:g}"
+        return f"{kind} from {_number(low)} to {_number(high)}"
     if low is not None:
-        return f"{kind} of at least {low:g}"
+        return f"{kind} of at least {_number(low)}"
     if high is not None:
-        return f"{kind} of at most {high:g}"
+        return f"{kind} of at most {_number(high)}"
     return kind
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _parse_list(option: str, value: Any) -> tuple[str, ...]:
@@ -135,6 +139,10 @@ def _parse_list(option: str, value: Any) -> tuple[str, ...]:
 def _parse_url(option: str, value: Any) -> str:
     text = str(value).strip().rstrip("/")
     parts = urlsplit(text)
+    try:
+        parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        parts = parts._replace(netloc="")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _fail(option, "an http:// or https:// URL such as http://localhost:8002", value)
     if parts.query or parts.fragment:

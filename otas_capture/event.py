@@ -51,19 +51,29 @@ def clean_json(value: Any, depth: int = 0) -> Any:
     """A JSON-safe copy of user data: clean strings, finite numbers, string keys."""
     if isinstance(value, str):
         return clean_text(value)
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        # Brain's JSON columns hold 64-bit integers; bigger ones travel as text.
+        return value if -(2**63) <= value < 2**63 else _safe_str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if depth >= _JSON_DEPTH_LIMIT:
-        return clean_text(repr(value))
+        return "<nested too deep>"
     if isinstance(value, dict):
-        return {clean_text(str(k)): clean_json(v, depth + 1) for k, v in value.items()}
+        return {_safe_str(k): clean_json(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [clean_json(v, depth + 1) for v in value]
+    return _safe_str(value)
+
+
+def _safe_str(value: Any) -> str:
+    """``str(value)`` made clean, never raising whatever the value's ``__str__`` does."""
+    if isinstance(value, str):
+        return clean_text(value)
     try:
         return clean_text(str(value))
-    except Exception:
+    except Exception:  # a broken __str__, or an int too long to print
         return "<unprintable>"
 
 
@@ -195,7 +205,10 @@ class EventBuilder:
             except (ValueError, RecursionError):
                 return self._text_masker.mask(text)[0], []
             masked, changed = mask_json(parsed, fields)
-            return (json.dumps(masked, ensure_ascii=False) if changed else text), []
+            if not changed:
+                return text, []
+            # Parsing turned any "\ud800" escape into a real lone surrogate: clean again.
+            return clean_text(json.dumps(masked, ensure_ascii=False)), []
         return text, []
 
 

@@ -15,6 +15,7 @@ import re
 from typing import Any, Collection, Iterable, List, Tuple
 
 REDACTED = "[REDACTED]"
+TOO_DEEP = "[REDACTED: nested too deep to inspect]"
 _MAX_DEPTH = 64
 
 
@@ -49,7 +50,8 @@ def mask_pairs(
 def mask_json(value: Any, fields: Collection[str], depth: int = 0) -> Tuple[Any, bool]:
     """A copy of a parsed JSON value with sensitive keys masked at any depth."""
     if depth > _MAX_DEPTH:
-        return value, False
+        # Too deep to inspect safely: hide it rather than risk shipping a secret.
+        return (TOO_DEEP, True) if isinstance(value, (dict, list)) else (value, False)
     if isinstance(value, dict):
         result = {}
         changed = False
