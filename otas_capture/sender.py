@@ -264,9 +264,10 @@ class Sender:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - perf_counter()) + 0.1)
         with self._lock:
-            leftovers = [item for item in self._queue]
-            leftovers += [item for _, _, item in self._retry]
+            leftovers = list(self._queue) + [item for _, _, item in self._retry]
             leftovers += list(self._inflight.values())
+            self._queue.clear()
+            self._retry.clear()
         for item in leftovers:
             self._settle(item, "dropped", "shutdown")
 
@@ -387,16 +388,19 @@ class Sender:
             if item.settled:
                 return
             item.settled = True
+        item.exchange = item.payload = None
+        # Count and log before flush() can see the item gone, so that whoever flushed
+        # finds the outcome in stats() and the log.
+        if kind == "sent":
+            self._stats.incr("sent")
+        else:
+            self._stats.lost(kind, reason or kind, detail)
+        with self._lock:
             self._inflight.pop(item.seq, None)
             self._pending -= 1
             self._pending_bytes -= item.size
             if self._flush_waiters:
                 self._done.notify_all()
-        item.exchange = item.payload = None
-        if kind == "sent":
-            self._stats.incr("sent")
-        else:
-            self._stats.lost(kind, reason or kind, detail)
 
     def _retry_later(
         self,
