@@ -44,7 +44,14 @@ def is_textual(content_type: Optional[str]) -> bool:
     major, _, subtype = base.partition("/")
     if major == "text":
         return True
-    return subtype in _TEXT_SUBTYPES or subtype.endswith(_TEXT_SUFFIXES)
+    return (
+        subtype in _TEXT_SUBTYPES
+        or subtype.endswith(_TEXT_SUFFIXES)
+        # JSON and JavaScript dialects (x-json, x-amz-json-1.1, x-javascript) are text;
+        # "xml" is not matched this way, as Office documents are zips named ...xml...
+        or "json" in subtype
+        or "javascript" in subtype
+    )
 
 
 class BodyBuffer:

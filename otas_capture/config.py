@@ -249,9 +249,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "queue_size": lambda o, v: _parse_int(o, v, 1),
     "queue_max_bytes": lambda o, v: _parse_int(o, v, 1024),
     "batch_size": lambda o, v: _parse_int(o, v, 1),
-    "flush_interval": lambda o, v: _parse_float(o, v, 0.0, above_low=True),
+    "flush_interval": lambda o, v: _parse_float(o, v, 0.0, 3600.0, above_low=True),
     "concurrency": lambda o, v: _parse_int(o, v, 1, 64),
-    "timeout": lambda o, v: _parse_float(o, v, 0.0, above_low=True),
+    "timeout": lambda o, v: _parse_float(o, v, 0.0, 600.0, above_low=True),
     "max_retries": lambda o, v: _parse_int(o, v, 0, 100),
     "retry_backoff": lambda o, v: _parse_float(o, v, 0.0, 60.0, above_low=True),
 }

@@ -199,7 +199,8 @@ class EventBuilder:
         if ctype.startswith("application/x-www-form-urlencoded"):
             pairs, changed = mask_pairs(parse_qsl(text, keep_blank_values=True), fields)
             return (urlencode(pairs) if changed else text), pairs
-        if "json" in ctype:
+        # A body without a content type is masked as JSON when it looks like JSON.
+        if "json" in ctype or (not ctype and text.lstrip()[:1] in ("{", "[")):
             try:
                 parsed = json.loads(text)
             except (ValueError, RecursionError):
@@ -209,7 +210,8 @@ class EventBuilder:
                 return text, []
             # Parsing turned any "\ud800" escape into a real lone surrogate: clean again.
             return clean_text(json.dumps(masked, ensure_ascii=False)), []
-        return text, []
+        # Other text may still embed JSON ("key": value pairs): mask those too.
+        return self._text_masker.mask(text)[0], []
 
 
 def _group(pairs: List[Tuple[str, str]]) -> Dict[str, List[str]]:

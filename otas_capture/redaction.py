@@ -23,6 +23,13 @@ def normalize_name(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+def form_key_name(key: str) -> str:
+    """The field a form key names: ``user[password]`` names ``password``."""
+    if key.endswith("]") and "[" in key:
+        key = key[key.rindex("[") + 1 : -1]
+    return normalize_name(key)
+
+
 def redact_headers(
     headers: Iterable[Tuple[str, str]], sensitive: Collection[str]
 ) -> List[Tuple[str, str]]:
@@ -39,7 +46,7 @@ def mask_pairs(
     masked = []
     changed = False
     for key, value in pairs:
-        if normalize_name(key) in fields:
+        if form_key_name(key) in fields:
             masked.append((key, REDACTED))
             changed = True
         else:

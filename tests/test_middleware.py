@@ -558,3 +558,17 @@ def test_without_an_sdk_key_nothing_is_captured(monkeypatch, collector, agent):
     assert Client(middleware).get("/", headers=agent).status_code == 201
     assert middleware.flush() is True
     assert middleware.stats()["captured"] == 0
+
+
+def test_json_sent_as_plain_text_is_masked_too(make_middleware, collector, agent):
+    @Request.application
+    def app(request):
+        request.get_data()
+        return Response(b"ok", mimetype="text/plain")
+
+    middleware = make_middleware(app)
+    body = b'{"user": "bob", "password": "hunter2"}'
+    Client(middleware).post("/", data=body, content_type="text/plain", headers=agent, buffered=True)
+    event = one_event(middleware, collector)
+    assert "hunter2" not in event["request_body"]
+    assert '"user": "bob"' in event["request_body"]

@@ -1,0 +1,796 @@
+"""Specification of the event Brain receives: safe text, safe JSON, and the contract's fields."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timedelta
+from urllib.parse import parse_qs
+
+import pytest
+from werkzeug.test import EnvironBuilder
+
+import otas_capture
+from otas_capture.capture import BodyBuffer, Exchange
+from otas_capture.config import Config
+from otas_capture.event import (
+    MAX_EVENT_BYTES,
+    EventBuilder,
+    clean_json,
+    clean_text,
+    encode_event,
+    header_name,
+    status_code,
+    wsgi_text,
+)
+
+PROJECT = "123e4567-e89b-12d3-a456-426614174000"
+TOKEN = "header.payload.signature"
+TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+REDACTED = "[REDACTED]"
+
+# -- text Brain's database accepts -------------------------------------------------------
+
+
+def test_clean_text_replaces_nul_characters():
+    assert clean_text("a\x00b\x00") == "a\ufffdb\ufffd"
+
+
+def test_clean_text_replaces_nul_in_non_ascii_text_too():
+    assert clean_text("café\x00") == "café\ufffd"
+
+
+@pytest.mark.parametrize("text", ["a\ud800b", "\udfff", "x\udc80y", "é\ud83d"])
+def test_clean_text_replaces_lone_surrogates_with_encodable_text(text):
+    cleaned = clean_text(text)
+    cleaned.encode("utf-8")  # does not raise
+    assert not any(0xD800 <= ord(ch) <= 0xDFFF for ch in cleaned)
+    assert len(cleaned) == len(text)
+    assert cleaned[0] == text[0] or 0xD800 <= ord(text[0]) <= 0xDFFF
+
+
+def test_clean_text_returns_plain_ascii_as_is():
+    text = "GET /api/v1/users/?page=2 " + "x" * 1000
+    assert clean_text(text) is text
+
+
+@pytest.mark.parametrize("text", ["café", "naïve 日本語", "emoji 😀 and 𝄞", "\u00a0\u2028"])
+def test_clean_text_keeps_valid_non_ascii_text_unchanged(text):
+    assert clean_text(text) == text
+
+
+def test_clean_text_of_empty_text_is_empty():
+    assert clean_text("") == ""
+
+
+# -- environ strings (PEP 3333: bytes carried as latin-1) --------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        ("/caf\xc3\xa9", "/café"),
+        ("/\xe6\x97\xa5\xe6\x9c\xac", "/日本"),
+        ("/\xf0\x9f\x98\x80", "/😀"),
+        ("/plain/ascii", "/plain/ascii"),
+        ("", ""),
+    ],
+)
+def test_wsgi_text_decodes_utf8_carried_as_latin1(value, text):
+    assert wsgi_text(value) == text
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        ("/\xff", "/\ufffd"),
+        ("/caf\xe9", "/caf\ufffd"),  # Latin-1 text is not UTF-8
+        ("/\xc3", "/\ufffd"),  # cut UTF-8 sequence
+        ("/\xed\xa0\x80", "/\ufffd\ufffd\ufffd"),  # UTF-8 encoded surrogate
+    ],
+)
+def test_wsgi_text_replaces_invalid_bytes_with_the_replacement_character(value, text):
+    assert wsgi_text(value) == text
+
+
+def test_wsgi_text_replaces_nul():
+    assert wsgi_text("/a\x00b") == "/a\ufffdb"
+
+
+def test_wsgi_text_keeps_text_a_server_already_decoded():
+    assert wsgi_text("/日本") == "/日本"
+
+
+# -- JSON-safe user data -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(math.nan, "nan"), (math.inf, "inf"), (-math.inf, "-inf")],
+)
+def test_clean_json_turns_non_finite_floats_into_strings(value, expected):
+    assert clean_json(value) == expected
+    assert clean_json({"x": [value]}) == {"x": [expected]}
+
+
+@pytest.mark.parametrize("value", [None, True, False, 0, -7, 2**40, 1.5, "text", ""])
+def test_clean_json_keeps_json_scalars(value):
+    assert clean_json(value) == value and type(clean_json(value)) is type(value)
+
+
+def test_clean_json_turns_non_string_keys_into_strings():
+    assert clean_json({1: "a", None: "b", 2.5: "c", False: "d", (1, 2): "e"}) == {
+        "1": "a", "None": "b", "2.5": "c", "False": "d", "(1, 2)": "e"
+    }
+
+
+def test_clean_json_turns_tuples_and_sets_into_lists():
+    assert clean_json((1, 2)) == [1, 2]
+    assert clean_json({"s": {3}, "f": frozenset({4}), "t": ((5,),)}) == {
+        "s": [3], "f": [4], "t": [[5]]
+    }
+
+
+def test_clean_json_turns_other_objects_into_their_str():
+    class Money:
+        def __str__(self):
+            return "12.50 EUR"
+
+    assert clean_json({"price": Money(), "when": datetime(2024, 1, 2, 3, 4, 5)}) == {
+        "price": "12.50 EUR", "when": "2024-01-02 03:04:05"
+    }
+
+
+def test_clean_json_cleans_strings_in_keys_and_values():
+    cleaned = clean_json({"k\x00": ["v\ud800"]})
+    assert list(cleaned) == ["k\ufffd"]
+    value = cleaned["k\ufffd"][0]
+    assert value.startswith("v") and len(value) == 2 and "\ud800" not in value
+
+
+def test_clean_json_survives_an_object_whose_str_raises():
+    class Broken:
+        def __str__(self):
+            raise RuntimeError("nope")
+
+    assert clean_json({"x": Broken()}) == {"x": "<unprintable>"}
+
+
+def test_clean_json_result_always_serializes_strictly():
+    value = {"a": [math.nan, {1: object()}, (math.inf,), {"b"}], "c": b"bytes"}
+    json.dumps(clean_json(value), allow_nan=False)
+
+
+def test_clean_json_bounds_deep_nesting():
+    value = []
+    for _ in range(200):
+        value = [value]
+    cleaned = clean_json(value)
+    depth = 0
+    while isinstance(cleaned, list) and cleaned:
+        cleaned, depth = cleaned[0], depth + 1
+    assert depth <= 40
+    assert isinstance(cleaned, str)  # the rest is summarized as text
+    json.dumps(clean_json(value), allow_nan=False)
+
+
+def test_clean_json_bounds_a_self_referencing_structure():
+    value: list = []
+    value.append(value)
+    json.dumps(clean_json(value), allow_nan=False)
+
+
+def test_clean_json_bounds_very_deep_nesting():
+    value: list = []
+    for _ in range(5000):
+        value = [value]
+    json.dumps(clean_json(value), allow_nan=False)
+
+
+def test_clean_json_survives_a_key_whose_str_raises():
+    class BrokenKey:
+        def __str__(self):
+            raise RuntimeError("nope")
+
+    json.dumps(clean_json({BrokenKey(): 1}), allow_nan=False)
+
+
+def test_clean_json_makes_huge_integers_serializable():
+    json.dumps(clean_json({"n": 10**5000}), allow_nan=False)
+
+
+# -- header names and status codes -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, name",
+    [
+        ("HTTP_X_REQUEST_ID", "X-Request-Id"),
+        ("HTTP_ACCEPT", "Accept"),
+        ("HTTP_USER_AGENT", "User-Agent"),
+        ("HTTP_X_OTAS_AGENT_SESSION_TOKEN", "X-Otas-Agent-Session-Token"),
+        ("CONTENT_TYPE", "Content-Type"),
+        ("CONTENT_LENGTH", "Content-Length"),
+    ],
+)
+def test_header_name_restores_the_http_spelling_of_environ_keys(key, name):
+    assert header_name(key) == name
+
+
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        ("200 OK", 200),
+        ("201 Created", 201),
+        ("404 Not Found", 404),
+        ("500 Internal Server Error", 500),
+        ("418 I'm a teapot", 418),
+        ("204", 204),
+    ],
+)
+def test_status_code_is_the_number_of_the_status_line(status, code):
+    assert status_code(status) == code
+
+
+@pytest.mark.parametrize("status", [None, "", "OK", "garbage", "2OO OK", "-1 Negative",
+                                    "1e3 Float", "abc 200"])
+def test_status_code_is_500_when_there_is_no_usable_status(status):
+    assert status_code(status) == 500
+
+
+# -- keeping an event under Brain's size limit -------------------------------------------
+
+
+def small_event(**overrides):
+    event = {
+        "project_id": PROJECT,
+        "path": "/api/v1/users/",
+        "method": "POST",
+        "status_code": 200,
+        "latency_ms": 1.5,
+        "request_size_bytes": 10,
+        "response_size_bytes": 10,
+        "request_headers": json.dumps({"Accept": "*/*"}),
+        "request_body": "{}",
+        "query_params": json.dumps({"a": ["1"]}),
+        "post_data": "{}",
+        "response_headers": json.dumps({"Content-Type": "application/json"}),
+        "response_body": "{}",
+        "request_content_type": "application/json",
+        "response_content_type": "application/json",
+        "custom_properties": {},
+        "error": "",
+        "metadata": {"sdk": "otas-capture"},
+    }
+    event.update(overrides)
+    return event
+
+
+BIG = 3 * 1024 * 1024
+
+
+def assert_fits_and_is_valid(payload: bytes) -> dict:
+    assert len(payload) <= MAX_EVENT_BYTES
+    decoded = json.loads(payload.decode("utf-8"))
+    assert decoded["path"]
+    for field in ("request_headers", "response_headers", "query_params", "post_data"):
+        assert isinstance(json.loads(decoded[field]), dict), field
+    return decoded
+
+
+def test_the_size_limit_leaves_room_under_brains_limit():
+    assert MAX_EVENT_BYTES < 2_621_440
+
+
+def test_a_small_event_is_encoded_unchanged():
+    event = small_event()
+    payload = encode_event(dict(event, metadata=dict(event["metadata"])))
+    assert json.loads(payload) == event
+    assert "cut_to_fit" not in json.loads(payload)["metadata"]
+
+
+@pytest.mark.parametrize("field", ["request_body", "response_body", "error"])
+def test_a_huge_text_field_is_cut_to_fit_and_recorded(field):
+    decoded = assert_fits_and_is_valid(encode_event(small_event(**{field: "x" * BIG})))
+    assert field in decoded["metadata"]["cut_to_fit"]
+    assert decoded[field] == "x" * len(decoded[field])  # a prefix of the original
+
+
+def test_both_huge_bodies_are_cut_and_recorded():
+    decoded = assert_fits_and_is_valid(
+        encode_event(small_event(request_body="a" * BIG, response_body="b" * BIG))
+    )
+    assert {"request_body", "response_body"} <= set(decoded["metadata"]["cut_to_fit"])
+
+
+def test_multibyte_bodies_are_cut_by_their_encoded_size():
+    decoded = assert_fits_and_is_valid(
+        encode_event(small_event(request_body="😀" * 700_000, response_body="é" * 1_200_000))
+    )
+    assert set(decoded["request_body"]) <= {"😀"}
+
+
+def test_a_huge_path_is_cut_but_never_emptied():
+    decoded = assert_fits_and_is_valid(encode_event(small_event(path="/" + "p" * BIG)))
+    assert decoded["path"].startswith("/ppp")
+    assert "path" in decoded["metadata"]["cut_to_fit"]
+
+
+@pytest.mark.parametrize("field", ["request_headers", "response_headers", "query_params",
+                                   "post_data"])
+def test_huge_json_text_fields_are_replaced_whole_and_stay_valid_json(field):
+    huge = json.dumps({"k": ["v" * BIG]})
+    decoded = assert_fits_and_is_valid(encode_event(small_event(**{field: huge})))
+    assert json.loads(decoded[field]) == {}
+    assert field in decoded["metadata"]["cut_to_fit"]
+
+
+def test_huge_custom_properties_are_dropped_to_fit_and_recorded():
+    decoded = assert_fits_and_is_valid(
+        encode_event(small_event(custom_properties={"blob": "z" * BIG}))
+    )
+    assert decoded["custom_properties"] == {}
+    assert "custom_properties" in decoded["metadata"]["cut_to_fit"]
+
+
+def test_cutting_keeps_the_required_fields():
+    decoded = assert_fits_and_is_valid(
+        encode_event(small_event(request_body="a" * BIG, request_headers=json.dumps({"h": "v" * BIG})))
+    )
+    for field, value in (("project_id", PROJECT), ("method", "POST"), ("status_code", 200),
+                         ("latency_ms", 1.5)):
+        assert decoded[field] == value
+
+
+def test_everything_huge_at_once_still_fits():
+    huge_json = json.dumps({"k": ["v" * BIG]})
+    event = small_event(
+        path="/" + "p" * BIG, request_body="a" * BIG, response_body="b" * BIG, error="e" * BIG,
+        request_headers=huge_json, response_headers=huge_json, query_params=huge_json,
+        post_data=huge_json, custom_properties={"blob": "z" * BIG},
+    )
+    assert_fits_and_is_valid(encode_event(event))
+
+
+# -- building an event from a captured exchange ------------------------------------------
+
+TEXT_FIELDS = (
+    "project_id", "path", "method", "request_headers", "request_body", "query_params",
+    "post_data", "response_headers", "response_body", "request_content_type",
+    "response_content_type", "error",
+)
+CONTRACT_FIELDS = TEXT_FIELDS + (
+    "status_code", "latency_ms", "request_size_bytes", "response_size_bytes",
+    "custom_properties", "metadata",
+)
+
+
+def exchange(
+    path="/api/v1/users/",
+    method="POST",
+    query_string="",
+    body=b"",
+    content_type=None,
+    headers=None,
+    limit=4096,
+    status="200 OK",
+    response_headers=None,
+    response_body=b'{"ok": true}',
+    latency=0.0123,
+) -> Exchange:
+    environ = EnvironBuilder(
+        path=path,
+        method=method,
+        query_string=query_string,
+        headers={TOKEN_HEADER: TOKEN, **(headers or {})},
+        data=body,
+        content_type=content_type,
+    ).get_environ()
+    start = time.perf_counter()
+    ex = Exchange(TOKEN, time.time(), start, environ, BodyBuffer(limit))
+    ex.request_body.add(body)
+    ex.status = status
+    ex.response_headers = (
+        [("Content-Type", "application/json")] if response_headers is None else response_headers
+    )
+    if response_body is not None:
+        ex.response_body = BodyBuffer(limit)
+        ex.response_body.add(response_body)
+    ex.end = start + latency
+    return ex
+
+
+def build(ex: Exchange, **options) -> dict:
+    payload = EventBuilder(Config.load(options, {})).build(ex, PROJECT)
+    assert isinstance(payload, bytes)
+    return json.loads(payload.decode("utf-8"))
+
+
+def assert_contract_types(event: dict) -> None:
+    assert set(CONTRACT_FIELDS) <= set(event)
+    for field in TEXT_FIELDS:
+        assert isinstance(event[field], str), field
+    for field in ("request_size_bytes", "response_size_bytes"):
+        assert type(event[field]) is int and event[field] >= 0, field
+    assert type(event["status_code"]) is int and event["status_code"] >= 0
+    assert isinstance(event["latency_ms"], (int, float)) and not isinstance(event["latency_ms"], bool)
+    assert math.isfinite(event["latency_ms"]) and event["latency_ms"] >= 0
+    assert isinstance(event["custom_properties"], dict)
+    assert isinstance(event["metadata"], dict)
+    assert event["path"]
+    assert len(event["method"]) <= 20
+    assert len(event["request_content_type"]) <= 255
+    assert len(event["response_content_type"]) <= 255
+    for field in ("request_headers", "response_headers", "query_params", "post_data"):
+        assert isinstance(json.loads(event[field]), dict), field
+
+
+def test_an_event_has_every_contract_field_with_the_contract_type():
+    event = build(exchange(body=b'{"name": "bob"}', content_type="application/json",
+                           query_string="page=2"))
+    assert_contract_types(event)
+    assert event["project_id"] == PROJECT
+    assert event["path"] == "/api/v1/users/"
+    assert event["method"] == "POST"
+    assert event["status_code"] == 200
+    assert event["latency_ms"] == pytest.approx(12.3)
+    assert event["request_size_bytes"] == len(b'{"name": "bob"}')
+    assert event["response_size_bytes"] == len(b'{"ok": true}')
+    assert event["request_body"] == '{"name": "bob"}'
+    assert event["response_body"] == '{"ok": true}'
+    assert event["request_content_type"] == "application/json"
+    assert event["response_content_type"] == "application/json"
+    assert event["error"] == ""
+    assert event["custom_properties"] == {}
+
+
+def test_an_event_of_an_app_that_raised_before_responding_still_has_every_field():
+    ex = exchange(status=None, response_headers=[], response_body=None)
+    ex.fail(ValueError("database is down"))
+    event = build(ex)
+    assert_contract_types(event)
+    assert event["status_code"] == 500
+    assert event["error"] == "ValueError: database is down"
+    assert event["response_body"] == "" and event["response_size_bytes"] == 0
+    assert json.loads(event["response_headers"]) == {}
+
+
+def unsafe_characters(value) -> list:
+    """NUL characters and lone surrogates anywhere in a decoded JSON value."""
+    if isinstance(value, str):
+        return [ch for ch in value if ch == "\x00" or 0xD800 <= ord(ch) <= 0xDFFF]
+    if isinstance(value, dict):
+        return sum((unsafe_characters(k) + unsafe_characters(v) for k, v in value.items()), [])
+    if isinstance(value, list):
+        return sum((unsafe_characters(v) for v in value), [])
+    return []
+
+
+def decode_deep(event: dict) -> dict:
+    """The event with its JSON-text fields decoded too."""
+    event = dict(event)
+    for field in ("request_headers", "response_headers", "query_params", "post_data"):
+        event[field] = json.loads(event[field])
+    return event
+
+
+def test_the_event_is_utf8_json_without_nul_or_surrogates():
+    ex = exchange(
+        body=b"text\x00with nul and bad \xff\xed\xa0\x80 bytes",
+        content_type="text/plain",
+        path="/caf%C3%A9%00%FF",
+        query_string="q=%00%ED%A0%80&r=\xff",
+        headers={"X-Note": "a\x00b"},
+        response_headers=[("Content-Type", "text/plain"), ("X-Reply", "nul\x00")],
+        response_body=b"\x00\xc3",
+    )
+    ex.annotate({"k\x00": "v\ud800"})
+    payload = EventBuilder(Config.load({}, {})).build(ex, PROJECT)
+    event = json.loads(payload.decode("utf-8"))  # strict UTF-8
+    assert_contract_types(event)
+    assert unsafe_characters(event) == []
+    # Inside the JSON-text fields a NUL may remain as the 6-character escape \\u0000 (plain
+    # text to Brain's database), but never a surrogate.
+    assert [ch for ch in unsafe_characters(decode_deep(event)) if ch != "\x00"] == []
+
+
+def test_a_form_body_with_nul_and_surrogate_escapes_gives_safe_text():
+    body = b"password=x&a=%00&b=%ED%A0%80"
+    event = build(exchange(body=body, content_type="application/x-www-form-urlencoded"))
+    assert unsafe_characters(event) == []
+    assert json.loads(event["post_data"])["b"] == ["\ufffd" * 3]
+
+
+def test_a_json_body_with_a_nul_escape_stays_an_escape():
+    body = b'{"password": "x", "a": "\\u0000"}'
+    event = build(exchange(body=body, content_type="application/json"))
+    assert unsafe_characters(event) == []
+    assert json.loads(event["request_body"]) == {"password": REDACTED, "a": "\x00"}
+
+
+@pytest.mark.parametrize("side", ["request", "response"])
+def test_a_masked_json_body_with_a_lone_surrogate_escape_still_builds(side):
+    body = b'{"password": "x", "a": "\\ud800"}'
+    if side == "request":
+        ex = exchange(body=body, content_type="application/json")
+    else:
+        ex = exchange(response_body=body)
+    event = build(ex)
+    assert unsafe_characters(event) == []
+    body_json = json.loads(event[f"{side}_body"])
+    assert body_json["password"] == REDACTED
+    assert len(body_json["a"]) == 1 and unsafe_characters(body_json) == []
+
+
+def test_the_path_is_decoded_as_utf8():
+    assert build(exchange(path="/caf%C3%A9/"))["path"] == "/café/"
+
+
+def test_the_path_includes_the_script_name():
+    ex = exchange(path="/users/")
+    ex.script_name = "/api"
+    assert build(ex)["path"] == "/api/users/"
+
+
+def test_an_empty_path_is_reported_as_root():
+    ex = exchange()
+    ex.path_info = ""
+    assert build(ex)["path"] == "/"
+
+
+def test_a_long_method_is_cut_to_twenty_characters():
+    ex = exchange()
+    ex.method = "X" * 50
+    assert build(ex)["method"] == "X" * 20
+
+
+def test_a_long_content_type_is_cut_to_255_characters():
+    long_type = "application/json; " + "p=" + "v" * 400
+    event = build(exchange(body=b"{}", content_type=long_type))
+    assert event["request_content_type"] == long_type[:255]
+
+
+def test_query_params_are_a_json_object_of_lists():
+    event = build(exchange(query_string="page=2&tag=a&tag=b&empty=&q=caf%C3%A9"))
+    assert json.loads(event["query_params"]) == {
+        "page": ["2"], "tag": ["a", "b"], "empty": [""], "q": ["café"]
+    }
+
+
+def test_sensitive_query_params_are_masked():
+    event = build(exchange(query_string="user=bob&api_key=k123&Access-Token=t456"))
+    assert json.loads(event["query_params"]) == {
+        "user": ["bob"], "api_key": [REDACTED], "Access-Token": [REDACTED]
+    }
+    assert "k123" not in json.dumps(event) and "t456" not in json.dumps(event)
+
+
+def test_no_query_string_gives_an_empty_object():
+    assert json.loads(build(exchange())["query_params"]) == {}
+
+
+def test_a_form_body_is_parsed_into_post_data_and_masked_in_both_places():
+    body = b"user=bob&password=hunter2&tag=a&tag=b"
+    event = build(exchange(body=body, content_type="application/x-www-form-urlencoded"))
+    assert json.loads(event["post_data"]) == {
+        "user": ["bob"], "password": [REDACTED], "tag": ["a", "b"]
+    }
+    assert parse_qs(event["request_body"]) == {
+        "user": ["bob"], "password": [REDACTED], "tag": ["a", "b"]
+    }
+    assert "hunter2" not in json.dumps(event)
+
+
+def test_a_form_body_without_secrets_is_shipped_as_sent():
+    body = b"user=bob&note=hello+world%21"
+    event = build(exchange(body=body, content_type="application/x-www-form-urlencoded"))
+    assert event["request_body"] == body.decode()
+    assert json.loads(event["post_data"]) == {"user": ["bob"], "note": ["hello world!"]}
+
+
+def test_a_body_that_is_not_a_form_gives_empty_post_data():
+    event = build(exchange(body=b'{"a": 1}', content_type="application/json"))
+    assert json.loads(event["post_data"]) == {}
+
+
+def test_json_bodies_are_masked_on_both_sides():
+    ex = exchange(
+        body=b'{"user": "bob", "credentials": [{"password": "hunter2"}]}',
+        content_type="application/json",
+        response_body=b'{"access_token": "tok-789", "expires": 3600}',
+    )
+    event = build(ex)
+    assert json.loads(event["request_body"]) == {
+        "user": "bob", "credentials": [{"password": REDACTED}]
+    }
+    assert json.loads(event["response_body"]) == {"access_token": REDACTED, "expires": 3600}
+    assert "hunter2" not in json.dumps(event) and "tok-789" not in json.dumps(event)
+
+
+def test_a_json_body_without_content_type_is_still_masked():
+    event = build(exchange(body=b'{"user": "bob", "password": "hunter2"}', content_type=None))
+    assert "hunter2" not in json.dumps(event)
+
+
+def test_user_sensitive_fields_are_masked_too():
+    event = build(exchange(body=b'{"PIN": "1234"}', content_type="application/json"),
+                  sensitive_fields="pin")
+    assert json.loads(event["request_body"]) == {"PIN": REDACTED}
+
+
+def test_a_json_body_cut_at_the_limit_is_still_masked_and_flagged():
+    body = b'{"user": "bob", "password": "hunter2-very-long-secret"}'
+    limit = body.index(b"hunter2") + 4
+    event = build(exchange(body=body, content_type="application/json", limit=limit))
+    assert "hunt" not in event["request_body"]
+    assert REDACTED in event["request_body"]
+    assert event["metadata"]["request_body_truncated"] is True
+    assert event["request_size_bytes"] == len(body)
+
+
+def test_truncation_is_flagged_in_metadata_for_each_side():
+    ex = exchange(body=b"a" * 100, content_type="text/plain", limit=10,
+                  response_body=b"b" * 50, response_headers=[("Content-Type", "text/plain")])
+    event = build(ex)
+    assert event["request_body"] == "a" * 10 and event["response_body"] == "b" * 10
+    assert event["request_size_bytes"] == 100 and event["response_size_bytes"] == 50
+    assert event["metadata"]["request_body_truncated"] is True
+    assert event["metadata"]["response_body_truncated"] is True
+
+
+def test_a_body_within_the_limit_is_not_flagged():
+    event = build(exchange(body=b"hello", content_type="text/plain"))
+    assert "request_body_truncated" not in event["metadata"]
+    assert "response_body_truncated" not in event["metadata"]
+
+
+def test_a_body_cut_inside_a_utf8_character_is_still_valid_text():
+    body = "é".encode() * 10
+    event = build(exchange(body=body, content_type="text/plain", limit=5))
+    assert event["request_body"].startswith("éé")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["image/png", "application/octet-stream", "multipart/form-data; boundary=x"]
+)
+def test_binary_request_bodies_are_omitted_with_a_note(content_type):
+    event = build(exchange(body=b"\x89PNG\r\n\x1a\n\x00\x00", content_type=content_type))
+    assert event["request_body"] == ""
+    assert event["metadata"]["request_body_omitted"]
+    assert event["request_size_bytes"] == 10
+    assert json.loads(event["post_data"]) == {}
+
+
+def test_binary_response_bodies_are_omitted_with_a_note():
+    ex = exchange(response_headers=[("Content-Type", "application/pdf")],
+                  response_body=b"%PDF-1.7\x00\x01")
+    event = build(ex)
+    assert event["response_body"] == ""
+    assert event["metadata"]["response_body_omitted"]
+    assert event["response_size_bytes"] == 10
+    assert event["response_content_type"] == "application/pdf"
+
+
+def test_a_body_without_content_type_holding_nul_bytes_is_omitted_as_binary():
+    event = build(exchange(body=b"\x00\x01\x02binary", content_type=None))
+    assert event["request_body"] == ""
+    assert event["metadata"]["request_body_omitted"]
+
+
+def test_a_body_not_captured_at_all_is_omitted_with_a_note():
+    event = build(exchange(body=b"hello", content_type="text/plain", limit=0))
+    assert event["request_body"] == "" and event["request_size_bytes"] == 5
+    assert event["metadata"]["request_body_omitted"]
+
+
+def test_an_empty_body_has_no_note():
+    event = build(exchange(body=b"", response_body=b""))
+    assert event["request_body"] == "" and event["response_body"] == ""
+    assert not {"request_body_omitted", "response_body_omitted"} & set(event["metadata"])
+
+
+def test_sensitive_request_headers_are_redacted_and_names_restored():
+    ex = exchange(headers={"Authorization": "Bearer abc", "X-Request-Id": "r-1",
+                           "Cookie": "sid=1"},
+                  body=b"{}", content_type="application/json")
+    headers = json.loads(build(ex)["request_headers"])
+    assert headers["Authorization"] == REDACTED
+    assert headers["Cookie"] == REDACTED
+    assert headers["X-Otas-Agent-Session-Token"] == REDACTED
+    assert headers["X-Request-Id"] == "r-1"
+    assert headers["Content-Type"] == "application/json"
+    assert "Bearer abc" not in json.dumps(build(ex))
+    assert TOKEN not in json.dumps(build(ex))
+
+
+def test_sensitive_response_headers_are_redacted_and_repeats_joined():
+    ex = exchange(response_headers=[("Content-Type", "application/json"),
+                                    ("Set-Cookie", "sid=secret"), ("Vary", "Accept"),
+                                    ("Vary", "Origin")])
+    headers = json.loads(build(ex)["response_headers"])
+    assert headers == {"Content-Type": "application/json", "Set-Cookie": REDACTED,
+                       "Vary": "Accept, Origin"}
+
+
+@pytest.mark.parametrize("status", ["400 Bad Request", "404 Not Found", "422 Unprocessable Entity",
+                                    "500 Internal Server Error", "503 Service Unavailable"])
+def test_the_error_of_a_failed_request_is_its_status_line(status):
+    event = build(exchange(status=status))
+    assert event["status_code"] == int(status[:3])
+    assert event["error"] == status
+
+
+@pytest.mark.parametrize("status", ["200 OK", "201 Created", "204 No Content", "302 Found"])
+def test_the_error_of_a_successful_request_is_empty(status):
+    assert build(exchange(status=status))["error"] == ""
+
+
+def test_an_exception_is_the_error_even_after_a_success_status():
+    ex = exchange(status="200 OK")
+    ex.fail(RuntimeError("stream broke"))
+    event = build(ex)
+    assert event["status_code"] == 200 and event["error"] == "RuntimeError: stream broke"
+
+
+def test_the_exception_wins_over_the_status_line_as_error():
+    ex = exchange(status="500 Internal Server Error")
+    ex.fail(KeyError("user"))
+    assert build(ex)["error"] == "KeyError: 'user'"
+
+
+def test_metadata_records_the_sdk_and_when_the_request_started():
+    ex = exchange()
+    event = build(ex)
+    metadata = event["metadata"]
+    assert metadata["sdk"] == "otas-capture"
+    assert metadata["sdk_version"] == otas_capture.__version__
+    started = datetime.fromisoformat(metadata["started_at"])
+    assert started.utcoffset() == timedelta(0)
+    assert abs(started.timestamp() - ex.started_at) < 1e-3
+
+
+def test_metadata_records_time_to_first_byte_when_known():
+    ex = exchange()
+    ex.first_byte = ex.start + 0.004
+    assert build(ex)["metadata"]["time_to_first_byte_ms"] == pytest.approx(4.0)
+
+
+def test_custom_properties_are_made_json_safe():
+    ex = exchange()
+    ex.annotate({"tenant": "acme", "score": math.nan, 7: (1, 2)})
+    assert build(ex)["custom_properties"] == {"tenant": "acme", "score": "nan", "7": [1, 2]}
+
+
+def test_latency_is_never_negative():
+    ex = exchange()
+    ex.end = ex.start - 1
+    assert build(ex)["latency_ms"] == 0
+
+
+def test_a_missing_end_means_zero_latency():
+    ex = exchange()
+    ex.end = None
+    assert build(ex)["latency_ms"] == 0
+
+
+def test_an_event_with_huge_bodies_fits_and_says_what_was_cut():
+    # Two bodies at the largest capture limit, mostly characters JSON must escape.
+    body = b"\x01" * (1024 * 1024)
+    ex = exchange(body=body, content_type="text/plain", limit=1024 * 1024,
+                  response_headers=[("Content-Type", "text/plain")], response_body=body)
+    payload = EventBuilder(Config.load({"max_body_bytes": 1024 * 1024}, {})).build(ex, PROJECT)
+    assert len(payload) <= MAX_EVENT_BYTES
+    event = json.loads(payload)
+    assert_contract_types(event)
+    assert {"request_body", "response_body"} <= set(event["metadata"]["cut_to_fit"])
+    assert event["request_size_bytes"] == event["response_size_bytes"] == 1024 * 1024
+
+
+def test_a_deeply_nested_password_in_a_json_body_is_never_shipped():
+    body = '{"password": "s3cret-deep"}'
+    for _ in range(100):
+        body = '{"a": %s}' % body
+    event = build(exchange(body=body.encode(), content_type="application/json",
+                           limit=1024 * 1024))
+    assert "s3cret-deep" not in json.dumps(event)
