@@ -15,6 +15,7 @@ otas_capture.collector`` runs it in the foreground for humans.
 from __future__ import annotations
 
 import argparse
+import socket
 import copy
 import json
 import math
@@ -25,12 +26,15 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote_to_bytes
 from typing import Any, Callable, Iterator, Mapping
 
 import jwt
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import DechunkedInput
+from werkzeug.wsgi import LimitedStream
 from werkzeug.wrappers import Request, Response
 
 __all__ = [
@@ -389,6 +393,8 @@ class Collector:
             "_agent_session_id": claims["agent_session_id"],
             "_agent_id": claims["agent_id"],
             "_received_at": datetime.now(timezone.utc).isoformat(),
+            # Which client connection carried it: shows whether keep-alive is used.
+            "_connection": f"{request.remote_addr}:{request.environ.get('REMOTE_PORT', '')}",
         })
         with self._cond:
             self._events.append(stored)
@@ -452,11 +458,122 @@ class Collector:
         return Response(status=204)
 
 
-class _QuietRequestHandler(WSGIRequestHandler):
-    """Drops werkzeug's per-request access log line; errors are still logged."""
+class _Http11Handler(BaseHTTPRequestHandler):
+    """Serves one WSGI app over HTTP/1.1 keep-alive connections, as production servers do.
 
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
+    werkzeug's development server closes every connection (it cannot tell whether the
+    app left part of a body unread), so the SDK's keep-alive connections could be neither
+    exercised nor measured against it. This handler reads what the app left of each
+    request body and keeps the connection only when that rest is small; a request the
+    collector refused unread (an oversized body) closes it.
+    """
+
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds an idle connection may hold its thread
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits
+    # for the client's delayed ACK, adding ~40 ms to every call on a kept-alive connection.
+    disable_nagle_algorithm = True
+    server: "_Http11Server"
+
+    def _serve(self) -> None:
+        environ, body = self._environ()
+        status_line = "500 Internal Server Error"
+        response_headers: list[tuple[str, str]] = []
+
+        def start_response(status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+            nonlocal status_line, response_headers
+            status_line, response_headers = status, headers
+            return chunks.append
+
+        chunks: list[bytes] = []
+        result = self.server.app(environ, start_response)
+        try:
+            chunks.extend(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        keep = self.close_connection is False and _drain(body)
+        code, _, reason = status_line.partition(" ")
+        self.send_response(int(code), reason)
+        for name, value in response_headers:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        payload = b"" if self.command == "HEAD" else b"".join(chunks)
+        self.send_header("Content-Length", str(len(b"".join(chunks))))
+        if not keep:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+    def _environ(self) -> tuple[dict[str, Any], Any]:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body: Any = DechunkedInput(self.rfile)  # type: ignore[arg-type]
+        else:
+            try:
+                length = max(0, int(self.headers.get("Content-Length") or 0))
+            except ValueError:
+                length = 0
+                self.close_connection = True  # we cannot know where the next request starts
+            body = LimitedStream(self.rfile, length)
+        path, _, query = self.path.partition("?")
+        host, port = self.server.server_address[:2]
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": self.command,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": str(host),
+            "SERVER_PORT": str(port),
+            "SERVER_PROTOCOL": self.request_version,
+            "REMOTE_ADDR": self.client_address[0],
+            "REMOTE_PORT": str(self.client_address[1]),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": body,
+            "wsgi.input_terminated": isinstance(body, DechunkedInput),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        for name, value in self.headers.items():
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        return environ, body
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.log_requests:
+            super().log_message(format, *args)
+
+
+def _drain(body: Any) -> bool:
+    """Read what the app left of a request body; False when too much is left to bother."""
+    left = MAX_REQUEST_BYTES + _READ_CHUNK
+    try:
+        while left > 0:
+            chunk = body.read(min(_READ_CHUNK, left))
+            if not chunk:
+                return True
+            left -= len(chunk)
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+class _Http11Server(ThreadingHTTPServer):
+    daemon_threads = True  # handler threads may sleep in a fail_next delay
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], app: Any, log_requests: bool) -> None:
+        self.app = app
+        self.log_requests = log_requests
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.address_family = family
+        super().__init__(address, _Http11Handler)
 
 
 class CollectorServer:
@@ -466,7 +583,7 @@ class CollectorServer:
         collector: the app to serve; a new ``Collector()`` if None.
         host: interface to listen on.
         port: port to listen on; 0 picks a free one (read ``url`` after ``start()``).
-        log_requests: log an access line per request through werkzeug's logger.
+        log_requests: write an access line per request to standard error.
 
     Example::
 
@@ -482,18 +599,13 @@ class CollectorServer:
         self.port = port
         self.url = ""
         self._log_requests = log_requests
-        self._server: BaseWSGIServer | None = None
+        self._server: _Http11Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> CollectorServer:
         if self._server is not None:
             raise RuntimeError("CollectorServer is already running")
-        handler = WSGIRequestHandler if self._log_requests else _QuietRequestHandler
-        server = make_server(self.host, self.port, self.collector, threaded=True,
-                             request_handler=handler)
-        # Handler threads may be asleep in a fail_next delay; stop() must not wait for them.
-        server.daemon_threads = True  # type: ignore[attr-defined]
-        server.block_on_close = False  # type: ignore[attr-defined]
+        server = _Http11Server((self.host, self.port), self.collector, self._log_requests)
         self._server = server
         self.port = server.server_address[1]
         host = f"[{self.host}]" if ":" in self.host else self.host

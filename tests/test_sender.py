@@ -46,6 +46,14 @@ def test_a_201_is_final_and_each_event_is_sent_exactly_once(make_middleware, col
     assert len(collector.events()) == 20
 
 
+def test_events_travel_over_a_few_kept_alive_connections(make_middleware, collector, agent):
+    middleware = make_middleware(app, concurrency=2)
+    call(middleware, agent, count=30)
+    settle(middleware, captured=30)
+    connections = {event["_connection"] for event in collector.events()}
+    assert 1 <= len(connections) <= 2
+
+
 def test_events_are_delivered_within_the_flush_interval_without_an_explicit_flush(
     make_middleware, collector, agent
 ):
