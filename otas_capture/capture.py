@@ -92,6 +92,14 @@ class InputTee:
     def __init__(self, stream: IO[bytes], buffer: BodyBuffer) -> None:
         self._stream = stream
         self._buffer = buffer
+        # readinto, read1 and readall are optional on a stream, and frameworks probe
+        # for them (werkzeug reads through readinto when it is there), so the tee
+        # offers each one exactly when the real stream does.
+        if hasattr(stream, "readinto"):
+            self.readinto = self._readinto
+        for name in ("read1", "readall"):
+            if hasattr(stream, name):
+                setattr(self, name, self._copying(getattr(stream, name)))
 
     def read(self, *args: Any) -> bytes:
         data = self._stream.read(*args)
@@ -111,29 +119,11 @@ class InputTee:
             self._buffer.add(line)
         return lines
 
-    # readinto, read1 and readall are optional on a stream, and frameworks probe for
-    # them (werkzeug uses readinto when it is there), so the tee offers each one
-    # exactly when the real stream does: a missing one raises AttributeError here too.
-
-    @property
-    def readinto(self) -> Callable[[Any], Optional[int]]:
-        real = self._stream.readinto  # type: ignore[attr-defined]
-
-        def readinto(buffer: Any) -> Optional[int]:
-            count = real(buffer)
-            if count:
-                self._buffer.add(memoryview(buffer)[:count])
-            return count
-
-        return readinto
-
-    @property
-    def read1(self) -> Callable[..., bytes]:
-        return self._copying(self._stream.read1)  # type: ignore[attr-defined]
-
-    @property
-    def readall(self) -> Callable[..., bytes]:
-        return self._copying(self._stream.readall)  # type: ignore[attr-defined]
+    def _readinto(self, buffer: Any) -> Optional[int]:
+        count = self._stream.readinto(buffer)  # type: ignore[attr-defined]
+        if count:
+            self._buffer.add(memoryview(buffer)[:count])
+        return count
 
     def _copying(self, real: Callable[..., bytes]) -> Callable[..., bytes]:
         def read(*args: Any) -> bytes:

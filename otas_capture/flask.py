@@ -61,6 +61,9 @@ def _record_exception(sender: Flask, exception: BaseException, **extra: Any) -> 
 
 
 def _record_route(exc: Optional[BaseException]) -> None:
-    exchange = _current_exchange()
-    if exchange is not None and request.url_rule is not None:
-        exchange.add_metadata(route=request.url_rule.rule, endpoint=request.endpoint)
+    # Runs on every request of the app: one proxy lookup, then plain attributes.
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    exchange = current.environ.get(EXCHANGE_ENVIRON_KEY)
+    rule = current.url_rule
+    if exchange is not None and rule is not None:
+        exchange.add_metadata(route=rule.rule, endpoint=rule.endpoint)
