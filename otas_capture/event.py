@@ -198,7 +198,9 @@ class EventBuilder:
         fields = self._config.sensitive_fields
         if ctype.startswith("application/x-www-form-urlencoded"):
             pairs, changed = mask_pairs(parse_qsl(text, keep_blank_values=True), fields)
-            return (urlencode(pairs) if changed else text), pairs
+            return (urlencode(pairs, safe="[]") if changed else text), pairs
+        if not self._text_masker.may_contain(text):
+            return text, []  # no sensitive name in it: nothing to parse or mask
         # A body without a content type is masked as JSON when it looks like JSON.
         if "json" in ctype or (not ctype and text.lstrip()[:1] in ("{", "[")):
             try:

@@ -81,7 +81,9 @@ class OtasMiddleware:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every event captured so far is delivered or given up.
 
-        Returns False if ``timeout`` seconds pass first (for instance while OTAS is down).
+        A request counts as captured once the server has closed its response, which
+        happens just after the client received the last byte. Returns False if
+        ``timeout`` seconds pass first (for instance while OTAS is down).
         """
         return True if self._sender is None else self._sender.flush(timeout)
 

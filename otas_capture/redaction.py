@@ -81,12 +81,24 @@ class TextMasker:
 
     def __init__(self, fields: Collection[str]) -> None:
         names = sorted(fields)
+        self._needles = tuple({n for name in names for n in (name, name.replace("_", "-"))})
         # Match either spelling of each name (api_key / api-key), any case.
         alternatives = "|".join(re.escape(n).replace("_", "[_-]") for n in names) or "(?!)"
         self._pattern = re.compile(
             r'("(?:' + alternatives + r')"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]*)',
             re.IGNORECASE,
         )
+
+    def may_contain(self, text: str) -> bool:
+        """False when no sensitive name can be in ``text``: it then needs no parsing.
+
+        A name spelled with JSON or percent escapes is only visible once parsed, so any
+        escape at all means "maybe".
+        """
+        if "\\u" in text or "%" in text:
+            return True
+        lowered = text.lower()
+        return any(needle in lowered for needle in self._needles)
 
     def mask(self, text: str) -> Tuple[str, bool]:
         masked, count = self._pattern.subn(r'\1"' + REDACTED + '"', text)

@@ -287,3 +287,13 @@ def test_mask_pairs_masks_bracketed_form_keys_by_their_innermost_name():
     pairs, changed = mask_pairs([("user[password]", "hunter2"), ("user[name]", "bob")], {"password"})
     assert changed
     assert pairs == [("user[password]", REDACTED), ("user[name]", "bob")]
+
+
+def test_may_contain_is_false_only_when_no_sensitive_name_can_be_present():
+    masker = TextMasker({"password", "api_key"})
+    assert masker.may_contain('{"user": "bob"}') is False
+    assert masker.may_contain('{"Password": "x"}') is True
+    assert masker.may_contain("api-key=1") is True
+    # Escaped spellings are only visible after parsing, so they count as "maybe".
+    assert masker.may_contain('{"pass\\u0077ord": "x"}') is True
+    assert masker.may_contain("pass%77ord=x") is True
