@@ -12,7 +12,7 @@ same bytes, and nothing is read ahead of it or held beyond the capture limit.
 
 from __future__ import annotations
 
-from typing import IO, Any, Callable, Iterator, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 # Content types worth keeping as text. Anything else (images, archives, octet-stream,
 # multipart uploads, Office documents, compressed bodies) is counted but not captured:
@@ -65,7 +65,7 @@ class BodyBuffer:
         self.kept = 0
         self.chunks: List[bytes] = []
 
-    def add(self, data: bytes) -> None:
+    def add(self, data: Union[bytes, bytearray, memoryview]) -> None:
         n = len(data)
         self.size += n
         room = self.limit - self.kept
@@ -120,7 +120,7 @@ class InputTee:
         return lines
 
     def _readinto(self, buffer: Any) -> Optional[int]:
-        count = self._stream.readinto(buffer)  # type: ignore[attr-defined]
+        count: Optional[int] = self._stream.readinto(buffer)  # type: ignore[attr-defined]
         if count:
             self._buffer.add(memoryview(buffer)[:count])
         return count
@@ -181,7 +181,7 @@ class Exchange:
         token: str,
         started_at: float,
         start: float,
-        environ: dict,
+        environ: Dict[str, Any],
         request_body: BodyBuffer,
     ) -> None:
         self.token = token
@@ -207,8 +207,8 @@ class Exchange:
         self.first_byte: Optional[float] = None
         self.end: Optional[float] = None
         self.error: Optional[str] = None
-        self.custom_properties: Optional[dict] = None
-        self.metadata: Optional[dict] = None
+        self.custom_properties: Optional[Dict[str, Any]] = None
+        self.metadata: Optional[Dict[str, Any]] = None
 
     def fail(self, exc: BaseException) -> None:
         """Record the exception the application raised (the first one wins).
@@ -219,7 +219,7 @@ class Exchange:
         if self.error is None:
             self.error = describe_exception(exc)
 
-    def annotate(self, props: dict) -> None:
+    def annotate(self, props: Dict[str, Any]) -> None:
         if self.custom_properties is None:
             self.custom_properties = {}
         self.custom_properties.update(props)

@@ -379,7 +379,7 @@ class Collector:
         if not isinstance(body, (dict, list)):
             return _html_error(500)
         missing = [f for f in REQUIRED_FIELDS if not isinstance(body, dict) or f not in body]
-        if missing:
+        if missing or not isinstance(body, dict):
             return _failure(400, "missing_required_fields", missing_fields=missing)
 
         try:
@@ -480,7 +480,9 @@ class _Http11Handler(BaseHTTPRequestHandler):
         status_line = "500 Internal Server Error"
         response_headers: list[tuple[str, str]] = []
 
-        def start_response(status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
             nonlocal status_line, response_headers
             status_line, response_headers = status, headers
             return chunks.append
@@ -516,7 +518,7 @@ class _Http11Handler(BaseHTTPRequestHandler):
             except ValueError:
                 length = 0
                 self.close_connection = True  # we cannot know where the next request starts
-            body = LimitedStream(self.rfile, length)
+            body = LimitedStream(self.rfile, length)  # type: ignore[arg-type]
         path, _, query = self.path.partition("?")
         host, port = self.server.server_address[:2]
         environ: dict[str, Any] = {

@@ -13,7 +13,7 @@ import math
 import os
 import uuid
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, FrozenSet, Iterable, Mapping, Tuple
 from urllib.parse import urlsplit
 
 # Headers whose values never leave the process, whatever the user configures.
@@ -179,9 +179,9 @@ class Config:
     uasam_url: str = "http://localhost:8000"
     enabled: bool = True
     max_body_bytes: int = 102_400
-    sensitive_headers: frozenset = BUILTIN_SENSITIVE_HEADERS
-    sensitive_fields: frozenset = BUILTIN_SENSITIVE_FIELDS
-    skip_paths: tuple = ()
+    sensitive_headers: FrozenSet[str] = BUILTIN_SENSITIVE_HEADERS
+    sensitive_fields: FrozenSet[str] = BUILTIN_SENSITIVE_FIELDS
+    skip_paths: Tuple[str, ...] = ()
     sample_rate: float = 1.0
     queue_size: int = 10_000
     queue_max_bytes: int = 64 * 1024 * 1024

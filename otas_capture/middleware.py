@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .capture import BodyBuffer, Exchange, InputTee, is_textual
 from .config import Config
@@ -99,7 +99,7 @@ class OtasMiddleware:
         atexit.unregister(self.close)
         sender.close(timeout)
 
-    def stats(self) -> dict:
+    def stats(self) -> Dict[str, Any]:
         """Counts of what happened to captured requests, with reasons.
 
         ``captured``: requests recorded; ``sent``: accepted by Brain; ``failed``: refused

@@ -65,7 +65,7 @@ USER_AGENT = f"otas-capture/{__version__}"
 
 def backoff(attempt: int, first: float = FIRST_BACKOFF) -> float:
     """Delay before retry number ``attempt`` (1-based): doubling, capped, with jitter."""
-    delay = min(MAX_BACKOFF, first * (2 ** min(attempt - 1, 30)))
+    delay: float = min(MAX_BACKOFF, first * 2.0 ** min(attempt - 1, 30))
     return delay * random.uniform(0.5, 1.0)
 
 
