@@ -57,29 +57,33 @@ def is_textual(content_type: Optional[str]) -> bool:
 class BodyBuffer:
     """Counts every byte that passes and keeps the first ``limit`` of them."""
 
-    __slots__ = ("limit", "size", "chunks", "kept")
+    __slots__ = ("limit", "size", "data")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.size = 0
-        self.kept = 0
-        self.chunks: List[bytes] = []
+        # One growing buffer, not a list of chunks: a body read line by line would
+        # otherwise cost a bytes object (~33 bytes of overhead) per line, unseen by
+        # the queue's memory budget.
+        self.data = bytearray()
+
+    @property
+    def kept(self) -> int:
+        return len(self.data)
 
     def add(self, data: Union[bytes, bytearray, memoryview]) -> None:
         n = len(data)
         self.size += n
-        room = self.limit - self.kept
+        room = self.limit - len(self.data)
         if room > 0 and n:
-            piece = data if n <= room else data[:room]
-            self.chunks.append(bytes(piece))
-            self.kept += len(piece)
+            self.data += data if n <= room else data[:room]
 
     @property
     def truncated(self) -> bool:
-        return self.size > self.kept and self.limit > 0
+        return self.size > len(self.data) and self.limit > 0
 
     def getvalue(self) -> bytes:
-        return b"".join(self.chunks)
+        return bytes(self.data)
 
 
 class InputTee:
@@ -95,11 +99,14 @@ class InputTee:
         # readinto, read1 and readall are optional on a stream, and frameworks probe
         # for them (werkzeug reads through readinto when it is there), so the tee
         # offers each one exactly when the real stream does.
+        # They are closures over the stream and the buffer, not bound methods: a bound
+        # method stored on the tee would make a reference cycle, keeping every request's
+        # tee and body alive until the cyclic garbage collector happens to run.
         if hasattr(stream, "readinto"):
-            self.readinto = self._readinto
+            self.readinto = _copying_readinto(stream.readinto, buffer)  # type: ignore[attr-defined]
         for name in ("read1", "readall"):
             if hasattr(stream, name):
-                setattr(self, name, self._copying(getattr(stream, name)))
+                setattr(self, name, _copying_read(getattr(stream, name), buffer))
 
     def read(self, *args: Any) -> bytes:
         data = self._stream.read(*args)
@@ -119,21 +126,6 @@ class InputTee:
             self._buffer.add(line)
         return lines
 
-    def _readinto(self, buffer: Any) -> Optional[int]:
-        count: Optional[int] = self._stream.readinto(buffer)  # type: ignore[attr-defined]
-        if count:
-            self._buffer.add(memoryview(buffer)[:count])
-        return count
-
-    def _copying(self, real: Callable[..., bytes]) -> Callable[..., bytes]:
-        def read(*args: Any) -> bytes:
-            data = real(*args)
-            if data:
-                self._buffer.add(data)
-            return data
-
-        return read
-
     def __iter__(self) -> Iterator[bytes]:
         return self
 
@@ -147,6 +139,26 @@ class InputTee:
         # Anything else a server or framework may look for (close, fileno, seekable,
         # readinto, a custom attribute) is the real stream's.
         return getattr(self._stream, name)
+
+
+def _copying_readinto(real: Callable[[Any], Optional[int]], body: BodyBuffer) -> Callable[[Any], Optional[int]]:
+    def readinto(buffer: Any) -> Optional[int]:
+        count = real(buffer)
+        if count:
+            body.add(memoryview(buffer)[:count])
+        return count
+
+    return readinto
+
+
+def _copying_read(real: Callable[..., bytes], body: BodyBuffer) -> Callable[..., bytes]:
+    def read(*args: Any) -> bytes:
+        data = real(*args)
+        if data:
+            body.add(data)
+        return data
+
+    return read
 
 
 class Exchange:

@@ -500,12 +500,12 @@ class _Http11Handler(BaseHTTPRequestHandler):
         for name, value in response_headers:
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(name, value)
-        payload = b"" if self.command == "HEAD" else b"".join(chunks)
-        self.send_header("Content-Length", str(len(b"".join(chunks))))
+        content = b"".join(chunks)
+        self.send_header("Content-Length", str(len(content)))
         if not keep:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(payload)
+        self.wfile.write(b"" if self.command == "HEAD" else content)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 

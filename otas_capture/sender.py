@@ -343,6 +343,12 @@ class Sender:
             assert item.exchange is not None
             item.payload = self._builder.build(item.exchange, project_id)
             item.exchange = None  # the bodies now live in the payload only
+            with self._lock:
+                # JSON escaping can make the payload larger than the capture: count
+                # what is really held while the event waits for retries.
+                if not item.settled:
+                    self._pending_bytes += len(item.payload) - item.size
+                    item.size = len(item.payload)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import io
+import tracemalloc
+import weakref
 
 import pytest
 
@@ -130,7 +133,7 @@ def test_body_buffer_with_limit_zero_keeps_nothing_and_counts_everything():
 def test_empty_chunks_change_nothing():
     buffer = BodyBuffer(3)
     buffer.add(b"")
-    assert (buffer.size, buffer.kept, buffer.chunks, buffer.truncated) == (0, 0, [], False)
+    assert (buffer.size, buffer.kept, buffer.getvalue(), buffer.truncated) == (0, 0, b"", False)
 
 
 def test_body_buffer_keeps_a_copy_of_mutable_chunks():
@@ -140,7 +143,36 @@ def test_body_buffer_keeps_a_copy_of_mutable_chunks():
     buffer.add(memoryview(bytearray(b"xyz")))
     data[:] = b"zzz"
     assert buffer.getvalue() == b"abcxyz"
-    assert all(type(chunk) is bytes for chunk in buffer.chunks)
+
+
+def test_a_body_read_in_tiny_pieces_costs_no_more_memory_than_its_bytes():
+    buffer = BodyBuffer(65536)
+    for _ in range(32768):
+        buffer.add(b"a\n")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = BodyBuffer(65536)
+        for _ in range(32768):
+            kept.add(b"a\n")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept.kept == 65536
+    assert held < 65536 * 1.5  # not one object per line
+
+
+def test_a_tee_is_freed_with_its_request_without_waiting_for_the_garbage_collector():
+    gc.disable()
+    try:
+        tee = InputTee(io.BytesIO(b"x" * 1024), BodyBuffer(100))
+        tee.read()
+        tee.readinto(bytearray(10))
+        alive = weakref.ref(tee)
+        del tee
+        assert alive() is None
+    finally:
+        gc.enable()
 
 
 # -- the input tee -----------------------------------------------------------------------
