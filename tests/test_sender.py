@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 
 import pytest
+import requests
 from werkzeug.test import Client
 
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY
@@ -241,3 +243,27 @@ def test_a_forked_worker_ships_its_own_events(make_middleware, collector, agent)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert sorted(e["path"] for e in collector.events()) == ["/api/things", "/from-child"]
+
+
+def test_concurrent_requests_are_each_shipped_exactly_once(make_middleware, collector, agent, serve_app):
+    middleware = make_middleware(app, batch_size=7)
+    url = serve_app(middleware)
+    errors = []
+
+    def agent_thread(number):
+        with requests.Session() as session:
+            for i in range(25):
+                response = session.get(f"{url}/t{number}/r{i}", headers=agent)
+                if response.status_code != 200:
+                    errors.append(response.status_code)
+
+    threads = [threading.Thread(target=agent_thread, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    stats = settle(middleware, captured=200, timeout=20)
+    assert (stats["sent"], stats["failed"], stats["dropped"], stats["queued"]) == (200, 0, 0, 0)
+    paths = sorted(event["path"] for event in collector.events())
+    assert paths == sorted(f"/t{n}/r{i}" for n in range(8) for i in range(25))
