@@ -83,10 +83,11 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
 class _Item:
     """A queued exchange and its delivery state."""
 
-    __slots__ = ("seq", "exchange", "token", "size", "attempts", "payload", "settled")
+    __slots__ = ("seq", "exchange", "token", "size", "queued_at", "attempts", "payload", "settled")
 
     def __init__(self, exchange: Exchange) -> None:
         self.seq = 0
+        self.queued_at = exchange.end if exchange.end is not None else perf_counter()
         self.exchange: Optional[Exchange] = exchange
         self.token = exchange.token
         self.size = exchange.approx_size()
@@ -314,18 +315,20 @@ class Sender:
                     self._inflight[item.seq] = item
                     return item
                 queue = self._queue
-                if queue and queue[0].exchange is not None:
-                    oldest = queue[0].exchange.end or now
-                    if now - oldest >= config.flush_interval or len(queue) >= config.batch_size:
-                        self._drain_upto = max(self._drain_upto, queue[-1].seq)
-                        self._work.notify(config.concurrency - 1)
-                if queue and queue[0].seq <= self._drain_upto:
-                    item = queue.popleft()
-                    self._inflight[item.seq] = item
-                    return item
+                if queue:
+                    full = len(queue) >= config.batch_size
+                    if full or now - queue[0].queued_at >= config.flush_interval:
+                        # Drain everything queued now; the other threads help.
+                        if self._drain_upto < queue[-1].seq:
+                            self._drain_upto = queue[-1].seq
+                            self._work.notify(config.concurrency - 1)
+                    if queue[0].seq <= self._drain_upto:
+                        item = queue.popleft()
+                        self._inflight[item.seq] = item
+                        return item
                 wait = config.flush_interval
-                if queue and queue[0].exchange is not None:
-                    wait = (queue[0].exchange.end or now) + config.flush_interval - now
+                if queue:
+                    wait = queue[0].queued_at + config.flush_interval - now
                 if self._retry:
                     wait = min(wait, self._retry[0][0] - now)
                 self._work.wait(max(wait, 0.001))
