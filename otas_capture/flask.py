@@ -20,7 +20,7 @@ def init_app(app: Flask, **options: Any) -> OtasMiddleware:
     """Wrap ``app.wsgi_app`` with :class:`~otas_capture.OtasMiddleware` and return it.
 
     Options are those of the middleware; each falls back to its ``OTAS_*`` environment
-    variable.
+    variable. Calling it again for the same app returns the first middleware.
 
     .. code-block:: python
 
@@ -30,6 +30,10 @@ def init_app(app: Flask, **options: Any) -> OtasMiddleware:
         app = Flask(__name__)
         otas = init_app(app)
     """
+    existing = app.extensions.get("otas_capture")
+    if existing is not None:
+        # A second call (an app factory run twice, say) must not capture twice.
+        return existing  # type: ignore[no-any-return]
     middleware = OtasMiddleware(app.wsgi_app, **options)
     app.wsgi_app = middleware  # type: ignore[method-assign]
     got_request_exception.connect(_record_exception, app, weak=False)

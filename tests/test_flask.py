@@ -63,6 +63,11 @@ def test_init_app_wraps_wsgi_app_and_returns_the_middleware(flask_app, otas):
     assert flask_app.extensions["otas_capture"] is otas
 
 
+def test_init_app_twice_wraps_once(flask_app, otas):
+    assert init_app(flask_app) is otas
+    assert flask_app.wsgi_app is otas
+
+
 def test_an_exception_flask_turns_into_a_500_still_reaches_the_error(flask_app, otas, collector, agent):
     response = flask_app.test_client().get("/boom", headers=agent, buffered=True)
     assert response.status_code == 500
