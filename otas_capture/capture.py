@@ -103,7 +103,7 @@ class InputTee:
         # method stored on the tee would make a reference cycle, keeping every request's
         # tee and body alive until the cyclic garbage collector happens to run.
         if hasattr(stream, "readinto"):
-            self.readinto = _copying_readinto(stream.readinto, buffer)  # type: ignore[attr-defined]
+            self.readinto = _copying_readinto(stream.readinto, buffer)
         for name in ("read1", "readall"):
             if hasattr(stream, name):
                 setattr(self, name, _copying_read(getattr(stream, name), buffer))
