@@ -18,9 +18,9 @@ connection is retried with exponential backoff and jitter (honouring ``Retry-Aft
 to ``max_retries`` times; the server-wide kinds also pause every thread, so an outage is
 probed gently instead of burning every queued event's retries at once.
 
-The http.client module is used for the log calls because it costs a small fraction of
-the CPU per call of ``requests`` (about 0.05 ms against 0.7 ms measured here), and the
-sender shares the interpreter with the application.
+The http.client module is used for the log calls because it costs a fraction of the
+CPU per call of ``requests`` (about 0.12 ms per keep-alive POST with its answer, against
+about 0.7 ms, measured here), and the sender shares the interpreter with the application.
 """
 
 from __future__ import annotations
