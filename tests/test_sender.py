@@ -64,6 +64,20 @@ def test_events_are_delivered_within_the_flush_interval_without_an_explicit_flus
     assert len(collector.wait_for_events(3, timeout=5)) == 3
 
 
+def test_sender_threads_start_with_the_first_captured_request(make_middleware, collector, agent):
+    def senders():
+        return [t for t in threading.enumerate() if t.name.startswith("otas-capture-sender")]
+
+    before = len(senders())
+    middleware = make_middleware(app, concurrency=3)
+    assert len(senders()) == before  # building the middleware starts nothing
+    call(middleware, agent)
+    assert len(senders()) == before + 3
+    settle(middleware)
+    middleware.close()
+    assert len(senders()) == before
+
+
 def test_the_project_id_is_learned_once_from_uasam(make_middleware, collector, agent):
     middleware = make_middleware(app)
     call(middleware, agent, count=3)
