@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import pytest
 import requests
-from werkzeug.test import Client
+from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from otas_capture import OtasMiddleware, annotate
@@ -87,6 +87,26 @@ def test_responses_are_byte_for_byte_what_the_bare_app_sends(app, server, make_m
         assert {k: v for k, v in got.headers.items() if k not in drop} == {
             k: v for k, v in expected.headers.items() if k not in drop
         }
+
+
+def test_the_app_sees_the_same_environ_but_for_the_tee_and_one_namespaced_key(make_middleware, agent):
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(dict(environ))
+        start_response("200 OK", [])
+        return [b""]
+
+    builder_args = dict(path="/p", query_string="a=1", method="POST", data=b"x", headers=agent)
+    bare = EnvironBuilder(**builder_args).get_environ()
+    app(dict(bare), lambda *a: None)
+    wrapped_environ = EnvironBuilder(**builder_args).get_environ()
+    make_middleware(app)(wrapped_environ, lambda *a: None).close()
+    expected, got = seen
+    assert set(got) - set(expected) == {"otas_capture.exchange"}
+    for key in set(expected) - {"wsgi.input", "wsgi.errors"}:
+        assert got[key] == expected[key], key
+    assert got["wsgi.input"].read() == b"x"
 
 
 READERS = {
