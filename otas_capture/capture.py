@@ -254,4 +254,9 @@ def describe_exception(exc: BaseException) -> str:
     except Exception:  # a broken __str__ must not break the request
         message = "<unprintable>"
     name = type(exc).__name__
+    if len(message) > _ERROR_LIMIT:  # some messages embed whole payloads
+        message = message[:_ERROR_LIMIT] + "..."
     return f"{name}: {message}" if message else name
+
+
+_ERROR_LIMIT = 4096

@@ -334,3 +334,8 @@ def test_describe_exception_is_the_bare_type_when_the_message_is_empty(exc, text
 @pytest.mark.parametrize("exc", [Unprintable(), NotAString()])
 def test_describe_exception_survives_a_broken_str(exc):
     assert describe_exception(exc) == f"{type(exc).__name__}: <unprintable>"
+
+
+def test_describe_exception_cuts_a_huge_message():
+    text = describe_exception(ValueError("x" * 1_000_000))
+    assert text.startswith("ValueError: xxx") and len(text) < 5000
