@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_demo_ships_every_agent_call_to_the_local_collector():
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTAS_")}
+    # The package under test, whether or not it is installed in this interpreter.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py")],
         capture_output=True,
