@@ -181,9 +181,11 @@ class OtasMiddleware:
             self._stats.incr("captured")
             assert self._sender is not None
             self._sender.submit(exchange)
-        except Exception:
-            logger.exception("otas-capture: could not queue an event")
+        except Exception:  # a bug of ours: count it, say it, never raise it
             self._stats.incr("dropped", "internal_error")
+            self._stats.log_limited(
+                "queue_error", logging.ERROR, "otas-capture: could not queue an event", exc_info=True
+            )
 
 
 def _response_limit(headers: List[Tuple[str, str]], limit: int) -> int:

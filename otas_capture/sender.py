@@ -294,7 +294,12 @@ class Sender:
                 try:
                     self._attempt(connection, tokens, item)
                 except Exception:  # a bug here must not kill the thread or lose count
-                    logger.exception("otas-capture: unexpected error while sending an event")
+                    self._stats.log_limited(
+                        "send_error",
+                        logging.ERROR,
+                        "otas-capture: unexpected error while sending an event",
+                        exc_info=True,
+                    )
                     self._settle(item, "failed", "internal_error")
         finally:
             connection.close()

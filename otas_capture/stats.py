@@ -52,7 +52,9 @@ class Stats:
             total,
         )
 
-    def log_limited(self, key: Any, level: int, message: str, *args: Any) -> None:
+    def log_limited(
+        self, key: Any, level: int, message: str, *args: Any, exc_info: bool = False
+    ) -> None:
         """Log ``message`` unless the same ``key`` was logged in the last minute."""
         now = time.monotonic()
         with self._lock:
@@ -60,7 +62,7 @@ class Stats:
             if last is not None and now - last < LOG_EVERY_SECONDS:
                 return
             self._last_logged[key] = now
-        logger.log(level, message, *args)
+        logger.log(level, message, *args, exc_info=exc_info)
 
     def reset(self) -> None:
         """Start from zero (in a forked child, whose parent keeps its own counts)."""
