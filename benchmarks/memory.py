@@ -65,8 +65,9 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable
 
 from werkzeug.test import EnvironBuilder
 
@@ -94,13 +95,13 @@ LEFT_LIMIT = 1 * MiB
 SENDER_THREAD_PREFIX = "otas-capture-sender"
 
 WSGIApp = Callable[..., Iterable[bytes]]
-Stats = Dict[str, Any]
+Stats = dict[str, Any]
 
 
 # -- memory readings --------------------------------------------------------------------
 
 
-def proc_status_kib(name: str) -> Optional[int]:
+def proc_status_kib(name: str) -> int | None:
     """A ``kB`` field of /proc/self/status (VmRSS, VmHWM), or None where there is none."""
     try:
         with open("/proc/self/status") as status:
@@ -122,7 +123,7 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def _find_malloc_trim() -> Optional[Callable[[int], int]]:
+def _find_malloc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
     if not name:
         return None
@@ -149,12 +150,12 @@ class MemoryWatch:
     def __init__(self) -> None:
         self.peak = 0
         self.left = 0
-        self.rss_growth: Optional[int] = None
+        self.rss_growth: int | None = None
         self._traced_start = 0
-        self._rss_start: Optional[int] = None
+        self._rss_start: int | None = None
         self._rss_reset = False
 
-    def __enter__(self) -> "MemoryWatch":
+    def __enter__(self) -> MemoryWatch:
         release_freed_memory()
         self._rss_reset = reset_peak_rss()
         self._rss_start = proc_status_kib("VmRSS")
@@ -186,7 +187,7 @@ def cycle_garbage() -> int:
 # -- bodies, apps and calls ---------------------------------------------------------------
 
 
-def json_body(size: int) -> Tuple[bytes, bytes]:
+def json_body(size: int) -> tuple[bytes, bytes]:
     """A JSON document of exactly ``size`` bytes, split where an 8-digit number goes.
 
     ``head + b"%08d" % n + tail`` is a new, distinct document for each ``n``, so that no
@@ -195,8 +196,15 @@ def json_body(size: int) -> Tuple[bytes, bytes]:
     records = []
     length = 0
     for i in itertools.count():
-        record = json.dumps({"id": i, "name": f"item-{i:05d}", "price": 9.99,
-                             "tags": ["usb", "wired"], "in_stock": True})
+        record = json.dumps(
+            {
+                "id": i,
+                "name": f"item-{i:05d}",
+                "price": 9.99,
+                "tags": ["usb", "wired"],
+                "in_stock": True,
+            }
+        )
         if length + len(record) + 2 > size - 64:
             break
         records.append(record)
@@ -207,16 +215,17 @@ def json_body(size: int) -> Tuple[bytes, bytes]:
     return head.encode(), tail.encode()
 
 
-def text_body(size: int) -> Tuple[bytes, bytes]:
+def text_body(size: int) -> tuple[bytes, bytes]:
     """A plain-text document of exactly ``size`` bytes, split like :func:`json_body`."""
-    lines = b"".join(b"line %06d of a plain text answer, nothing to mask\n" % i
-                     for i in range(size // 40))
+    lines = b"".join(
+        b"line %06d of a plain text answer, nothing to mask\n" % i for i in range(size // 40)
+    )
     document = (b"answer ########\n" + lines)[:size]
     head, _, tail = document.partition(b"########")
     return head, tail
 
 
-def numbered(parts: Tuple[bytes, bytes], number: int) -> bytes:
+def numbered(parts: tuple[bytes, bytes], number: int) -> bytes:
     return b"".join((parts[0], b"%08d" % number, parts[1]))
 
 
@@ -239,13 +248,13 @@ class GeneratedStream:
         self.position = 0
         self._pattern = self.LINE * (CHUNK // len(self.LINE) + 2)
 
-    def read(self, size: Optional[int] = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         left = self._size - self.position
         wanted = left if size is None or size < 0 else min(size, left)
         pieces = []
         while wanted > 0:
             offset = self.position % len(self.LINE)
-            piece = self._pattern[offset:offset + min(wanted, CHUNK)]  # a new object
+            piece = self._pattern[offset : offset + min(wanted, CHUNK)]  # a new object
             pieces.append(piece)
             self.position += len(piece)
             wanted -= len(piece)
@@ -259,12 +268,12 @@ def generated_chunks(size: int) -> Iterator[bytes]:
     position = 0
     while position < size:
         offset = position % len(line)
-        chunk = pattern[offset:offset + min(CHUNK, size - position)]
+        chunk = pattern[offset : offset + min(CHUNK, size - position)]
         position += len(chunk)
         yield chunk
 
 
-def streaming_app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+def streaming_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Reads the request body in 64 KiB chunks, throwing them away; streams its answer."""
     stream = environ["wsgi.input"]
     read = 0
@@ -275,8 +284,9 @@ def streaming_app(environ: Dict[str, Any], start_response: Callable[..., Any]) -
         read += len(chunk)
     environ["bench.bytes_read"] = read
     size = environ["bench.response_size"]
-    start_response("200 OK", [("Content-Type", "application/x-ndjson"),
-                              ("Content-Length", str(size))])
+    start_response(
+        "200 OK", [("Content-Type", "application/x-ndjson"), ("Content-Length", str(size))]
+    )
     return generated_chunks(size)
 
 
@@ -285,18 +295,20 @@ def make_whole_body_app() -> WSGIApp:
     answer = text_body(BODY_SIZE)
     numbers = itertools.count()
 
-    def app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         environ["bench.bytes_read"] = len(environ["wsgi.input"].read(length))
         body = numbered(answer, next(numbers))
-        start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"),
-                                  ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
         return [body]
 
     return app
 
 
-def csv_app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+def csv_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Reads a CSV upload line by line; streams a 64 KiB CSV export row by row."""
     read = 0
     for line in environ["wsgi.input"]:
@@ -310,23 +322,26 @@ def _write(data: bytes) -> None:
     pass
 
 
-def start_response(status: str, headers: List[Any], exc_info: Any = None) -> Callable[[bytes], None]:
+def start_response(
+    status: str, headers: list[Any], exc_info: Any = None
+) -> Callable[[bytes], None]:
     return _write
 
 
-def environ_for(token: str, content_type: str) -> Dict[str, Any]:
-    return EnvironBuilder(path=PATH, method="POST", content_type=content_type,
-                          headers={TOKEN_HEADER: token}).get_environ()
+def environ_for(token: str, content_type: str) -> dict[str, Any]:
+    return EnvironBuilder(
+        path=PATH, method="POST", content_type=content_type, headers={TOKEN_HEADER: token}
+    ).get_environ()
 
 
-def fresh(base: Dict[str, Any], stream: Any, length: int) -> Dict[str, Any]:
+def fresh(base: dict[str, Any], stream: Any, length: int) -> dict[str, Any]:
     environ = dict(base)
     environ["wsgi.input"] = stream
     environ["CONTENT_LENGTH"] = str(length)
     return environ
 
 
-def call(app: WSGIApp, environ: Dict[str, Any]) -> int:
+def call(app: WSGIApp, environ: dict[str, Any]) -> int:
     """Run one request the way a WSGI server does; return the response's byte count."""
     result = app(environ, start_response)
     sent = 0
@@ -356,8 +371,8 @@ class Result:
     outage: str
     cycles: int = 0
     queued_at_close: int = 0
-    notes: List[str] = field(default_factory=list)
-    failures: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
 
 def closed_port_url() -> str:
@@ -368,17 +383,32 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def options_for(url: str, **overrides: Any) -> Dict[str, Any]:
+def options_for(url: str, **overrides: Any) -> dict[str, Any]:
     """Every numeric setting explicit, so that OTAS_* variables cannot change a run."""
     defaults = Config()
-    options: Dict[str, Any] = {
+    options: dict[str, Any] = {
         name: getattr(defaults, name)
-        for name in ("max_body_bytes", "queue_size", "queue_max_bytes", "batch_size",
-                     "flush_interval", "concurrency", "timeout", "max_retries",
-                     "retry_backoff", "sample_rate")
+        for name in (
+            "max_body_bytes",
+            "queue_size",
+            "queue_max_bytes",
+            "batch_size",
+            "flush_interval",
+            "concurrency",
+            "timeout",
+            "max_retries",
+            "retry_backoff",
+            "sample_rate",
+        )
     }
-    options.update(sdk_key=DEMO_SDK_KEY, project_id=DEMO_PROJECT_ID, brain_url=url,
-                   uasam_url=url, enabled=True, skip_paths=())
+    options.update(
+        sdk_key=DEMO_SDK_KEY,
+        project_id=DEMO_PROJECT_ID,
+        brain_url=url,
+        uasam_url=url,
+        enabled=True,
+        skip_paths=(),
+    )
     options.update(overrides)
     return options
 
@@ -408,15 +438,18 @@ def check_bound(result: Result) -> None:
     if result.watch.peak > result.bound:
         result.failures.append(
             f"peak traced memory {mib(result.watch.peak)} MiB is over the stated bound "
-            f"{mib(result.bound)} MiB ({result.bounded_by})")
+            f"{mib(result.bound)} MiB ({result.bounded_by})"
+        )
     if result.cycles > CYCLE_LIMIT:
         result.failures.append(
             f"{mib(result.cycles)} MiB was held by reference cycles after the requests: "
-            f"freed only by gc.collect(), not when the requests ended")
+            f"freed only by gc.collect(), not when the requests ended"
+        )
     if result.watch.left > LEFT_LIMIT:
         result.failures.append(
             f"{mib(result.watch.left)} MiB of traced memory was still held after close() "
-            f"and gc.collect()")
+            f"and gc.collect()"
+        )
 
 
 def run_huge(size: int, args: argparse.Namespace) -> Result:
@@ -428,7 +461,7 @@ def run_huge(size: int, args: argparse.Namespace) -> Result:
         middleware = OtasMiddleware(streaming_app, **options_for(server.url))
         max_body = middleware.config.max_body_bytes
         base = environ_for(server.collector.issue_token(), "application/x-ndjson")
-        result_sizes: Dict[str, Any] = {}
+        result_sizes: dict[str, Any] = {}
         with MemoryWatch() as watch:
             environ = fresh(base, GeneratedStream(size), size)
             environ["bench.response_size"] = size
@@ -441,22 +474,35 @@ def run_huge(size: int, args: argparse.Namespace) -> Result:
             close_and_settle(middleware, args.close_timeout)
             if events:
                 event = events[0]
-                result_sizes = {key: event.get(key) for key in (
-                    "request_size_bytes", "response_size_bytes")}
-                result_sizes["kept"] = (len(event.get("request_body", "")),
-                                        len(event.get("response_body", "")))
+                result_sizes = {
+                    key: event.get(key) for key in ("request_size_bytes", "response_size_bytes")
+                }
+                result_sizes["kept"] = (
+                    len(event.get("request_body", "")),
+                    len(event.get("response_body", "")),
+                )
                 result_sizes["truncated"] = (
                     event.get("metadata", {}).get("request_body_truncated"),
-                    event.get("metadata", {}).get("response_body_truncated"))
+                    event.get("metadata", {}).get("response_body_truncated"),
+                )
             del events
             server.collector.clear()  # it keeps every event in memory
         # Bodies kept (max_body_bytes each way), their copies while the event is built
         # and JSON-encoded on the sender side and decoded and stored by the collector
         # in this process, and a few 64 KiB chunks on the way.
         bound = 16 * max_body + 1 * MiB
-        result = Result(name, 1, read + answered, watch, bound,
-                        f"max_body_bytes ({max_body // KiB} KiB) per body",
-                        middleware.stats(), middleware.config, "collector up", cycles)
+        result = Result(
+            name,
+            1,
+            read + answered,
+            watch,
+            bound,
+            f"max_body_bytes ({max_body // KiB} KiB) per body",
+            middleware.stats(),
+            middleware.config,
+            "collector up",
+            cycles,
+        )
     finally:
         server.stop()
     result.notes.append(
@@ -464,11 +510,14 @@ def run_huge(size: int, args: argparse.Namespace) -> Result:
         f"collector got request_size_bytes={result_sizes.get('request_size_bytes')}, "
         f"response_size_bytes={result_sizes.get('response_size_bytes')}, bodies kept "
         f"{result_sizes.get('kept')} characters, truncated flags "
-        f"{result_sizes.get('truncated')}")
+        f"{result_sizes.get('truncated')}"
+    )
     if read != size or answered != size:
         result.failures.append(f"the app read {read} and answered {answered} bytes, not {size}")
     if (result_sizes.get("request_size_bytes"), result_sizes.get("response_size_bytes")) != (
-            size, size):
+        size,
+        size,
+    ):
         result.failures.append(f"the event's sizes are {result_sizes}, expected {size} each")
     if result.stats["sent"] != 1:
         result.failures.append(f"the event was not sent: {result.stats}")
@@ -489,8 +538,12 @@ class Workload:
 
 def whole_body_workload() -> Workload:
     parts = json_body(BODY_SIZE)
-    return Workload("64 KiB JSON body read whole, 64 KiB text answer", make_whole_body_app(),
-                    "application/json", lambda number: numbered(parts, number))
+    return Workload(
+        "64 KiB JSON body read whole, 64 KiB text answer",
+        make_whole_body_app(),
+        "application/json",
+        lambda number: numbered(parts, number),
+    )
 
 
 def csv_workload() -> Workload:
@@ -499,17 +552,30 @@ def csv_workload() -> Workload:
     def body(number: int) -> bytes:
         return b"".join(csv_row(number * rows + i) for i in range(rows))
 
-    return Workload(f"64 KiB CSV read line by line, 64 KiB CSV answer in {CSV_ROW}-byte rows",
-                    csv_app, "text/csv", body)
+    return Workload(
+        f"64 KiB CSV read line by line, 64 KiB CSV answer in {CSV_ROW}-byte rows",
+        csv_app,
+        "text/csv",
+        body,
+    )
 
 
-def run_queue(name: str, outage: str, workload: Workload, requests: int,
-              queue_max_bytes: int, args: argparse.Namespace) -> Result:
+def run_queue(
+    name: str,
+    outage: str,
+    workload: Workload,
+    requests: int,
+    queue_max_bytes: int,
+    args: argparse.Namespace,
+) -> Result:
     """Many requests while OTAS does not take events: the queue must cap the memory."""
     print(f"running {name} ...", file=sys.stderr, flush=True)
-    server: Optional[CollectorServer] = None
-    overrides: Dict[str, Any] = {"max_body_bytes": QUEUE_MAX_BODY_BYTES,
-                                 "queue_max_bytes": queue_max_bytes, "max_retries": 100}
+    server: CollectorServer | None = None
+    overrides: dict[str, Any] = {
+        "max_body_bytes": QUEUE_MAX_BODY_BYTES,
+        "queue_max_bytes": queue_max_bytes,
+        "max_retries": 100,
+    }
     if outage == "unreachable":
         url = closed_port_url()
     else:
@@ -538,15 +604,27 @@ def run_queue(name: str, outage: str, workload: Workload, requests: int,
             close_and_settle(middleware, args.close_timeout)
         config = middleware.config
         bound = int(config.queue_max_bytes * PAYLOAD_MARGIN) + WORK_IN_PROGRESS
-        result = Result(name, requests, through, watch, bound,
-                        f"queue_max_bytes ({config.queue_max_bytes // MiB} MiB)",
-                        middleware.stats(), config, outage, cycles, queued)
+        result = Result(
+            name,
+            requests,
+            through,
+            watch,
+            bound,
+            f"queue_max_bytes ({config.queue_max_bytes // MiB} MiB)",
+            middleware.stats(),
+            config,
+            outage,
+            cycles,
+            queued,
+        )
     finally:
         if server is not None:
             server.stop()
-    result.notes.append(f"workload: {workload.name}; {queued} events held when close() "
-                        f"began; traced memory left after close() and gc.collect(): "
-                        f"{mib(watch.left)} MiB")
+    result.notes.append(
+        f"workload: {workload.name}; {queued} events held when close() "
+        f"began; traced memory left after close() and gc.collect(): "
+        f"{mib(watch.left)} MiB"
+    )
     if result.stats["sent"]:
         result.failures.append(f"{result.stats['sent']} events were sent during an outage")
     check_accounting(result)
@@ -557,30 +635,58 @@ def run_queue(name: str, outage: str, workload: Workload, requests: int,
 SCENARIOS = ("huge", "unreachable", "hangs", "error500", "small-chunks")
 
 
-def run_all(args: argparse.Namespace) -> List[Result]:
-    results: List[Result] = []
+def run_all(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
     chosen = args.scenarios
     if "huge" in chosen:
         results.append(run_huge(2 * MiB, args))
         results.append(run_huge(args.huge_mib * MiB, args))
     if "unreachable" in chosen:
         for budget in (8 * MiB, Config().queue_max_bytes):
-            results.append(run_queue(
-                f"OTAS unreachable, queue_max_bytes {budget // MiB} MiB", "unreachable",
-                whole_body_workload(), args.requests, budget, args))
+            results.append(
+                run_queue(
+                    f"OTAS unreachable, queue_max_bytes {budget // MiB} MiB",
+                    "unreachable",
+                    whole_body_workload(),
+                    args.requests,
+                    budget,
+                    args,
+                )
+            )
     if "hangs" in chosen:
-        results.append(run_queue(
-            f"Brain hangs (timeout {args.hang_timeout:g} s), queue_max_bytes 8 MiB", "hangs",
-            whole_body_workload(), args.small_requests, 8 * MiB, args))
+        results.append(
+            run_queue(
+                f"Brain hangs (timeout {args.hang_timeout:g} s), queue_max_bytes 8 MiB",
+                "hangs",
+                whole_body_workload(),
+                args.small_requests,
+                8 * MiB,
+                args,
+            )
+        )
     if "error500" in chosen:
-        results.append(run_queue(
-            "Brain answers 500, queue_max_bytes 8 MiB", "error500",
-            whole_body_workload(), args.small_requests, 8 * MiB, args))
+        results.append(
+            run_queue(
+                "Brain answers 500, queue_max_bytes 8 MiB",
+                "error500",
+                whole_body_workload(),
+                args.small_requests,
+                8 * MiB,
+                args,
+            )
+        )
     if "small-chunks" in chosen:
-        results.append(run_queue(
-            f"small chunks ({CSV_ROW}-byte lines and rows), OTAS unreachable, "
-            "queue_max_bytes 8 MiB", "unreachable", csv_workload(),
-            args.csv_requests, 8 * MiB, args))
+        results.append(
+            run_queue(
+                f"small chunks ({CSV_ROW}-byte lines and rows), OTAS unreachable, "
+                "queue_max_bytes 8 MiB",
+                "unreachable",
+                csv_workload(),
+                args.csv_requests,
+                8 * MiB,
+                args,
+            )
+        )
     return results
 
 
@@ -607,70 +713,126 @@ def outcome_text(stats: Stats) -> str:
     return "; ".join(parts)
 
 
-def print_report(results: List[Result], args: argparse.Namespace) -> None:
+def print_report(results: list[Result], args: argparse.Namespace) -> None:
     rss = "VmHWM - VmRSS from /proc/self/status" if proc_status_kib("VmRSS") else "n/a here"
-    print(f"Python {platform.python_version()} ({platform.python_implementation()}) on "
-          f"{platform.system()} {platform.machine()}, nproc {os.cpu_count()}; peak traced "
-          f"memory by tracemalloc (process-wide), peak RSS growth {rss}.\n")
-    print("| scenario | requests | bytes through | peak traced MiB | stated bound MiB "
-          "| what bounds it | held by cycles MiB | peak RSS growth MiB "
-          "| stats() after close() |")
+    print(
+        f"Python {platform.python_version()} ({platform.python_implementation()}) on "
+        f"{platform.system()} {platform.machine()}, nproc {os.cpu_count()}; peak traced "
+        f"memory by tracemalloc (process-wide), peak RSS growth {rss}.\n"
+    )
+    print(
+        "| scenario | requests | bytes through | peak traced MiB | stated bound MiB "
+        "| what bounds it | held by cycles MiB | peak RSS growth MiB "
+        "| stats() after close() |"
+    )
     print("|---|---:|---:|---:|---:|---|---:|---:|---|")
     for r in results:
         growth = "n/a" if r.watch.rss_growth is None else mib(r.watch.rss_growth)
-        print(f"| {r.name} | {r.requests:,} | {data_size(r.bytes_through)} | "
-              f"{mib(r.watch.peak)} | {mib(r.bound)} | {r.bounded_by} | {mib(r.cycles)} | "
-              f"{growth} | {outcome_text(r.stats)} |")
+        print(
+            f"| {r.name} | {r.requests:,} | {data_size(r.bytes_through)} | "
+            f"{mib(r.watch.peak)} | {mib(r.bound)} | {r.bounded_by} | {mib(r.cycles)} | "
+            f"{growth} | {outcome_text(r.stats)} |"
+        )
 
     print("\nSettings of each scenario (given explicitly; sensitive fields default):\n")
-    names = ("max_body_bytes", "queue_size", "queue_max_bytes", "batch_size", "flush_interval",
-             "concurrency", "timeout", "max_retries", "retry_backoff")
+    names = (
+        "max_body_bytes",
+        "queue_size",
+        "queue_max_bytes",
+        "batch_size",
+        "flush_interval",
+        "concurrency",
+        "timeout",
+        "max_retries",
+        "retry_backoff",
+    )
     print("| scenario | OTAS | " + " | ".join(names) + " |")
     print("|---|---|" + "---:|" * len(names))
     for r in results:
-        values = " | ".join(f"{getattr(r.config, name):g}" if isinstance(
-            getattr(r.config, name), float) else str(getattr(r.config, name)) for name in names)
+        values = " | ".join(
+            f"{getattr(r.config, name):g}"
+            if isinstance(getattr(r.config, name), float)
+            else str(getattr(r.config, name))
+            for name in names
+        )
         print(f"| {r.name} | {r.outage} | {values} |")
-    print(f"\nEvery middleware also had project_id set (no UASAM call), sample_rate 1; "
-          f"queue scenarios waited {args.hold:g} s after their requests, with OTAS still "
-          f"down, before close(timeout={args.close_timeout:g}). Stated bound: queue "
-          f"scenarios {PAYLOAD_MARGIN:g} x queue_max_bytes + {WORK_IN_PROGRESS // MiB} MiB; "
-          f"huge payloads 16 x max_body_bytes + 1 MiB. Held by cycles: traced memory "
-          f"that gc.collect() freed right after the last request (limit "
-          f"{CYCLE_LIMIT // MiB} MiB); after close() and gc.collect() at most "
-          f"{LEFT_LIMIT // MiB} MiB may stay traced.\n")
+    print(
+        f"\nEvery middleware also had project_id set (no UASAM call), sample_rate 1; "
+        f"queue scenarios waited {args.hold:g} s after their requests, with OTAS still "
+        f"down, before close(timeout={args.close_timeout:g}). Stated bound: queue "
+        f"scenarios {PAYLOAD_MARGIN:g} x queue_max_bytes + {WORK_IN_PROGRESS // MiB} MiB; "
+        f"huge payloads 16 x max_body_bytes + 1 MiB. Held by cycles: traced memory "
+        f"that gc.collect() freed right after the last request (limit "
+        f"{CYCLE_LIMIT // MiB} MiB); after close() and gc.collect() at most "
+        f"{LEFT_LIMIT // MiB} MiB may stay traced.\n"
+    )
     for r in results:
         for note in r.notes:
             print(f"- {r.name}: {note}")
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Show that otas-capture's memory stays bounded whatever the payload size "
-                    "or the state of OTAS: peak traced memory (tracemalloc) and RSS growth "
-                    "per scenario, in-process (no HTTP server for the app). Exits 1 if a "
-                    "peak is over its stated bound, memory outlives its requests, or an "
-                    "event's sizes are wrong.")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)")
-    parser.add_argument("--requests", type=int, default=5_000,
-                        help="requests in the OTAS-unreachable scenarios (default 5000)")
-    parser.add_argument("--small-requests", type=int, default=1_000,
-                        help="requests in the hangs and error500 scenarios (default 1000)")
-    parser.add_argument("--csv-requests", type=int, default=300,
-                        help="requests in the small-chunks scenario (default 300)")
-    parser.add_argument("--huge-mib", type=int, default=200,
-                        help="MiB of request body and of response in the huge-payload "
-                             "scenario (default 200; a 2 MiB run comes first for comparison)")
-    parser.add_argument("--hold", type=float, default=2.0,
-                        help="seconds a queue scenario waits after its requests, OTAS still "
-                             "down, before close() (default 2)")
-    parser.add_argument("--close-timeout", type=float, default=1.0,
-                        help="timeout given to close() at the end of each scenario (default 1)")
-    parser.add_argument("--hang-timeout", type=float, default=1.0,
-                        help="the middleware's timeout setting while Brain hangs (default 1)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show the otas_capture logger's warnings (drops, retries)")
+        "or the state of OTAS: peak traced memory (tracemalloc) and RSS growth "
+        "per scenario, in-process (no HTTP server for the app). Exits 1 if a "
+        "peak is over its stated bound, memory outlives its requests, or an "
+        "event's sizes are wrong."
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=5_000,
+        help="requests in the OTAS-unreachable scenarios (default 5000)",
+    )
+    parser.add_argument(
+        "--small-requests",
+        type=int,
+        default=1_000,
+        help="requests in the hangs and error500 scenarios (default 1000)",
+    )
+    parser.add_argument(
+        "--csv-requests",
+        type=int,
+        default=300,
+        help="requests in the small-chunks scenario (default 300)",
+    )
+    parser.add_argument(
+        "--huge-mib",
+        type=int,
+        default=200,
+        help="MiB of request body and of response in the huge-payload "
+        "scenario (default 200; a 2 MiB run comes first for comparison)",
+    )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=2.0,
+        help="seconds a queue scenario waits after its requests, OTAS still "
+        "down, before close() (default 2)",
+    )
+    parser.add_argument(
+        "--close-timeout",
+        type=float,
+        default=1.0,
+        help="timeout given to close() at the end of each scenario (default 1)",
+    )
+    parser.add_argument(
+        "--hang-timeout",
+        type=float,
+        default=1.0,
+        help="the middleware's timeout setting while Brain hangs (default 1)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the otas_capture logger's warnings (drops, retries)",
+    )
     args = parser.parse_args(argv)
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = sorted(set(args.scenarios) - set(SCENARIOS))
@@ -683,7 +845,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.verbose:
         # Drops and retries are the point here; their (rate-limited) warnings are noise.
@@ -702,8 +864,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         for failure in failures:
             print(f"  - {failure}", file=sys.stderr)
         return 1
-    print("All checks passed: every peak is within its stated bound, no memory outlived "
-          "its requests, and the event sizes are exact.")
+    print(
+        "All checks passed: every peak is within its stated bound, no memory outlived "
+        "its requests, and the event sizes are exact."
+    )
     return 0
 
 

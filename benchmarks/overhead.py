@@ -31,14 +31,15 @@ import gc
 import io
 import json
 import multiprocessing
-import socket
-import urllib.request
 import platform
+import socket
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable
 
 from flask import Flask, Response, request
 from werkzeug.test import EnvironBuilder
@@ -65,11 +66,13 @@ REQUEST_BODY = json_of_size(BODY_SIZE, name="Keyboard", price=49.9, tags=["usb",
 RESPONSE_BODY = json_of_size(BODY_SIZE, id=1, name="Keyboard", price=49.9, tags=["usb"])
 
 
-def plain_app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+def plain_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     length = int(environ.get("CONTENT_LENGTH") or 0)
     json.loads(environ["wsgi.input"].read(length))
-    start_response("201 Created", [("Content-Type", "application/json"),
-                                   ("Content-Length", str(len(RESPONSE_BODY)))])
+    start_response(
+        "201 Created",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(RESPONSE_BODY)))],
+    )
     return [RESPONSE_BODY]
 
 
@@ -88,17 +91,24 @@ def _write(data: bytes) -> None:
     pass
 
 
-def start_response(status: str, headers: List[Any], exc_info: Any = None) -> Callable[[bytes], None]:
+def start_response(
+    status: str, headers: list[Any], exc_info: Any = None
+) -> Callable[[bytes], None]:
     return _write
 
 
-def environ_for(token: Optional[str]) -> Dict[str, Any]:
+def environ_for(token: str | None) -> dict[str, Any]:
     headers = {TOKEN_HEADER: token} if token else {}
-    return EnvironBuilder(path=PATH, method="POST", data=REQUEST_BODY,
-                          content_type="application/json", headers=headers).get_environ()
+    return EnvironBuilder(
+        path=PATH,
+        method="POST",
+        data=REQUEST_BODY,
+        content_type="application/json",
+        headers=headers,
+    ).get_environ()
 
 
-def call(app: WSGIApp, environ: Dict[str, Any]) -> bytes:
+def call(app: WSGIApp, environ: dict[str, Any]) -> bytes:
     """Run one request the way a WSGI server does; return the response body."""
     result = app(environ, start_response)
     try:
@@ -109,7 +119,7 @@ def call(app: WSGIApp, environ: Dict[str, Any]) -> bytes:
             close()
 
 
-def fresh(base: Dict[str, Any]) -> Dict[str, Any]:
+def fresh(base: dict[str, Any]) -> dict[str, Any]:
     environ = dict(base)
     environ["wsgi.input"] = io.BytesIO(REQUEST_BODY)
     return environ
@@ -119,11 +129,12 @@ def fresh(base: Dict[str, Any]) -> Dict[str, Any]:
 class Variant:
     name: str
     app: WSGIApp
-    environ: Dict[str, Any]
+    environ: dict[str, Any]
 
 
-def time_variants(variants: List[Variant], iterations: int, warmup: int,
-                  disable_gc: bool) -> Dict[str, List[int]]:
+def time_variants(
+    variants: list[Variant], iterations: int, warmup: int, disable_gc: bool
+) -> dict[str, list[int]]:
     """Per-call nanoseconds of each variant, interleaved in rotating order."""
     for variant in variants:  # benchmark the success path, not an error page
         body = call(variant.app, fresh(variant.environ))
@@ -134,7 +145,7 @@ def time_variants(variants: List[Variant], iterations: int, warmup: int,
             call(variant.app, fresh(variant.environ))
 
     orders = [variants[k:] + variants[:k] for k in range(len(variants))]
-    samples: Dict[str, List[int]] = {variant.name: [] for variant in variants}
+    samples: dict[str, list[int]] = {variant.name: [] for variant in variants}
     now = time.perf_counter_ns
     gc.collect()
     if disable_gc:
@@ -151,13 +162,13 @@ def time_variants(variants: List[Variant], iterations: int, warmup: int,
     return samples
 
 
-def percentile(sorted_ns: List[int], fraction: float) -> float:
+def percentile(sorted_ns: list[int], fraction: float) -> float:
     """Nearest-rank percentile, in microseconds."""
     index = min(len(sorted_ns) - 1, max(0, round(fraction * len(sorted_ns)) - 1))
     return sorted_ns[index] / 1000
 
 
-def sender_cpu_seconds() -> Optional[float]:
+def sender_cpu_seconds() -> float | None:
     """CPU time used so far by the live sender threads, or None where it can't be read."""
     if not hasattr(time, "pthread_getcpuclockid"):
         return None
@@ -214,7 +225,7 @@ class Shipping:
     flushed: int
     flush_wall: float
     flush_process_cpu: float
-    sender_cpu: Optional[float]
+    sender_cpu: float | None
 
 
 def ship_backlog(middleware: OtasMiddleware, events: int) -> Shipping:
@@ -228,11 +239,18 @@ def ship_backlog(middleware: OtasMiddleware, events: int) -> Shipping:
     sender_cpu = sender_cpu_seconds()  # before close(): the threads end with it
     middleware.close()
     stats = middleware.stats()
-    return Shipping(events, stats["sent"], stats["captured"] - stats["sent"],
-                    stats["sent"] - before, flush_wall, flush_cpu, sender_cpu)
+    return Shipping(
+        events,
+        stats["sent"],
+        stats["captured"] - stats["sent"],
+        stats["sent"] - before,
+        flush_wall,
+        flush_cpu,
+        sender_cpu,
+    )
 
 
-def new_middleware_options(collector_url: str, events: int) -> Dict[str, Any]:
+def new_middleware_options(collector_url: str, events: int) -> dict[str, Any]:
     # Explicit options win over any OTAS_* variables in the caller's environment.
     return {
         "sdk_key": DEMO_SDK_KEY,
@@ -247,35 +265,45 @@ def new_middleware_options(collector_url: str, events: int) -> Dict[str, Any]:
 @dataclass
 class CaseResult:
     name: str
-    samples: Dict[str, List[int]]
-    rows: List[Tuple[str, str, str]]  # (label, bare variant, wrapped variant)
+    samples: dict[str, list[int]]
+    rows: list[tuple[str, str, str]]  # (label, bare variant, wrapped variant)
     shipping: Shipping
 
 
-def wrap_plain(options: Dict[str, Any]) -> Tuple[OtasMiddleware, WSGIApp]:
+def wrap_plain(options: dict[str, Any]) -> tuple[OtasMiddleware, WSGIApp]:
     middleware = OtasMiddleware(plain_app, **options)
     return middleware, middleware
 
 
-def wrap_flask(options: Dict[str, Any]) -> Tuple[OtasMiddleware, WSGIApp]:
+def wrap_flask(options: dict[str, Any]) -> tuple[OtasMiddleware, WSGIApp]:
     app = make_flask_app()
     return init_app(app, **options), app
 
 
-def run_case(name: str, bare: WSGIApp,
-             wrap: Callable[[Dict[str, Any]], Tuple[OtasMiddleware, WSGIApp]],
-             pass_through: bool, server: CollectorProcess, token: str,
-             args: argparse.Namespace) -> CaseResult:
+def run_case(
+    name: str,
+    bare: WSGIApp,
+    wrap: Callable[[dict[str, Any]], tuple[OtasMiddleware, WSGIApp]],
+    pass_through: bool,
+    server: CollectorProcess,
+    token: str,
+    args: argparse.Namespace,
+) -> CaseResult:
     events = args.warmup + args.iterations + 1  # + the check call
     middleware, wrapped = wrap(new_middleware_options(server.url, events))
-    variants = [Variant("bare", bare, environ_for(token)),
-                Variant("captured", wrapped, environ_for(token))]
+    variants = [
+        Variant("bare", bare, environ_for(token)),
+        Variant("captured", wrapped, environ_for(token)),
+    ]
     rows = [(f"{name}: captured (token)", "bare", "captured")]
     if pass_through:
         variants.append(Variant("pass-through", wrapped, environ_for(None)))
         rows.append((f"{name}: pass-through (no token)", "bare", "pass-through"))
-    print(f"timing {name}: {len(variants)} variants x {args.iterations} iterations ...",
-          file=sys.stderr, flush=True)
+    print(
+        f"timing {name}: {len(variants)} variants x {args.iterations} iterations ...",
+        file=sys.stderr,
+        flush=True,
+    )
     samples = time_variants(variants, args.iterations, args.warmup, not args.keep_gc)
     print(f"shipping the {name} backlog ...", file=sys.stderr, flush=True)
     shipping = ship_backlog(middleware, events)
@@ -287,13 +315,17 @@ def us(value: float) -> str:
     return f"{value:.1f}"
 
 
-def print_report(results: List[CaseResult], args: argparse.Namespace) -> None:
-    print(f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
-          f"{args.iterations} iterations per variant after {args.warmup} warm-up, "
-          f"gc {'enabled' if args.keep_gc else 'disabled'} while timing.\n")
+def print_report(results: list[CaseResult], args: argparse.Namespace) -> None:
+    print(
+        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+        f"{args.iterations} iterations per variant after {args.warmup} warm-up, "
+        f"gc {'enabled' if args.keep_gc else 'disabled'} while timing.\n"
+    )
     print("Per-request time on the request thread, in microseconds:\n")
-    print("| case | bare median | wrapped median | overhead median | bare p95 | wrapped p95 "
-          "| overhead p95 |")
+    print(
+        "| case | bare median | wrapped median | overhead median | bare p95 | wrapped p95 "
+        "| overhead p95 |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for result in results:
         for label, bare_name, wrapped_name in result.rows:
@@ -301,43 +333,57 @@ def print_report(results: List[CaseResult], args: argparse.Namespace) -> None:
             wrapped = sorted(result.samples[wrapped_name])
             bare_median, wrapped_median = percentile(bare, 0.5), percentile(wrapped, 0.5)
             bare_p95, wrapped_p95 = percentile(bare, 0.95), percentile(wrapped, 0.95)
-            print(f"| {label} | {us(bare_median)} | {us(wrapped_median)} | "
-                  f"{us(wrapped_median - bare_median)} | {us(bare_p95)} | {us(wrapped_p95)} | "
-                  f"{us(wrapped_p95 - bare_p95)} |")
+            print(
+                f"| {label} | {us(bare_median)} | {us(wrapped_median)} | "
+                f"{us(wrapped_median - bare_median)} | {us(bare_p95)} | {us(wrapped_p95)} | "
+                f"{us(wrapped_p95 - bare_p95)} |"
+            )
 
     print("\nShipping (sender threads, to the collector in another process):\n")
-    print("| case | events | sent | lost | sent in flush | flush wall s | events/s in flush "
-          "| process CPU/event in flush, µs | sender threads CPU/event, µs |")
+    print(
+        "| case | events | sent | lost | sent in flush | flush wall s | events/s in flush "
+        "| process CPU/event in flush, µs | sender threads CPU/event, µs |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for result in results:
         s = result.shipping
         rate = s.flushed / s.flush_wall if s.flush_wall > 0 else 0.0
         per_event = s.flush_process_cpu / s.flushed * 1e6 if s.flushed else 0.0
         sender = "n/a" if s.sender_cpu is None or not s.sent else us(s.sender_cpu / s.sent * 1e6)
-        print(f"| {result.name} | {s.events} | {s.sent} | {s.lost} | {s.flushed} | "
-              f"{s.flush_wall:.2f} | {rate:.0f} | {us(per_event)} | {sender} |")
-    print("\nProcess CPU in flush is this process's (the collector runs in another); sender "
-          "threads CPU is theirs alone, over the whole case (per-thread CPU clocks).")
+        print(
+            f"| {result.name} | {s.events} | {s.sent} | {s.lost} | {s.flushed} | "
+            f"{s.flush_wall:.2f} | {rate:.0f} | {us(per_event)} | {sender} |"
+        )
+    print(
+        "\nProcess CPU in flush is this process's (the collector runs in another); sender "
+        "threads CPU is theirs alone, over the whole case (per-thread CPU clocks)."
+    )
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Measure the per-request overhead of otas-capture against the bare app, "
-                    "in-process (no HTTP server), and the sender's cost per event.")
-    parser.add_argument("--iterations", type=int, default=20_000,
-                        help="timed calls per variant (default 20000)")
-    parser.add_argument("--warmup", type=int, default=1_000,
-                        help="untimed calls per variant first (default 1000)")
-    parser.add_argument("--keep-gc", action="store_true",
-                        help="leave the garbage collector on while timing (default: off, so "
-                             "that a collection pause does not land on a random variant)")
+        "in-process (no HTTP server), and the sender's cost per event."
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=20_000, help="timed calls per variant (default 20000)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1_000, help="untimed calls per variant first (default 1000)"
+    )
+    parser.add_argument(
+        "--keep-gc",
+        action="store_true",
+        help="leave the garbage collector on while timing (default: off, so "
+        "that a collection pause does not land on a random variant)",
+    )
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0:
         parser.error("--iterations must be at least 1 and --warmup at least 0")
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server = CollectorProcess()
     try:
@@ -350,8 +396,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.stop()
     print_report(results, args)
     if any(r.shipping.sent != r.shipping.events for r in results):
-        print("\nerror: not every event reached the collector; the numbers above are suspect",
-              file=sys.stderr)
+        print(
+            "\nerror: not every event reached the collector; the numbers above are suspect",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List
+from typing import Any
 
 import requests
 from werkzeug.serving import make_server
@@ -44,12 +44,14 @@ TIMEOUT = 5.0
 def load_app(collector_url: str) -> ModuleType:
     """Import examples/flask_app.py configured for the collector, as a deployment would be."""
     # The middleware reads its settings when init_app() runs, at import: set them first.
-    os.environ.update({
-        "OTAS_SDK_KEY": DEMO_SDK_KEY,
-        "OTAS_BRAIN_URL": collector_url,
-        "OTAS_UASAM_URL": collector_url,
-        "OTAS_FLUSH_INTERVAL": "0.2",  # ship within a moment instead of the default 1 s
-    })
+    os.environ.update(
+        {
+            "OTAS_SDK_KEY": DEMO_SDK_KEY,
+            "OTAS_BRAIN_URL": collector_url,
+            "OTAS_UASAM_URL": collector_url,
+            "OTAS_FLUSH_INTERVAL": "0.2",  # ship within a moment instead of the default 1 s
+        }
+    )
     spec = importlib.util.spec_from_file_location("flask_app", EXAMPLES / "flask_app.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -57,7 +59,7 @@ def load_app(collector_url: str) -> ModuleType:
     return module
 
 
-def create_session(collector_url: str) -> Dict[str, str]:
+def create_session(collector_url: str) -> dict[str, str]:
     """Open an agent session at UASAM, as an agent does, and return the headers to send."""
     response = requests.post(
         collector_url + SESSION_CREATE_PATH,
@@ -70,7 +72,7 @@ def create_session(collector_url: str) -> Dict[str, str]:
     return {session["Header_value"]: session["jwt_token"]}
 
 
-def act_as_agent(base_url: str, session_headers: Dict[str, str]) -> int:
+def act_as_agent(base_url: str, session_headers: dict[str, str]) -> int:
     """Call the API like an agent working through a task; return the calls made with the token."""
     agent = requests.Session()
     agent.headers.update(session_headers)
@@ -85,14 +87,18 @@ def act_as_agent(base_url: str, session_headers: Dict[str, str]) -> int:
         return response
 
     try:
-        keyboard = call("POST", "/api/items", json={"name": "Keyboard", "price": 49.9,
-                                                    "tags": ["usb"]}).json()
+        keyboard = call(
+            "POST", "/api/items", json={"name": "Keyboard", "price": 49.9, "tags": ["usb"]}
+        ).json()
         call("POST", "/api/items", json={"name": "Mouse", "price": 19.5, "tags": []})
         call("GET", "/api/items?limit=10")
         call("GET", f"/api/items/{keyboard['id']}")
         call("GET", "/api/items/999")
-        call("POST", "/api/login",
-             data={"username": "agent", "password": "correct horse battery staple"})
+        call(
+            "POST",
+            "/api/login",
+            data={"username": "agent", "password": "correct horse battery staple"},
+        )
         call("GET", "/api/boom")
         with call("GET", "/api/export", stream=True) as export:
             lines = [json.loads(line) for line in export.iter_lines() if line]
@@ -113,20 +119,24 @@ def wait_until_captured(otas: Any, expected: int) -> None:
         time.sleep(0.01)
 
 
-def summarize(events: List[Dict[str, Any]]) -> None:
+def summarize(events: list[dict[str, Any]]) -> None:
     # Sender threads deliver concurrently: show the calls in the order they were made.
     events = sorted(events, key=lambda event: event["metadata"]["started_at"])
     print(f"\nThe collector received {len(events)} events:")
     for event in events:
         error = f"  error={event['error']!r}" if event["error"] else ""
-        print(f"  {event['method']:4} {event['path']:18} {event['status_code']}  "
-              f"{event['latency_ms']:7.2f} ms  req {event['request_size_bytes']:3} B  "
-              f"resp {event['response_size_bytes']:4} B{error}")
+        print(
+            f"  {event['method']:4} {event['path']:18} {event['status_code']}  "
+            f"{event['latency_ms']:7.2f} ms  req {event['request_size_bytes']:3} B  "
+            f"resp {event['response_size_bytes']:4} B{error}"
+        )
     # The login shows the redaction: password and access_token never leave the app.
     login = next((e for e in events if e["path"] == "/api/login"), events[0] if events else None)
     if login is not None:
-        print(f"\nOne full event ({login['method']} {login['path']}) as the collector stored it "
-              "(it adds the fields starting with _):")
+        print(
+            f"\nOne full event ({login['method']} {login['path']}) as the collector stored it "
+            "(it adds the fields starting with _):"
+        )
         print(json.dumps(login, indent=2))
 
 
@@ -154,18 +164,25 @@ def main() -> int:
 
         wait_until_captured(otas, expected)
         if not otas.flush(timeout=TIMEOUT):
-            print("error: events were still unsent after "
-                  f"{TIMEOUT:g} s: {otas.stats()}", file=sys.stderr)
+            print(
+                f"error: events were still unsent after {TIMEOUT:g} s: {otas.stats()}",
+                file=sys.stderr,
+            )
             return 1
         events = collector.collector.events()
         summarize(events)
         print("\nMiddleware stats:", json.dumps(otas.stats()))
         if len(events) != expected:
-            print(f"error: expected {expected} events (one per call with the session "
-                  f"token), the collector received {len(events)}", file=sys.stderr)
+            print(
+                f"error: expected {expected} events (one per call with the session "
+                f"token), the collector received {len(events)}",
+                file=sys.stderr,
+            )
             return 1
-        print(f"\nOK: {expected} agent calls, {expected} events; the call without a token "
-              "was not captured.")
+        print(
+            f"\nOK: {expected} agent calls, {expected} events; the call without a token "
+            "was not captured."
+        )
         return 0
     finally:
         if otas is not None:

@@ -21,7 +21,8 @@ import json
 import os
 import secrets
 import threading
-from typing import Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Flask, Response, abort, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException
@@ -39,22 +40,22 @@ class ItemStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: Dict[int, Dict[str, Any]] = {}
+        self._items: dict[int, dict[str, Any]] = {}
         self._next_id = 1
 
-    def add(self, name: str, price: float, tags: List[str]) -> Dict[str, Any]:
+    def add(self, name: str, price: float, tags: list[str]) -> dict[str, Any]:
         with self._lock:
             item = {"id": self._next_id, "name": name, "price": price, "tags": tags}
             self._items[item["id"]] = item
             self._next_id += 1
             return dict(item)
 
-    def get(self, item_id: int) -> Optional[Dict[str, Any]]:
+    def get(self, item_id: int) -> dict[str, Any] | None:
         with self._lock:
             item = self._items.get(item_id)
             return dict(item) if item is not None else None
 
-    def snapshot(self, limit: Optional[int] = None) -> List[Dict[str, Any]]:
+    def snapshot(self, limit: int | None = None) -> list[dict[str, Any]]:
         with self._lock:
             items = list(self._items.values())
         return [dict(item) for item in items[:limit]]

@@ -9,9 +9,8 @@
 See :class:`OtasMiddleware` for the options and :mod:`otas_capture.flask` for Flask.
 """
 
-__version__ = "0.1.0"
-
-from .config import ConfigError  # noqa: E402
-from .middleware import OtasMiddleware, annotate  # noqa: E402
+from ._version import __version__
+from .config import ConfigError
+from .middleware import OtasMiddleware, annotate
 
 __all__ = ["OtasMiddleware", "ConfigError", "annotate", "__version__"]

@@ -12,7 +12,8 @@ same bytes, and nothing is read ahead of it or held beyond the capture limit.
 
 from __future__ import annotations
 
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from collections.abc import Iterator
+from typing import IO, Any, Callable
 
 # Content types worth keeping as text. Anything else (images, archives, octet-stream,
 # multipart uploads, Office documents, compressed bodies) is counted but not captured:
@@ -36,7 +37,7 @@ _TEXT_SUBTYPES = frozenset(
 _TEXT_SUFFIXES = ("+json", "+xml", "+yaml")
 
 
-def is_textual(content_type: Optional[str]) -> bool:
+def is_textual(content_type: str | None) -> bool:
     """Whether a body of this content type is captured. A missing type is sniffed later."""
     if not content_type:
         return True
@@ -71,7 +72,7 @@ class BodyBuffer:
     def kept(self) -> int:
         return len(self.data)
 
-    def add(self, data: Union[bytes, bytearray, memoryview]) -> None:
+    def add(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
         self.size += n
         room = self.limit - len(self.data)
@@ -120,7 +121,7 @@ class InputTee:
             self._buffer.add(data)
         return data
 
-    def readlines(self, *args: Any) -> List[bytes]:
+    def readlines(self, *args: Any) -> list[bytes]:
         lines = self._stream.readlines(*args)
         for line in lines:
             self._buffer.add(line)
@@ -141,8 +142,10 @@ class InputTee:
         return getattr(self._stream, name)
 
 
-def _copying_readinto(real: Callable[[Any], Optional[int]], body: BodyBuffer) -> Callable[[Any], Optional[int]]:
-    def readinto(buffer: Any) -> Optional[int]:
+def _copying_readinto(
+    real: Callable[[Any], int | None], body: BodyBuffer
+) -> Callable[[Any], int | None]:
+    def readinto(buffer: Any) -> int | None:
         count = real(buffer)
         if count:
             body.add(memoryview(buffer)[:count])
@@ -193,7 +196,7 @@ class Exchange:
         token: str,
         started_at: float,
         start: float,
-        environ: Dict[str, Any],
+        environ: dict[str, Any],
         request_body: BodyBuffer,
     ) -> None:
         self.token = token
@@ -205,7 +208,7 @@ class Exchange:
         self.query_string: str = environ.get("QUERY_STRING", "")
         # Copy only the header strings: the environ also holds the server's stream and
         # socket objects, which must not live on in the queue.
-        self.request_headers: List[Tuple[str, str]] = [
+        self.request_headers: list[tuple[str, str]] = [
             (key, value) for key, value in environ.items() if key[:5] == "HTTP_"
         ]
         for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
@@ -213,14 +216,14 @@ class Exchange:
             if value:
                 self.request_headers.append((key, value))
         self.request_body = request_body
-        self.status: Optional[str] = None
-        self.response_headers: List[Tuple[str, str]] = []
-        self.response_body: Optional[BodyBuffer] = None
-        self.first_byte: Optional[float] = None
-        self.end: Optional[float] = None
-        self.error: Optional[str] = None
-        self.custom_properties: Optional[Dict[str, Any]] = None
-        self.metadata: Optional[Dict[str, Any]] = None
+        self.status: str | None = None
+        self.response_headers: list[tuple[str, str]] = []
+        self.response_body: BodyBuffer | None = None
+        self.first_byte: float | None = None
+        self.end: float | None = None
+        self.error: str | None = None
+        self.custom_properties: dict[str, Any] | None = None
+        self.metadata: dict[str, Any] | None = None
 
     def fail(self, exc: BaseException) -> None:
         """Record the exception the application raised (the first one wins).
@@ -231,7 +234,7 @@ class Exchange:
         if self.error is None:
             self.error = describe_exception(exc)
 
-    def annotate(self, props: Dict[str, Any]) -> None:
+    def annotate(self, props: dict[str, Any]) -> None:
         if self.custom_properties is None:
             self.custom_properties = {}
         self.custom_properties.update(props)

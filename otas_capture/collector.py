@@ -15,40 +15,66 @@ otas_capture.collector`` runs it in the foreground for humans.
 from __future__ import annotations
 
 import argparse
-import socket
 import copy
 import json
 import math
+import socket
 import sys
 import threading
 import time
 import uuid
 import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
 from urllib.parse import unquote_to_bytes
-from typing import Any, Callable, Iterator, Mapping
 
 import jwt
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.serving import DechunkedInput
-from werkzeug.wsgi import LimitedStream
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import LimitedStream
+
+from .contract import (
+    AGENT_KEY_HEADER,
+    AUTHENTICATE_PATH,
+    CONTENT_TYPE_LIMIT,
+    JSON_OBJECT_FIELDS,
+    MAX_INTEGER,
+    MAX_REQUEST_BYTES,
+    METHOD_LIMIT,
+    REQUIRED_FIELDS,
+    REQUIRED_TOKEN_CLAIMS,
+    SDK_KEY_HEADER,
+    SDK_LOG_PATH,
+    SESSION_CREATE_PATH,
+    SESSION_TOKEN_HEADER,
+    SIZE_FIELDS,
+    TEXT_FIELDS,
+    is_sdk_key,
+)
 
 __all__ = [
-    "AUTHENTICATE_PATH", "DEMO_AGENT_ID", "DEMO_AGENT_KEY", "DEMO_PROJECT_ID",
-    "DEMO_SDK_KEY", "DEMO_SECRET", "MAX_REQUEST_BYTES", "REQUIRED_FIELDS",
-    "SDK_LOG_PATH", "SESSION_CREATE_PATH", "Collector", "CollectorServer", "main", "serve",
+    "AUTHENTICATE_PATH",
+    "DEMO_AGENT_ID",
+    "DEMO_AGENT_KEY",
+    "DEMO_PROJECT_ID",
+    "DEMO_SDK_KEY",
+    "DEMO_SECRET",
+    "MAX_REQUEST_BYTES",
+    "REQUIRED_FIELDS",
+    "SDK_LOG_PATH",
+    "SESSION_CREATE_PATH",
+    "Collector",
+    "CollectorServer",
+    "main",
+    "serve",
 ]
 
-SDK_LOG_PATH = "/api/v1/backend/log/sdk/"
-AUTHENTICATE_PATH = "/api/project/v1/sdk/backend/key/authenticate/"
-SESSION_CREATE_PATH = "/api/agent/v1/session/create/"
 EVENTS_PATH = "/collector/events"
-MAX_REQUEST_BYTES = 2_621_440  # Brain refuses bigger bodies with an HTML 400
-REQUIRED_FIELDS = ("project_id", "path", "method", "status_code", "latency_ms")
 
 DEMO_SECRET = "otas-local-collector-demo-signing-secret"
 DEMO_SDK_KEY = "otas_demo_localcollectorkey"
@@ -56,21 +82,14 @@ DEMO_PROJECT_ID = "00000000-0000-4000-8000-000000000001"
 DEMO_AGENT_KEY = "otas_agent_localcollectoragentkey"
 DEMO_AGENT_ID = "00000000-0000-4000-8000-000000000002"
 
-SESSION_TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
 TOKEN_LIFETIME = 30 * 24 * 3600.0  # what the public UASAM issues
 
-# Brain stores these in text columns via str(), so {"a": "b"} arrives as "{'a': 'b'}".
-TEXT_FIELDS = (
-    "path", "method", "request_headers", "request_body", "query_params", "post_data",
-    "response_headers", "response_body", "request_content_type",
-    "response_content_type", "error",
-)
-_SIZE_FIELDS = ("request_size_bytes", "response_size_bytes")
+_SIZE_FIELDS = SIZE_FIELDS
 _CONTENT_TYPE_FIELDS = ("request_content_type", "response_content_type")
-_JSON_OBJECT_FIELDS = ("custom_properties", "metadata")
-_MAX_METHOD_CHARS = 20
-_MAX_CONTENT_TYPE_CHARS = 255
-_MAX_INTEGER = 2**63 - 1  # no integer column holds more
+_JSON_OBJECT_FIELDS = JSON_OBJECT_FIELDS
+_MAX_METHOD_CHARS = METHOD_LIMIT
+_MAX_CONTENT_TYPE_CHARS = CONTENT_TYPE_LIMIT
+_MAX_INTEGER = MAX_INTEGER
 _READ_CHUNK = 64 * 1024
 
 # fail_next() statuses whose natural description is not just the HTTP phrase.
@@ -78,8 +97,9 @@ _FAULT_DESCRIPTIONS = {400: "invalid_json", 401: "invalid_sdk_key", 500: "event_
 
 
 def _json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload), status=status, mimetype="application/json",
-                    headers=dict(headers or {}))
+    return Response(
+        json.dumps(payload), status=status, mimetype="application/json", headers=dict(headers or {})
+    )
 
 
 def _failure(status: int, description: str, **extra: Any) -> Response:
@@ -89,8 +109,10 @@ def _failure(status: int, description: str, **extra: Any) -> Response:
 def _html_error(status: int) -> Response:
     # Django's production error page: SDKs must cope with a body that is not JSON.
     title = f"{HTTP_STATUS_CODES.get(status, 'Error')} ({status})"
-    page = (f'<!doctype html>\n<html lang="en">\n<head>\n  <title>{title}</title>\n</head>\n'
-            f"<body>\n  <h1>{title}</h1><p></p>\n</body>\n</html>\n")
+    page = (
+        f'<!doctype html>\n<html lang="en">\n<head>\n  <title>{title}</title>\n</head>\n'
+        f"<body>\n  <h1>{title}</h1><p></p>\n</body>\n</html>\n"
+    )
     return Response(page, status=status, mimetype="text/html")
 
 
@@ -225,12 +247,18 @@ class Collector:
             events = collector.wait_for_events(1)
     """
 
-    def __init__(self, *, secret: str = DEMO_SECRET, sdk_keys: Mapping[str, str] | None = None,
-                 agent_keys: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        secret: str = DEMO_SECRET,
+        sdk_keys: Mapping[str, str] | None = None,
+        agent_keys: Mapping[str, str] | None = None,
+    ) -> None:
         self._secret = secret
         self._sdk_keys = dict(sdk_keys) if sdk_keys is not None else {DEMO_SDK_KEY: DEMO_PROJECT_ID}
-        self._agent_keys = (dict(agent_keys) if agent_keys is not None
-                            else {DEMO_AGENT_KEY: DEMO_AGENT_ID})
+        self._agent_keys = (
+            dict(agent_keys) if agent_keys is not None else {DEMO_AGENT_KEY: DEMO_AGENT_ID}
+        )
         self.uasam_up = True
         self._cond = threading.Condition()
         self._events: list[dict[str, Any]] = []
@@ -254,8 +282,14 @@ class Collector:
         with self._cond:
             self._sdk_keys.pop(key, None)
 
-    def issue_token(self, *, agent_id: str = DEMO_AGENT_ID, agent_session_id: str | None = None,
-                    expires_in: float = TOKEN_LIFETIME, **extra_claims: Any) -> str:
+    def issue_token(
+        self,
+        *,
+        agent_id: str = DEMO_AGENT_ID,
+        agent_session_id: str | None = None,
+        expires_in: float = TOKEN_LIFETIME,
+        **extra_claims: Any,
+    ) -> str:
         """Mint a session JWT as UASAM would; a negative ``expires_in`` gives an expired one."""
         now = time.time()
         claims: dict[str, Any] = {
@@ -267,9 +301,15 @@ class Collector:
         claims.update(extra_claims)
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
-    def fail_next(self, count: int = 1, *, status: int | None = 500,
-                  body: dict[str, Any] | None = None, retry_after: str | None = None,
-                  delay: float = 0.0) -> None:
+    def fail_next(
+        self,
+        count: int = 1,
+        *,
+        status: int | None = 500,
+        body: dict[str, Any] | None = None,
+        retry_after: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
         """Make the next ``count`` log calls sleep ``delay`` s, then answer ``status``.
 
         Faults are answered before any other check and queue up first in, first out.
@@ -349,7 +389,7 @@ class Collector:
 
     def _ingest(self, request: Request) -> Response:
         """The checks of the public Brain, in its order."""
-        sdk_key = request.headers.get("X-OTAS-SDK-KEY")
+        sdk_key = request.headers.get(SDK_KEY_HEADER)
         if not sdk_key:
             return _failure(401, "missing_sdk_key")
         with self._cond:
@@ -388,49 +428,60 @@ class Collector:
                 return _failure(500, "event_capture_failed")
         except RecursionError:  # str() of absurdly nested values
             return _failure(500, "event_capture_failed")
-        stored.update({
-            "_project_id": project_id,  # the key's project, not the body's
-            "_agent_session_id": claims["agent_session_id"],
-            "_agent_id": claims["agent_id"],
-            "_received_at": datetime.now(timezone.utc).isoformat(),
-            # Which client connection carried it: shows whether keep-alive is used.
-            "_connection": f"{request.remote_addr}:{request.environ.get('REMOTE_PORT', '')}",
-        })
+        stored.update(
+            {
+                "_project_id": project_id,  # the key's project, not the body's
+                "_agent_session_id": claims["agent_session_id"],
+                "_agent_id": claims["agent_id"],
+                "_received_at": datetime.now(timezone.utc).isoformat(),
+                # Which client connection carried it: shows whether keep-alive is used.
+                "_connection": f"{request.remote_addr}:{request.environ.get('REMOTE_PORT', '')}",
+            }
+        )
         with self._cond:
             self._events.append(stored)
             self._cond.notify_all()
-        return _json_response(201, {"status": 1, "status_description": "event_captured",
-                                    "response": {}})
+        return _json_response(
+            201, {"status": 1, "status_description": "event_captured", "response": {}}
+        )
 
     def _verify_token(self, token: str) -> dict[str, Any] | None:
         try:
-            return jwt.decode(token, self._secret, algorithms=["HS256"],
-                              options={"require": ["agent_session_id", "agent_id"]})
+            return jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                options={"require": list(REQUIRED_TOKEN_CLAIMS)},
+            )
         except (jwt.PyJWTError, ValueError):
             return None
 
     def _authenticate(self, request: Request) -> Response:
         if not self.uasam_up:
             return _failure(503, "service_unavailable")
-        key = request.headers.get("X-OTAS-SDK-KEY")
+        key = request.headers.get(SDK_KEY_HEADER)
         if not key:
             return _json_response(401, {"error": "SDK Key missing"})
-        parts = key.split("_")
-        if len(parts) != 3 or parts[0] != "otas":
+        if not is_sdk_key(key):
             return _json_response(403, {"error": "Invalid Key Format"})
         with self._cond:
             project_id = self._sdk_keys.get(key)
         if project_id is None:
             return _json_response(403, {"error": "Invalid SDK Key"})
-        project = {"id": project_id, "name": "Local collector project",
-                   "description": "Served by otas_capture.collector for local testing."}
-        return _json_response(200, {"status": 1, "status_description": "authenticated",
-                                    "response": {"project": project}})
+        project = {
+            "id": project_id,
+            "name": "Local collector project",
+            "description": "Served by otas_capture.collector for local testing.",
+        }
+        return _json_response(
+            200,
+            {"status": 1, "status_description": "authenticated", "response": {"project": project}},
+        )
 
     def _create_session(self, request: Request) -> Response:
         if not self.uasam_up:
             return _failure(503, "service_unavailable")
-        agent_key = request.headers.get("X-OTAS-AGENT-KEY")
+        agent_key = request.headers.get(AGENT_KEY_HEADER)
         if not agent_key:
             return _failure(401, "missing_agent_key")
         with self._cond:
@@ -445,10 +496,14 @@ class Collector:
         except (ValueError, RecursionError):
             return _failure(400, "invalid_json")
         token = self.issue_token(agent_id=agent_id)
-        return _json_response(200, {
-            "status": 1, "status_description": "agent_session_created",
-            "response": {"Header_value": SESSION_TOKEN_HEADER, "jwt_token": token},
-        })
+        return _json_response(
+            200,
+            {
+                "status": 1,
+                "status_description": "agent_session_created",
+                "response": {"Header_value": SESSION_TOKEN_HEADER, "jwt_token": token},
+            },
+        )
 
     def _list_events(self, request: Request) -> Response:
         return _json_response(200, self.events())
@@ -473,7 +528,7 @@ class _Http11Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle's algorithm the second waits
     # for the client's delayed ACK, adding ~40 ms to every call on a kept-alive connection.
     disable_nagle_algorithm = True
-    server: "_Http11Server"
+    server: _Http11Server
 
     def _serve(self) -> None:
         environ, body = self._environ()
@@ -590,12 +645,18 @@ class CollectorServer:
     Example::
 
         with CollectorServer() as server:
-            requests.post(server.url + AUTHENTICATE_PATH, headers={"X-OTAS-SDK-KEY": DEMO_SDK_KEY})
+            requests.post(server.url + AUTHENTICATE_PATH, headers={SDK_KEY_HEADER: DEMO_SDK_KEY})
             server.collector.events()
     """
 
-    def __init__(self, collector: Collector | None = None, host: str = "127.0.0.1",
-                 port: int = 0, *, log_requests: bool = False) -> None:
+    def __init__(
+        self,
+        collector: Collector | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_requests: bool = False,
+    ) -> None:
         self.collector = collector if collector is not None else Collector()
         self.host = host
         self.port = port
@@ -612,8 +673,12 @@ class CollectorServer:
         self.port = server.server_address[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{self.port}"
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"otas-collector-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"otas-collector-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -633,15 +698,15 @@ class CollectorServer:
         self.stop()
 
 
-def serve(collector: Collector | None = None, host: str = "127.0.0.1",
-          port: int = 0) -> CollectorServer:
+def serve(
+    collector: Collector | None = None, host: str = "127.0.0.1", port: int = 0
+) -> CollectorServer:
     """Start a CollectorServer and return it; call ``stop()`` when done."""
     return CollectorServer(collector, host, port).start()
 
 
 def _sdk_key_arg(value: str) -> str:
-    parts = value.split("_")
-    if len(parts) != 3 or parts[0] != "otas" or not all(parts):
+    if not is_sdk_key(value):
         raise argparse.ArgumentTypeError("must look like otas_<prefix>_<secret>")
     return value
 
@@ -657,14 +722,23 @@ def main(argv: list[str] | None = None) -> int:
     """Serve UASAM and Brain on one port until Ctrl-C, after printing what to configure."""
     parser = argparse.ArgumentParser(
         prog="python -m otas_capture.collector",
-        description="Local stand-in for the OTAS UASAM and Brain servers.")
+        description="Local stand-in for the OTAS UASAM and Brain servers.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8002, help="port, 0 for any (default 8002)")
     parser.add_argument("--secret", default=DEMO_SECRET, help="HS256 secret for session tokens")
-    parser.add_argument("--sdk-key", type=_sdk_key_arg, default=DEMO_SDK_KEY,
-                        help="backend SDK key to accept (otas_<prefix>_<secret>)")
-    parser.add_argument("--project-id", type=_project_id_arg, default=DEMO_PROJECT_ID,
-                        help="project id (UUID) the SDK key belongs to")
+    parser.add_argument(
+        "--sdk-key",
+        type=_sdk_key_arg,
+        default=DEMO_SDK_KEY,
+        help="backend SDK key to accept (otas_<prefix>_<secret>)",
+    )
+    parser.add_argument(
+        "--project-id",
+        type=_project_id_arg,
+        default=DEMO_PROJECT_ID,
+        help="project id (UUID) the SDK key belongs to",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("argument --port: must be from 0 to 65535")
@@ -681,18 +755,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    print(f"OTAS local collector (UASAM and Brain) on {server.url}\n"
-          f"  SDK key:       {args.sdk_key}\n"
-          f"  project id:    {args.project_id}\n"
-          f"  agent key:     {DEMO_AGENT_KEY}\n"
-          f"  session token: {collector.issue_token()}\n"
-          f"                 (send it as {SESSION_TOKEN_HEADER}; valid 30 days)\n\n"
-          f"Set in your backend's environment:\n"
-          f"  export OTAS_SDK_KEY={args.sdk_key}\n"
-          f"  export OTAS_BRAIN_URL={server.url}\n"
-          f"  export OTAS_UASAM_URL={server.url}\n\n"
-          f"Accepted events: GET {server.url}{EVENTS_PATH} (DELETE clears them)\n"
-          f"Press Ctrl-C to stop.", flush=True)
+    print(
+        f"OTAS local collector (UASAM and Brain) on {server.url}\n"
+        f"  SDK key:       {args.sdk_key}\n"
+        f"  project id:    {args.project_id}\n"
+        f"  agent key:     {DEMO_AGENT_KEY}\n"
+        f"  session token: {collector.issue_token()}\n"
+        f"                 (send it as {SESSION_TOKEN_HEADER}; valid 30 days)\n\n"
+        f"Set in your backend's environment:\n"
+        f"  export OTAS_SDK_KEY={args.sdk_key}\n"
+        f"  export OTAS_BRAIN_URL={server.url}\n"
+        f"  export OTAS_UASAM_URL={server.url}\n\n"
+        f"Accepted events: GET {server.url}{EVENTS_PATH} (DELETE clears them)\n"
+        f"Press Ctrl-C to stop.",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 import os
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Callable, FrozenSet, Iterable, Mapping, Tuple
+from typing import Any, Callable
 from urllib.parse import urlsplit
+
+from .contract import DEFAULT_BRAIN_URL, DEFAULT_UASAM_URL, is_sdk_key
 
 # Headers whose values never leave the process, whatever the user configures.
 BUILTIN_SENSITIVE_HEADERS = frozenset(
@@ -140,7 +143,7 @@ def _parse_url(option: str, value: Any) -> str:
     text = str(value).strip().rstrip("/")
     parts = urlsplit(text)
     try:
-        parts.port  # raises for a port that is not a number from 0 to 65535
+        _ = parts.port  # raises for a port that is not a number from 0 to 65535
     except ValueError:
         parts = parts._replace(netloc="")
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -154,8 +157,7 @@ def _parse_sdk_key(option: str, value: Any) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     text = str(value).strip()
-    parts = text.split("_")
-    if len(parts) != 3 or parts[0] != "otas" or not parts[1] or not parts[2]:
+    if not is_sdk_key(text):
         raise _fail(option, "a backend SDK key of the form otas_<prefix>_<secret>", secret=True)
     return text
 
@@ -166,7 +168,9 @@ def _parse_project_id(option: str, value: Any) -> str | None:
     try:
         return str(uuid.UUID(str(value).strip()))
     except ValueError:
-        raise _fail(option, "a project UUID such as 123e4567-e89b-12d3-a456-426614174000", value) from None
+        raise _fail(
+            option, "a project UUID such as 123e4567-e89b-12d3-a456-426614174000", value
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -175,13 +179,13 @@ class Config:
 
     sdk_key: str | None = None
     project_id: str | None = None
-    brain_url: str = "http://localhost:8002"
-    uasam_url: str = "http://localhost:8000"
+    brain_url: str = DEFAULT_BRAIN_URL
+    uasam_url: str = DEFAULT_UASAM_URL
     enabled: bool = True
     max_body_bytes: int = 102_400
-    sensitive_headers: FrozenSet[str] = BUILTIN_SENSITIVE_HEADERS
-    sensitive_fields: FrozenSet[str] = BUILTIN_SENSITIVE_FIELDS
-    skip_paths: Tuple[str, ...] = ()
+    sensitive_headers: frozenset[str] = BUILTIN_SENSITIVE_HEADERS
+    sensitive_fields: frozenset[str] = BUILTIN_SENSITIVE_FIELDS
+    skip_paths: tuple[str, ...] = ()
     sample_rate: float = 1.0
     queue_size: int = 10_000
     queue_max_bytes: int = 64 * 1024 * 1024
@@ -208,8 +212,8 @@ class Config:
         return self.enabled and self.sdk_key is not None
 
     @classmethod
-    def load(cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "Config":
-        """Merge ``options`` over ``OTAS_*`` variables of ``environ`` over the defaults, checking each."""
+    def load(cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+        """Merge ``options`` over ``OTAS_*`` variables of ``environ`` over the defaults."""
         environ = os.environ if environ is None else environ
         unknown = sorted(set(options) - set(_PARSERS))
         if unknown:

@@ -14,17 +14,16 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from . import __version__
+from ._version import __version__
 from .capture import BodyBuffer, Exchange, is_textual
 from .config import Config
+from .contract import CONTENT_TYPE_LIMIT, METHOD_LIMIT
 from .redaction import TextMasker, mask_json, mask_pairs, redact_headers
 
 SDK_NAME = "otas-capture"
-CONTENT_TYPE_LIMIT = 255
-METHOD_LIMIT = 20
 # Brain refuses bodies over 2,621,440 bytes; leave room for the HTTP layer's slack.
 MAX_EVENT_BYTES = 2_000_000
 _JSON_DEPTH_LIMIT = 32
@@ -84,22 +83,22 @@ def header_name(environ_key: str) -> str:
     return "-".join(part.capitalize() for part in environ_key.split("_"))
 
 
-def headers_json(headers: List[Tuple[str, str]]) -> str:
-    combined: Dict[str, str] = {}
+def headers_json(headers: list[tuple[str, str]]) -> str:
+    combined: dict[str, str] = {}
     for name, value in headers:
         # Repeated headers (Set-Cookie, Vary) keep every value, as HTTP allows.
         combined[name] = f"{combined[name]}, {value}" if name in combined else value
     return json.dumps(combined, ensure_ascii=False)
 
 
-def find_header(headers: List[Tuple[str, str]], name: str) -> str:
+def find_header(headers: list[tuple[str, str]], name: str) -> str:
     for key, value in headers:
         if key.lower() == name:
             return value
     return ""
 
 
-def status_code(status: Optional[str]) -> int:
+def status_code(status: str | None) -> int:
     """The code of a WSGI status line; 500 when the app never sent one (it raised)."""
     if not status:
         return 500
@@ -125,7 +124,7 @@ class EventBuilder:
         """The UTF-8 JSON body of the log call for ``ex``."""
         config = self._config
         fields = config.sensitive_fields
-        metadata: Dict[str, Any] = {
+        metadata: dict[str, Any] = {
             "sdk": SDK_NAME,
             "sdk_version": __version__,
             "started_at": utc_iso(ex.started_at),
@@ -144,7 +143,9 @@ class EventBuilder:
         query_pairs, _ = mask_pairs(
             parse_qsl(wsgi_text(ex.query_string), keep_blank_values=True), fields
         )
-        request_body, form_pairs = self._body_text(ex.request_body, request_type, "request", metadata)
+        request_body, form_pairs = self._body_text(
+            ex.request_body, request_type, "request", metadata
+        )
         response_body, _ = self._body_text(ex.response_body, response_type, "response", metadata)
 
         code = status_code(ex.status)
@@ -162,7 +163,9 @@ class EventBuilder:
             "latency_ms": round(max(0.0, end - ex.start) * 1000, 3),
             "request_size_bytes": ex.request_body.size,
             "response_size_bytes": ex.response_body.size if ex.response_body else 0,
-            "request_headers": headers_json(redact_headers(request_headers, config.sensitive_headers)),
+            "request_headers": headers_json(
+                redact_headers(request_headers, config.sensitive_headers)
+            ),
             "request_body": request_body,
             "query_params": json.dumps(_group(query_pairs), ensure_ascii=False),
             "post_data": json.dumps(_group(form_pairs), ensure_ascii=False),
@@ -179,8 +182,8 @@ class EventBuilder:
         return encode_event(event)
 
     def _body_text(
-        self, body: Optional[BodyBuffer], content_type: str, side: str, metadata: Dict[str, Any]
-    ) -> Tuple[str, List[Tuple[str, str]]]:
+        self, body: BodyBuffer | None, content_type: str, side: str, metadata: dict[str, Any]
+    ) -> tuple[str, list[tuple[str, str]]]:
         """(text to ship, parsed form pairs) of a captured body, masked."""
         if body is None or body.size == 0:
             return "", []
@@ -216,14 +219,14 @@ class EventBuilder:
         return self._text_masker.mask(text)[0], []
 
 
-def _group(pairs: List[Tuple[str, str]]) -> Dict[str, List[str]]:
-    grouped: Dict[str, List[str]] = {}
+def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
     for key, value in pairs:
         grouped.setdefault(key, []).append(value)
     return grouped
 
 
-def encode_event(event: Dict[str, Any]) -> bytes:
+def encode_event(event: dict[str, Any]) -> bytes:
     """Serialize, cutting the largest parts (and saying so) until it fits Brain's limit."""
     payload = _dumps(event)
     for keep in (256 * 1024, 16 * 1024, 1024, 0):

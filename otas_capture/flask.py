@@ -8,7 +8,7 @@ event's metadata, which lets OTAS group calls by endpoint rather than by raw pat
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from flask import Flask, got_request_exception, has_request_context, request
 
@@ -52,7 +52,7 @@ def annotate(**props: Any) -> None:
         exchange.annotate(props)
 
 
-def _current_exchange() -> Optional[Exchange]:
+def _current_exchange() -> Exchange | None:
     if not has_request_context():
         return None
     return request.environ.get(EXCHANGE_ENVIRON_KEY)
@@ -64,7 +64,7 @@ def _record_exception(sender: Flask, exception: BaseException, **extra: Any) -> 
         exchange.fail(exception)
 
 
-def _record_route(exc: Optional[BaseException]) -> None:
+def _record_route(exc: BaseException | None) -> None:
     # Runs on every request of the app: one proxy lookup, then plain attributes.
     current = request._get_current_object()  # type: ignore[attr-defined]
     exchange = current.environ.get(EXCHANGE_ENVIRON_KEY)

@@ -17,20 +17,22 @@ import atexit
 import logging
 import random
 import time
+from collections.abc import Iterable, Iterator
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable
 
 from .capture import BodyBuffer, Exchange, InputTee, is_textual
 from .config import Config
+from .contract import LOGGER_NAME, SESSION_TOKEN_ENVIRON
 from .sender import Sender
 from .stats import Stats
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-logger = logging.getLogger("otas_capture")
+logger = logging.getLogger(LOGGER_NAME)
 
-TOKEN_ENVIRON_KEY = "HTTP_X_OTAS_AGENT_SESSION_TOKEN"
+TOKEN_ENVIRON_KEY = SESSION_TOKEN_ENVIRON
 # Where the exchange of a captured request lives in its environ, for annotate().
 EXCHANGE_ENVIRON_KEY = "otas_capture.exchange"
 
@@ -54,11 +56,11 @@ class OtasMiddleware:
         app.wsgi_app = OtasMiddleware(app.wsgi_app)  # OTAS_SDK_KEY from the environment
     """
 
-    def __init__(self, app: "WSGIApplication", **options: Any) -> None:
+    def __init__(self, app: WSGIApplication, **options: Any) -> None:
         self.app = app
         self.config = Config.load(options)
         self._stats = Stats()
-        self._sender: Optional[Sender] = None
+        self._sender: Sender | None = None
         if not self.config.enabled:
             logger.info("otas-capture: disabled by OTAS_ENABLED; requests pass through")
         elif self.config.sdk_key is None:
@@ -99,7 +101,7 @@ class OtasMiddleware:
         atexit.unregister(self.close)
         sender.close(timeout)
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """Counts of what happened to captured requests, with reasons.
 
         ``captured``: requests recorded; ``sent``: accepted by Brain; ``failed``: refused
@@ -114,9 +116,7 @@ class OtasMiddleware:
 
     # -- the request path --------------------------------------------------------------
 
-    def __call__(
-        self, environ: "WSGIEnvironment", start_response: "StartResponse"
-    ) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._sender is None:
             return self.app(environ, start_response)
         token = environ.get(TOKEN_ENVIRON_KEY)
@@ -134,13 +134,11 @@ class OtasMiddleware:
         return self._capture(environ, start_response, token)
 
     def _capture(
-        self, environ: "WSGIEnvironment", start_response: "StartResponse", token: str
+        self, environ: WSGIEnvironment, start_response: StartResponse, token: str
     ) -> Iterable[bytes]:
         start = perf_counter()
         body_limit = self._body_limit
-        request_body = BodyBuffer(
-            body_limit if is_textual(environ.get("CONTENT_TYPE")) else 0
-        )
+        request_body = BodyBuffer(body_limit if is_textual(environ.get("CONTENT_TYPE")) else 0)
         exchange = Exchange(token, time.time(), start, environ, request_body)
         environ[EXCHANGE_ENVIRON_KEY] = exchange
         stream = environ.get("wsgi.input")
@@ -148,7 +146,7 @@ class OtasMiddleware:
             environ["wsgi.input"] = InputTee(stream, request_body)
 
         def capturing_start_response(
-            status: str, headers: List[Tuple[str, str]], exc_info: Any = None
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], Any]:
             exchange.status = status
             exchange.response_headers = headers
@@ -184,11 +182,14 @@ class OtasMiddleware:
         except Exception:  # a bug of ours: count it, say it, never raise it
             self._stats.incr("dropped", "internal_error")
             self._stats.log_limited(
-                "queue_error", logging.ERROR, "otas-capture: could not queue an event", exc_info=True
+                "queue_error",
+                logging.ERROR,
+                "otas-capture: could not queue an event",
+                exc_info=True,
             )
 
 
-def _response_limit(headers: List[Tuple[str, str]], limit: int) -> int:
+def _response_limit(headers: list[tuple[str, str]], limit: int) -> int:
     """How much of the response body to keep: none of binary or compressed content."""
     for name, value in headers:
         lower = name.lower()
@@ -221,12 +222,12 @@ class CapturedResponse:
         self, result: Iterable[bytes], exchange: Exchange, finish: Callable[[Exchange], None]
     ) -> None:
         self._result = result
-        self._iterator: Optional[Iterator[bytes]] = None
+        self._iterator: Iterator[bytes] | None = None
         self._exchange = exchange
         self._finish = finish
         self._closed = False
 
-    def __iter__(self) -> "CapturedResponse":
+    def __iter__(self) -> CapturedResponse:
         return self
 
     def __next__(self) -> bytes:
@@ -268,7 +269,7 @@ class SizedCapturedResponse(CapturedResponse):
         return len(self._result)  # type: ignore[arg-type]
 
 
-def annotate(environ: "WSGIEnvironment", **props: Any) -> None:
+def annotate(environ: WSGIEnvironment, **props: Any) -> None:
     """Add ``props`` to the ``custom_properties`` of the event for this request.
 
     Does nothing for a request that is not captured (no agent token, skipped, sampled

@@ -12,7 +12,8 @@ These are pure functions, run by the sender thread, never on the request path.
 from __future__ import annotations
 
 import re
-from typing import Any, Collection, Iterable, List, Tuple
+from collections.abc import Collection, Iterable
+from typing import Any
 
 REDACTED = "[REDACTED]"
 TOO_DEEP = "[REDACTED: nested too deep to inspect]"
@@ -31,17 +32,15 @@ def form_key_name(key: str) -> str:
 
 
 def redact_headers(
-    headers: Iterable[Tuple[str, str]], sensitive: Collection[str]
-) -> List[Tuple[str, str]]:
+    headers: Iterable[tuple[str, str]], sensitive: Collection[str]
+) -> list[tuple[str, str]]:
     """Headers with the value of every sensitive one replaced by ``[REDACTED]``."""
-    return [
-        (name, REDACTED if name.lower() in sensitive else value) for name, value in headers
-    ]
+    return [(name, REDACTED if name.lower() in sensitive else value) for name, value in headers]
 
 
 def mask_pairs(
-    pairs: Iterable[Tuple[str, str]], fields: Collection[str]
-) -> Tuple[List[Tuple[str, str]], bool]:
+    pairs: Iterable[tuple[str, str]], fields: Collection[str]
+) -> tuple[list[tuple[str, str]], bool]:
     """Mask the values of sensitive keys in (key, value) pairs; say whether any was."""
     masked = []
     changed = False
@@ -54,7 +53,7 @@ def mask_pairs(
     return masked, changed
 
 
-def mask_json(value: Any, fields: Collection[str], depth: int = 0) -> Tuple[Any, bool]:
+def mask_json(value: Any, fields: Collection[str], depth: int = 0) -> tuple[Any, bool]:
     """A copy of a parsed JSON value with sensitive keys masked at any depth."""
     if depth > _MAX_DEPTH:
         # Too deep to inspect safely: hide it rather than risk shipping a secret.
@@ -100,6 +99,6 @@ class TextMasker:
         lowered = text.lower()
         return any(needle in lowered for needle in self._needles)
 
-    def mask(self, text: str) -> Tuple[str, bool]:
+    def mask(self, text: str) -> tuple[str, bool]:
         masked, count = self._pattern.subn(r'\1"' + REDACTED + '"', text)
         return masked, count > 0

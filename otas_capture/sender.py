@@ -38,28 +38,35 @@ import uuid
 import weakref
 from collections import deque
 from time import perf_counter
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from . import __version__
+from ._version import __version__
 from .capture import Exchange
 from .config import Config
+from .contract import (
+    AUTHENTICATE_PATH,
+    INVALID_SDK_KEY,
+    LOGGER_NAME,
+    MISSING_SDK_KEY,
+    SDK_KEY_HEADER,
+    SDK_LOG_PATH,
+    SESSION_TOKEN_HEADER,
+)
 from .event import EventBuilder
 from .stats import Stats
 from .tokens import TokenChecker
 
-logger = logging.getLogger("otas_capture")
+logger = logging.getLogger(LOGGER_NAME)
 
-SDK_LOG_PATH = "/api/v1/backend/log/sdk/"
-AUTHENTICATE_PATH = "/api/project/v1/sdk/backend/key/authenticate/"
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 60.0
 MAX_RETRY_AFTER = 300.0
 # Answers that say the server as a whole is in trouble, not this event.
 _SERVER_WIDE = frozenset({429, 502, 503, 504})
-_KEY_REFUSALS = frozenset({"invalid_sdk_key", "missing_sdk_key"})
+_KEY_REFUSALS = frozenset({INVALID_SDK_KEY, MISSING_SDK_KEY})
 USER_AGENT = f"otas-capture/{__version__}"
 
 
@@ -69,7 +76,7 @@ def backoff(attempt: int, first: float = FIRST_BACKOFF) -> float:
     return delay * random.uniform(0.5, 1.0)
 
 
-def parse_retry_after(value: Optional[str]) -> Optional[float]:
+def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header given in seconds (dates are ignored)."""
     if not value:
         return None
@@ -88,11 +95,11 @@ class _Item:
     def __init__(self, exchange: Exchange) -> None:
         self.seq = 0
         self.queued_at = exchange.end if exchange.end is not None else perf_counter()
-        self.exchange: Optional[Exchange] = exchange
+        self.exchange: Exchange | None = exchange
         self.token = exchange.token
         self.size = exchange.approx_size()
         self.attempts = 0
-        self.payload: Optional[bytes] = None
+        self.payload: bytes | None = None
         self.settled = False
 
 
@@ -108,9 +115,9 @@ class BrainConnection:
         self._port = parts.port
         self._timeout = timeout
         self.path = parts.path.rstrip("/") + SDK_LOG_PATH
-        self._conn: Optional[http.client.HTTPConnection] = None
+        self._conn: http.client.HTTPConnection | None = None
 
-    def post(self, body: bytes, headers: Dict[str, str]) -> Tuple[int, bytes, Optional[str]]:
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
         """(status, body, Retry-After) of one POST; raises OSError/HTTPException on failure."""
         while True:
             fresh = self._conn is None
@@ -169,15 +176,15 @@ class Sender:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # wakes sender threads
         self._done = threading.Condition(self._lock)  # wakes flush() callers
-        self._queue: Deque[_Item] = deque()
-        self._retry: List[Tuple[float, int, _Item]] = []  # heap by due time
-        self._inflight: Dict[int, _Item] = {}
+        self._queue: deque[_Item] = deque()
+        self._retry: list[tuple[float, int, _Item]] = []  # heap by due time
+        self._inflight: dict[int, _Item] = {}
         self._pending = 0  # queued + waiting to retry + in flight
         self._pending_bytes = 0
         self._seq = itertools.count(1)
         self._last_seq = 0
         self._drain_upto = 0  # every queued item up to this seq is due now
-        self._threads: List[threading.Thread] = []
+        self._threads: list[threading.Thread] = []
         self._closed = False
         self._stopping = False
         self._paused_until = 0.0
@@ -304,7 +311,7 @@ class Sender:
         finally:
             connection.close()
 
-    def _next_item(self) -> Optional[_Item]:
+    def _next_item(self) -> _Item | None:
         """Block until an item is due (or the sender stops, then None)."""
         config = self._config
         with self._lock:
@@ -360,8 +367,8 @@ class Sender:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            "X-OTAS-SDK-KEY": self._config.sdk_key or "",
-            "X-OTAS-AGENT-SESSION-TOKEN": item.token,
+            SDK_KEY_HEADER: self._config.sdk_key or "",
+            SESSION_TOKEN_HEADER: item.token,
         }
         try:
             status, data, retry_after = connection.post(item.payload, headers)
@@ -377,7 +384,7 @@ class Sender:
         self._handle_answer(item, status, data, retry_after)
 
     def _handle_answer(
-        self, item: _Item, status: int, data: bytes, retry_after: Optional[str]
+        self, item: _Item, status: int, data: bytes, retry_after: str | None
     ) -> None:
         answer = _parse_answer(data)
         description = str(answer.get("status_description") or f"http_{status}")
@@ -406,7 +413,7 @@ class Sender:
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def _settle(self, item: _Item, kind: str, reason: Optional[str] = None, detail: str = "") -> None:
+    def _settle(self, item: _Item, kind: str, reason: str | None = None, detail: str = "") -> None:
         with self._lock:
             if item.settled:
                 return
@@ -431,7 +438,7 @@ class Sender:
         reason: str,
         *,
         server_wide: bool,
-        retry_after: Optional[float] = None,
+        retry_after: float | None = None,
         detail: str = "",
     ) -> None:
         item.attempts += 1
@@ -488,7 +495,7 @@ class Sender:
 
     # -- the project id -----------------------------------------------------------------
 
-    def _resolve_project_id(self) -> Optional[str]:
+    def _resolve_project_id(self) -> str | None:
         """Ask UASAM once which project the SDK key belongs to; pause shipping if it can't say."""
         with self._resolve_lock:
             if self._project_id:
@@ -522,7 +529,7 @@ def _authenticate(config: Config) -> Any:
     try:
         response = requests.post(
             url,
-            headers={"X-OTAS-SDK-KEY": config.sdk_key or "", "User-Agent": USER_AGENT},
+            headers={SDK_KEY_HEADER: config.sdk_key or "", "User-Agent": USER_AGENT},
             timeout=config.timeout,
         )
     except requests.RequestException as exc:
@@ -537,7 +544,7 @@ def _authenticate(config: Config) -> Any:
         return "UASAM's answer has no project id"
 
 
-def _parse_answer(data: bytes) -> Dict[str, Any]:
+def _parse_answer(data: bytes) -> dict[str, Any]:
     try:
         answer = json.loads(data)
     except ValueError:
@@ -545,7 +552,7 @@ def _parse_answer(data: bytes) -> Dict[str, Any]:
     return answer if isinstance(answer, dict) else {}
 
 
-_live_senders: "weakref.WeakSet[Sender]" = weakref.WeakSet()
+_live_senders: weakref.WeakSet[Sender] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:

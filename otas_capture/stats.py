@@ -13,7 +13,9 @@ import threading
 import time
 from typing import Any
 
-logger = logging.getLogger("otas_capture")
+from .contract import LOGGER_NAME
+
+logger = logging.getLogger(LOGGER_NAME)
 
 COUNTS = ("captured", "sent", "failed", "retried", "dropped", "skipped")
 # Outcomes that carry reasons: the ones a user needs to tell apart to fix something.
@@ -37,7 +39,9 @@ class Stats:
                 by_reason = self._reasons[kind]
                 by_reason[reason] = by_reason.get(reason, 0) + count
 
-    def lost(self, kind: str, reason: str, detail: str = "", *, level: int = logging.WARNING) -> None:
+    def lost(
+        self, kind: str, reason: str, detail: str = "", *, level: int = logging.WARNING
+    ) -> None:
         """Count one event that will not reach OTAS, and say so (rate-limited)."""
         self.incr(kind, reason)
         with self._lock:

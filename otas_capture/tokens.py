@@ -11,11 +11,11 @@ sends the same token on every request of its session.
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional, Tuple
 
 import jwt
 
-REQUIRED_CLAIMS = ("agent_session_id", "agent_id")
+from .contract import REQUIRED_TOKEN_CLAIMS as REQUIRED_CLAIMS
+
 _CACHE_LIMIT = 1024
 
 
@@ -27,9 +27,9 @@ class TokenChecker:
 
     def __init__(self) -> None:
         # token -> (problem, expiry); expiry is re-checked on every use.
-        self._cache: Dict[str, Tuple[Optional[str], Optional[float]]] = {}
+        self._cache: dict[str, tuple[str | None, float | None]] = {}
 
-    def problem(self, token: str, now: Optional[float] = None) -> Optional[str]:
+    def problem(self, token: str, now: float | None = None) -> str | None:
         cached = self._cache.get(token)
         if cached is None:
             if len(self._cache) >= _CACHE_LIMIT:
@@ -42,7 +42,7 @@ class TokenChecker:
         return problem
 
 
-def inspect_token(token: str) -> Tuple[Optional[str], Optional[float]]:
+def inspect_token(token: str) -> tuple[str | None, float | None]:
     """(problem, expiry) of a token, from its unverified claims."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterator, List
+from collections.abc import Iterator
+from typing import Any, Callable
+from wsgiref.simple_server import WSGIRequestHandler
+from wsgiref.simple_server import make_server as wsgiref_server
 
 import pytest
 from werkzeug.serving import make_server
-from wsgiref.simple_server import WSGIRequestHandler
-from wsgiref.simple_server import make_server as wsgiref_server
 
 from otas_capture import OtasMiddleware
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector, CollectorServer
@@ -56,7 +57,7 @@ def make_middleware(
     collector_server: CollectorServer, collector: Collector
 ) -> Iterator[Callable[..., OtasMiddleware]]:
     """Build middlewares that ship to the test collector quickly; all closed afterwards."""
-    made: List[OtasMiddleware] = []
+    made: list[OtasMiddleware] = []
 
     def make(app: Any, **options: Any) -> OtasMiddleware:
         settings = dict(

@@ -95,7 +95,12 @@ def test_body_buffer_keeps_everything_under_its_limit():
     buffer = BodyBuffer(10)
     buffer.add(b"abc")
     buffer.add(b"def")
-    assert (buffer.getvalue(), buffer.size, buffer.kept, buffer.truncated) == (b"abcdef", 6, 6, False)
+    assert (buffer.getvalue(), buffer.size, buffer.kept, buffer.truncated) == (
+        b"abcdef",
+        6,
+        6,
+        False,
+    )
 
 
 def test_body_buffer_exactly_at_its_limit_is_not_truncated():
@@ -324,9 +329,14 @@ def test_describe_exception_is_type_colon_message(exc, text):
     assert describe_exception(exc) == text
 
 
-@pytest.mark.parametrize("exc, text", [(ValueError(), "ValueError"),
-                                       (KeyboardInterrupt(), "KeyboardInterrupt"),
-                                       (RuntimeError(""), "RuntimeError")])
+@pytest.mark.parametrize(
+    "exc, text",
+    [
+        (ValueError(), "ValueError"),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
+        (RuntimeError(""), "RuntimeError"),
+    ],
+)
 def test_describe_exception_is_the_bare_type_when_the_message_is_empty(exc, text):
     assert describe_exception(exc) == text
 

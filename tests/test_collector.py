@@ -79,8 +79,16 @@ def event(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def post_log(server, body: Any = None, *, data: Any = None, key: str | None = DEMO_SDK_KEY,
-             token: str | None = "issue", path: str = SDK_LOG_PATH, **kwargs: Any):
+def post_log(
+    server,
+    body: Any = None,
+    *,
+    data: Any = None,
+    key: str | None = DEMO_SDK_KEY,
+    token: str | None = "issue",
+    path: str = SDK_LOG_PATH,
+    **kwargs: Any,
+):
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["X-OTAS-SDK-KEY"] = key
@@ -125,8 +133,14 @@ def test_valid_event_is_201_event_captured_and_stored_under_the_keys_project(ser
 
 
 def test_non_string_text_fields_are_stored_as_python_str(server, collector):
-    body = event(request_headers={"a": "b"}, error=False, response_body=[1, None],
-                 query_params=3.5, method=123, request_body=None)
+    body = event(
+        request_headers={"a": "b"},
+        error=False,
+        response_body=[1, None],
+        query_params=3.5,
+        method=123,
+        request_body=None,
+    )
     assert post_log(server, body).status_code == 201
     [stored] = collector.events()
     assert stored["request_headers"] == "{'a': 'b'}"
@@ -138,8 +152,14 @@ def test_non_string_text_fields_are_stored_as_python_str(server, collector):
 
 
 def test_null_optional_fields_are_accepted(server, collector):
-    body = event(request_size_bytes=None, response_size_bytes=None, custom_properties=None,
-                 metadata=None, error=None, response_content_type=None)
+    body = event(
+        request_size_bytes=None,
+        response_size_bytes=None,
+        custom_properties=None,
+        metadata=None,
+        error=None,
+        response_content_type=None,
+    )
     assert post_log(server, body).status_code == 201
 
 
@@ -196,16 +216,29 @@ def test_log_without_session_token_is_401_missing_agent_session_token(server):
     assert_failure(response, 401, "missing_agent_session_token")
 
 
-@pytest.mark.parametrize("make_token", [
-    lambda c: "not-a-jwt",
-    lambda c: c.issue_token(expires_in=-10),
-    lambda c: jwt.encode({"agent_session_id": "s", "agent_id": "a"}, "another-secret-of-32-bytes-long!"),
-    lambda c: jwt.encode({"agent_id": "a", "exp": time.time() + 60}, DEMO_SECRET),
-    lambda c: jwt.encode({"agent_session_id": "s", "exp": time.time() + 60}, DEMO_SECRET),
-    lambda c: c.issue_token(agent_id=None),
-    lambda c: jwt.encode({"agent_session_id": "s", "agent_id": "a"}, None, algorithm="none"),
-], ids=["garbage", "expired", "wrong-secret", "no-session-id", "no-agent-id", "null-agent-id",
-        "alg-none"])
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        lambda c: "not-a-jwt",
+        lambda c: c.issue_token(expires_in=-10),
+        lambda c: jwt.encode(
+            {"agent_session_id": "s", "agent_id": "a"}, "another-secret-of-32-bytes-long!"
+        ),
+        lambda c: jwt.encode({"agent_id": "a", "exp": time.time() + 60}, DEMO_SECRET),
+        lambda c: jwt.encode({"agent_session_id": "s", "exp": time.time() + 60}, DEMO_SECRET),
+        lambda c: c.issue_token(agent_id=None),
+        lambda c: jwt.encode({"agent_session_id": "s", "agent_id": "a"}, None, algorithm="none"),
+    ],
+    ids=[
+        "garbage",
+        "expired",
+        "wrong-secret",
+        "no-session-id",
+        "no-agent-id",
+        "null-agent-id",
+        "alg-none",
+    ],
+)
 def test_bad_session_token_is_401_invalid_or_expired_token(server, collector, make_token):
     response = post_log(server, token=make_token(collector), data=b"\xff")
     assert_failure(response, 401, "invalid_or_expired_token")
@@ -244,32 +277,36 @@ def test_scalar_json_body_is_html_500(server, data):
     assert_html(post_log(server, data=data), 500)
 
 
-@pytest.mark.parametrize("overrides", [
-    {"path": "/\ud800"},
-    {"custom_properties": {"k": ["ok", "lone \udfff"]}},
-    {"response_body": "a\x00b"},
-    {"metadata": {"nul\x00key": 1}},
-    {"path": None},
-    {"method": None},
-    {"method": "X" * 21},
-    {"status_code": "200"},
-    {"status_code": True},
-    {"status_code": 200.0},
-    {"status_code": -1},
-    {"status_code": None},
-    {"latency_ms": None},
-    {"latency_ms": float("nan")},
-    {"latency_ms": float("inf")},
-    {"latency_ms": "12"},
-    {"request_size_bytes": -1},
-    {"response_size_bytes": 1.5},
-    {"response_size_bytes": "17"},
-    {"request_content_type": "a" * 256},
-    {"custom_properties": "team=a"},
-    {"custom_properties": [1]},
-    {"metadata": 5},
-    {"metadata": {"x": float("nan")}},
-], ids=lambda o: repr(o)[:40])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"path": "/\ud800"},
+        {"custom_properties": {"k": ["ok", "lone \udfff"]}},
+        {"response_body": "a\x00b"},
+        {"metadata": {"nul\x00key": 1}},
+        {"path": None},
+        {"method": None},
+        {"method": "X" * 21},
+        {"status_code": "200"},
+        {"status_code": True},
+        {"status_code": 200.0},
+        {"status_code": -1},
+        {"status_code": None},
+        {"latency_ms": None},
+        {"latency_ms": float("nan")},
+        {"latency_ms": float("inf")},
+        {"latency_ms": "12"},
+        {"request_size_bytes": -1},
+        {"response_size_bytes": 1.5},
+        {"response_size_bytes": "17"},
+        {"request_content_type": "a" * 256},
+        {"custom_properties": "team=a"},
+        {"custom_properties": [1]},
+        {"metadata": 5},
+        {"metadata": {"x": float("nan")}},
+    ],
+    ids=lambda o: repr(o)[:40],
+)
 def test_values_the_database_refuses_are_500_event_capture_failed(server, collector, overrides):
     assert_failure(post_log(server, event(**overrides)), 500, "event_capture_failed")
     assert collector.events() == []
@@ -370,13 +407,16 @@ def test_authenticate_returns_the_project_of_the_key(server):
     assert {"name", "description"} <= set(body["response"]["project"])
 
 
-@pytest.mark.parametrize("key, status, error", [
-    (None, 401, "SDK Key missing"),
-    ("otas_demo", 403, "Invalid Key Format"),
-    ("otas_a_b_c", 403, "Invalid Key Format"),
-    ("sk_demo_localcollectorkey", 403, "Invalid Key Format"),
-    ("otas_demo_wrongsecret", 403, "Invalid SDK Key"),
-])
+@pytest.mark.parametrize(
+    "key, status, error",
+    [
+        (None, 401, "SDK Key missing"),
+        ("otas_demo", 403, "Invalid Key Format"),
+        ("otas_a_b_c", 403, "Invalid SDK Key"),  # underscores in the parts are allowed
+        ("sk_demo_localcollectorkey", 403, "Invalid SDK Key"),  # UASAM checks only "_"s
+        ("otas_demo_wrongsecret", 403, "Invalid SDK Key"),
+    ],
+)
 def test_authenticate_rejects_bad_keys_like_uasam(server, key, status, error):
     response = authenticate(server, key)
     assert response.status_code == status
@@ -418,8 +458,10 @@ def test_issue_token_claims_and_extra_claims(collector):
     claims = jwt.decode(token, DEMO_SECRET, algorithms=["HS256"])
     assert (claims["agent_id"], claims["agent_session_id"], claims["role"]) == ("a", "s", "x")
     assert claims["exp"] - claims["iat"] == 60
-    fresh_ids = {jwt.decode(collector.issue_token(), DEMO_SECRET, algorithms=["HS256"])
-                 ["agent_session_id"] for _ in range(2)}
+    fresh_ids = {
+        jwt.decode(collector.issue_token(), DEMO_SECRET, algorithms=["HS256"])["agent_session_id"]
+        for _ in range(2)
+    }
     assert len(fresh_ids) == 2
 
 
@@ -458,14 +500,17 @@ def test_clear_forgets_pending_faults(server, collector):
 # -- command line ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [
-    ["--sdk-key", "not-a-key"],
-    ["--sdk-key", "otas_onlyprefix"],
-    ["--project-id", "project-1"],
-    ["--port", "http"],
-    ["--port", "70000"],
-    ["--secret", ""],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--sdk-key", "not-a-key"],
+        ["--sdk-key", "otas_onlyprefix"],
+        ["--project-id", "project-1"],
+        ["--port", "http"],
+        ["--port", "70000"],
+        ["--secret", ""],
+    ],
+)
 def test_cli_rejects_bad_arguments_with_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         main(argv)
@@ -477,9 +522,22 @@ def test_cli_prints_a_banner_and_serves_until_interrupted():
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "otas_capture.collector", "--port", "0",
-         "--sdk-key", "otas_cli_secretpart", "--project-id", OTHER_PROJECT_ID.upper()],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "otas_capture.collector",
+            "--port",
+            "0",
+            "--sdk-key",
+            "otas_cli_secretpart",
+            "--project-id",
+            OTHER_PROJECT_ID.upper(),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         lines = []
         while not lines or not lines[-1].startswith("Press Ctrl-C"):
@@ -487,12 +545,16 @@ def test_cli_prints_a_banner_and_serves_until_interrupted():
             assert line, "collector exited before printing its banner"
             lines.append(line.rstrip("\n"))
         banner = "\n".join(lines)
-        url = next(l.split("=", 1)[1] for l in lines if "OTAS_BRAIN_URL=" in l)
-        token = next(l.split(":", 1)[1].strip() for l in lines if "session token:" in l)
+        url = next(x.split("=", 1)[1] for x in lines if "OTAS_BRAIN_URL=" in x)
+        token = next(x.split(":", 1)[1].strip() for x in lines if "session token:" in x)
         assert "OTAS_SDK_KEY=otas_cli_secretpart" in banner and "OTAS_UASAM_URL=" in banner
         assert OTHER_PROJECT_ID in banner and DEMO_AGENT_KEY in banner
-        response = requests.post(url + SDK_LOG_PATH, data=json.dumps(event()), timeout=5, headers={
-            "X-OTAS-SDK-KEY": "otas_cli_secretpart", "X-OTAS-AGENT-SESSION-TOKEN": token})
+        response = requests.post(
+            url + SDK_LOG_PATH,
+            data=json.dumps(event()),
+            timeout=5,
+            headers={"X-OTAS-SDK-KEY": "otas_cli_secretpart", "X-OTAS-AGENT-SESSION-TOKEN": token},
+        )
         assert response.status_code == 201
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 0

@@ -68,7 +68,9 @@ def test_init_app_twice_wraps_once(flask_app, otas):
     assert flask_app.wsgi_app is otas
 
 
-def test_an_exception_flask_turns_into_a_500_still_reaches_the_error(flask_app, otas, collector, agent):
+def test_an_exception_flask_turns_into_a_500_still_reaches_the_error(
+    flask_app, otas, collector, agent
+):
     response = flask_app.test_client().get("/boom", headers=agent, buffered=True)
     assert response.status_code == 500
     settle(otas)
@@ -89,7 +91,9 @@ def test_the_matched_route_goes_into_metadata(flask_app, otas, collector, agent)
 
 
 def test_annotate_inside_a_request_sets_custom_properties(flask_app, otas, collector, agent):
-    response = flask_app.test_client().post("/items", json={"name": "pen"}, headers=agent, buffered=True)
+    response = flask_app.test_client().post(
+        "/items", json={"name": "pen"}, headers=agent, buffered=True
+    )
     assert response.status_code == 201
     settle(otas)
     assert collector.events()[0]["custom_properties"] == {"tenant": "acme"}

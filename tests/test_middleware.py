@@ -75,7 +75,9 @@ def wsgi_apps():
 
 @pytest.mark.parametrize("server", ["werkzeug", "wsgiref"])
 @pytest.mark.parametrize("app", wsgi_apps(), ids=lambda app: app.__name__)
-def test_responses_are_byte_for_byte_what_the_bare_app_sends(app, server, make_middleware, serve_app, agent):
+def test_responses_are_byte_for_byte_what_the_bare_app_sends(
+    app, server, make_middleware, serve_app, agent
+):
     bare = serve_app(app, wsgiref=server == "wsgiref")
     wrapped = serve_app(make_middleware(app), wsgiref=server == "wsgiref")
     for method in ("GET", "POST", "HEAD"):
@@ -89,7 +91,9 @@ def test_responses_are_byte_for_byte_what_the_bare_app_sends(app, server, make_m
         }
 
 
-def test_the_app_sees_the_same_environ_but_for_the_tee_and_one_namespaced_key(make_middleware, agent):
+def test_the_app_sees_the_same_environ_but_for_the_tee_and_one_namespaced_key(
+    make_middleware, agent
+):
     seen = []
 
     def app(environ, start_response):
@@ -120,7 +124,9 @@ READERS = {
 
 
 @pytest.mark.parametrize("reader", sorted(READERS))
-def test_the_app_reads_exactly_the_bytes_sent_however_it_reads(reader, make_middleware, collector, agent):
+def test_the_app_reads_exactly_the_bytes_sent_however_it_reads(
+    reader, make_middleware, collector, agent
+):
     seen = []
     payload = b'{"line": 1}\n{"line": 2}\n' + bytes(range(256)) + b"\nlast"
 
@@ -149,7 +155,7 @@ def test_a_chunked_request_body_reaches_the_app_whole_and_is_counted(
     middleware = make_middleware(app)
     url = serve_app(middleware)
     parts = [b"first,", b"second,", b"third"]
-    response = requests.post(url + "/chunked", data=iter(parts), headers=agent)
+    requests.post(url + "/chunked", data=iter(parts), headers=agent)
     assert seen == [b"".join(parts)]
     event = one_event(middleware, collector)
     assert event["request_size_bytes"] == len(b"".join(parts))
@@ -177,7 +183,9 @@ def test_the_response_iterable_is_closed_exactly_once(make_middleware, collector
     assert closes == [1]
 
 
-def test_a_file_wrapper_response_is_sent_whole_and_counted(make_middleware, serve_app, collector, agent):
+def test_a_file_wrapper_response_is_sent_whole_and_counted(
+    make_middleware, serve_app, collector, agent
+):
     content = b"0123456789" * 5000
 
     def app(environ, start_response):
@@ -208,7 +216,9 @@ def test_output_through_the_legacy_write_callable_is_counted(make_middleware, co
     assert event["response_body"] == "via write;via iterable"
 
 
-def test_a_head_request_is_answered_as_without_the_middleware(make_middleware, serve_app, collector, agent):
+def test_a_head_request_is_answered_as_without_the_middleware(
+    make_middleware, serve_app, collector, agent
+):
     @Request.application
     def app(request):
         return Response(b"x" * 100, mimetype="text/plain")
@@ -223,7 +233,9 @@ def test_a_head_request_is_answered_as_without_the_middleware(make_middleware, s
     assert event["response_size_bytes"] == 0
 
 
-def test_an_exception_from_the_app_propagates_unchanged_and_is_recorded(make_middleware, collector, agent):
+def test_an_exception_from_the_app_propagates_unchanged_and_is_recorded(
+    make_middleware, collector, agent
+):
     raised = ValueError("bad input")
 
     def app(environ, start_response):
@@ -238,7 +250,9 @@ def test_an_exception_from_the_app_propagates_unchanged_and_is_recorded(make_mid
     assert event["status_code"] == 500
 
 
-def test_an_exception_while_streaming_propagates_and_keeps_the_status(make_middleware, collector, agent):
+def test_an_exception_while_streaming_propagates_and_keeps_the_status(
+    make_middleware, collector, agent
+):
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         yield b"partial"
@@ -289,15 +303,26 @@ def test_a_request_is_not_held_up_while_brain_hangs(make_middleware, collector, 
 # -- every field of the event -------------------------------------------------------------
 
 
-def test_an_event_carries_every_contract_field_with_its_type(make_middleware, collector, agent, token):
+def test_an_event_carries_every_contract_field_with_its_type(
+    make_middleware, collector, agent, token
+):
     middleware = make_middleware(json_app())
     response = Client(middleware).post("/api/items", json={"name": "x"}, headers=agent)
     response.close()
     event = one_event(middleware, collector)
     text_fields = (
-        "path", "method", "request_headers", "request_body", "query_params", "post_data",
-        "response_headers", "response_body", "request_content_type", "response_content_type",
-        "error", "project_id",
+        "path",
+        "method",
+        "request_headers",
+        "request_body",
+        "query_params",
+        "post_data",
+        "response_headers",
+        "response_body",
+        "request_content_type",
+        "response_content_type",
+        "error",
+        "project_id",
     )
     for field in text_fields:
         assert isinstance(event[field], str), field
@@ -324,7 +349,9 @@ def test_path_joins_script_name_and_path_info_as_utf8(make_middleware, collector
 
     middleware = make_middleware(app)
     client = Client(middleware)
-    client.get("/caf\u00e9/items", headers=agent, environ_overrides={"SCRIPT_NAME": "/api"}, buffered=True)
+    client.get(
+        "/caf\u00e9/items", headers=agent, environ_overrides={"SCRIPT_NAME": "/api"}, buffered=True
+    )
     assert one_event(middleware, collector)["path"] == "/api/caf\u00e9/items"
 
 
@@ -337,7 +364,9 @@ def test_sizes_are_the_true_byte_counts_not_the_capture(make_middleware, collect
         return [b"b" * 3000, b"c" * 3000]
 
     middleware = make_middleware(app, max_body_bytes=100)
-    Client(middleware).post("/", data=request_body, headers=agent, content_type="text/plain", buffered=True)
+    Client(middleware).post(
+        "/", data=request_body, headers=agent, content_type="text/plain", buffered=True
+    )
     event = one_event(middleware, collector)
     assert event["request_size_bytes"] == 5000
     assert event["response_size_bytes"] == 6000
@@ -349,7 +378,9 @@ def test_sizes_are_the_true_byte_counts_not_the_capture(make_middleware, collect
 
 def test_sensitive_headers_are_redacted_both_ways(make_middleware, collector, agent):
     def app(environ, start_response):
-        start_response("200 OK", [("Set-Cookie", "session=abc"), ("X-Trace", "t1"), ("X-Internal", "i")])
+        start_response(
+            "200 OK", [("Set-Cookie", "session=abc"), ("X-Trace", "t1"), ("X-Internal", "i")]
+        )
         return [b""]
 
     middleware = make_middleware(app, sensitive_headers="X-Internal,X-Tenant-Secret")
@@ -369,8 +400,13 @@ def test_sensitive_headers_are_redacted_both_ways(make_middleware, collector, ag
     event = one_event(middleware, collector)
     sent = json.loads(event["request_headers"])
     for name in (
-        "Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "X-Otas-Sdk-Key",
-        "X-Otas-Agent-Session-Token", "X-Tenant-Secret",
+        "Authorization",
+        "Proxy-Authorization",
+        "Cookie",
+        "X-Api-Key",
+        "X-Otas-Sdk-Key",
+        "X-Otas-Agent-Session-Token",
+        "X-Tenant-Secret",
     ):
         assert sent[name] == "[REDACTED]", name
     assert sent["X-Request-Id"] == "r-1"
@@ -379,7 +415,9 @@ def test_sensitive_headers_are_redacted_both_ways(make_middleware, collector, ag
     assert "secret" not in json.dumps(event).replace("X-Tenant-Secret", "")
 
 
-def test_sensitive_fields_are_masked_in_json_bodies_forms_and_query_strings(make_middleware, collector, agent):
+def test_sensitive_fields_are_masked_in_json_bodies_forms_and_query_strings(
+    make_middleware, collector, agent
+):
     @Request.application
     def app(request):
         request.get_data()
@@ -392,14 +430,19 @@ def test_sensitive_fields_are_masked_in_json_bodies_forms_and_query_strings(make
     client = Client(middleware)
     body = {"login": "ann", "password": "pw-in", "profile": {"SSN": "1-2-3", "pin": "4321"}}
     client.post("/json?api_key=q-secret&page=2", json=body, headers=agent, buffered=True)
-    client.post("/form", data={"username": "ann", "password": "pw-form"}, headers=agent, buffered=True)
+    client.post(
+        "/form", data={"username": "ann", "password": "pw-form"}, headers=agent, buffered=True
+    )
     assert middleware.flush(5)
     form_event, json_event = sorted(collector.events(), key=lambda e: e["path"])
     assert json.loads(json_event["request_body"]) == {
-        "login": "ann", "password": "[REDACTED]", "profile": {"SSN": "[REDACTED]", "pin": "[REDACTED]"},
+        "login": "ann",
+        "password": "[REDACTED]",
+        "profile": {"SSN": "[REDACTED]", "pin": "[REDACTED]"},
     }
     assert json.loads(json_event["response_body"]) == {
-        "user": {"id": 1, "access_token": "[REDACTED]"}, "items": [{"cvv": "[REDACTED]"}],
+        "user": {"id": 1, "access_token": "[REDACTED]"},
+        "items": [{"cvv": "[REDACTED]"}],
     }
     assert json.loads(json_event["query_params"]) == {"api_key": ["[REDACTED]"], "page": ["2"]}
     assert json.loads(form_event["post_data"]) == {"username": ["ann"], "password": ["[REDACTED]"]}
@@ -409,10 +452,12 @@ def test_sensitive_fields_are_masked_in_json_bodies_forms_and_query_strings(make
         assert secret not in everything
 
 
-def test_query_params_and_post_data_map_each_key_to_all_its_values(make_middleware, collector, agent):
+def test_query_params_and_post_data_map_each_key_to_all_its_values(
+    make_middleware, collector, agent
+):
     @Request.application
     def app(request):
-        request.form
+        _ = request.form
         return Response(b"ok", mimetype="text/plain")
 
     middleware = make_middleware(app)
@@ -424,7 +469,11 @@ def test_query_params_and_post_data_map_each_key_to_all_its_values(make_middlewa
         buffered=True,
     )
     event = one_event(middleware, collector)
-    assert json.loads(event["query_params"]) == {"tag": ["a", "b"], "empty": [""], "q": ["caf\u00e9"]}
+    assert json.loads(event["query_params"]) == {
+        "tag": ["a", "b"],
+        "empty": [""],
+        "q": ["caf\u00e9"],
+    }
     assert json.loads(event["post_data"]) == {"colour": ["red", "blue"], "note": [""]}
     assert event["request_content_type"] == "application/x-www-form-urlencoded"
 
@@ -445,7 +494,9 @@ def test_binary_bodies_are_counted_but_not_captured(make_middleware, collector, 
         return [png]
 
     middleware = make_middleware(app)
-    Client(middleware).post("/avatar", data=png, content_type="application/octet-stream", headers=agent, buffered=True)
+    Client(middleware).post(
+        "/avatar", data=png, content_type="application/octet-stream", headers=agent, buffered=True
+    )
     event = one_event(middleware, collector)
     assert (event["request_body"], event["response_body"]) == ("", "")
     assert (event["request_size_bytes"], event["response_size_bytes"]) == (len(png), len(png))
@@ -460,7 +511,13 @@ def test_text_is_made_valid_for_brain_whatever_the_app_sends(make_middleware, co
         return [b"caf\xe9 \x00 nul and \xff"]
 
     middleware = make_middleware(app)
-    Client(middleware).post("/t", data=b"bad \xff\xfe \x00 bytes", content_type="text/plain", headers=agent, buffered=True)
+    Client(middleware).post(
+        "/t",
+        data=b"bad \xff\xfe \x00 bytes",
+        content_type="text/plain",
+        headers=agent,
+        buffered=True,
+    )
     event = one_event(middleware, collector)  # the collector refuses NULs and bad UTF-8
     assert "\x00" not in event["request_body"] + event["response_body"]
     assert event["response_body"].startswith("caf\ufffd")
@@ -480,7 +537,9 @@ def test_long_content_types_are_cut_to_255_characters(make_middleware, collector
     assert event["response_content_type"] == long_type[:255]
 
 
-def test_error_is_the_status_line_for_an_error_status_without_exception(make_middleware, collector, agent):
+def test_error_is_the_status_line_for_an_error_status_without_exception(
+    make_middleware, collector, agent
+):
     def app(environ, start_response):
         start_response("404 NOT FOUND", [("Content-Type", "application/json")])
         return [b'{"error": "no such item"}']
@@ -491,7 +550,9 @@ def test_error_is_the_status_line_for_an_error_status_without_exception(make_mid
     assert (event["status_code"], event["error"]) == (404, "404 NOT FOUND")
 
 
-def test_latency_covers_a_streamed_response_until_it_is_closed(make_middleware, collector, agent, serve_app):
+def test_latency_covers_a_streamed_response_until_it_is_closed(
+    make_middleware, collector, agent, serve_app
+):
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/x-ndjson")])
         for i in range(3):
@@ -550,7 +611,9 @@ def test_metadata_holds_the_sdk_and_the_time_the_request_started(make_middleware
     ],
     ids=["expired", "malformed", "missing_claims"],
 )
-def test_a_token_brain_would_refuse_is_not_shipped_and_is_counted(make_token, reason, make_middleware, collector):
+def test_a_token_brain_would_refuse_is_not_shipped_and_is_counted(
+    make_token, reason, make_middleware, collector
+):
     middleware = make_middleware(json_app())
     Client(middleware).get("/", headers={TOKEN_HEADER: make_token(collector)}, buffered=True)
     assert middleware.flush(5)

@@ -29,8 +29,12 @@ def test_the_redaction_marker():
 
 @pytest.mark.parametrize(
     "name, normal",
-    [("Password", "password"), ("API-KEY", "api_key"), ("api_key", "api_key"),
-     (" Access-Token ", "access_token")],
+    [
+        ("Password", "password"),
+        ("API-KEY", "api_key"),
+        ("api_key", "api_key"),
+        (" Access-Token ", "access_token"),
+    ],
 )
 def test_field_names_match_in_any_case_and_with_dash_or_underscore(name, normal):
     assert normalize_name(name) == normal
@@ -41,18 +45,29 @@ def test_field_names_match_in_any_case_and_with_dash_or_underscore(name, normal)
 
 @pytest.mark.parametrize(
     "name",
-    ["Authorization", "authorization", "AUTHORIZATION", "Cookie", "Set-Cookie",
-     "X-OTAS-SDK-KEY", "X-Otas-Agent-Session-Token", "x-api-key", "Proxy-Authorization"],
+    [
+        "Authorization",
+        "authorization",
+        "AUTHORIZATION",
+        "Cookie",
+        "Set-Cookie",
+        "X-OTAS-SDK-KEY",
+        "X-Otas-Agent-Session-Token",
+        "x-api-key",
+        "Proxy-Authorization",
+    ],
 )
 def test_sensitive_headers_are_redacted_in_any_case(name):
-    assert redact_headers([(name, "secret value")], BUILTIN_SENSITIVE_HEADERS) == [
-        (name, REDACTED)
-    ]
+    assert redact_headers([(name, "secret value")], BUILTIN_SENSITIVE_HEADERS) == [(name, REDACTED)]
 
 
 def test_other_headers_keep_their_name_value_and_order():
-    headers = [("Content-Type", "application/json"), ("Authorization", "Bearer t"),
-               ("X-Request-Id", "r-1"), ("Accept", "*/*")]
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", "Bearer t"),
+        ("X-Request-Id", "r-1"),
+        ("Accept", "*/*"),
+    ]
     assert redact_headers(headers, BUILTIN_SENSITIVE_HEADERS) == [
         ("Content-Type", "application/json"),
         ("Authorization", REDACTED),
@@ -64,7 +79,8 @@ def test_other_headers_keep_their_name_value_and_order():
 def test_repeated_sensitive_headers_are_each_redacted():
     headers = [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
     assert redact_headers(headers, BUILTIN_SENSITIVE_HEADERS) == [
-        ("Set-Cookie", REDACTED), ("Set-Cookie", REDACTED)
+        ("Set-Cookie", REDACTED),
+        ("Set-Cookie", REDACTED),
     ]
 
 
@@ -89,8 +105,9 @@ def test_mask_pairs_masks_sensitive_keys_and_says_so():
     )
 
 
-@pytest.mark.parametrize("key", ["PASSWORD", "Password", "api-key", "API_KEY", "Access-Token",
-                                 "security-answer"])
+@pytest.mark.parametrize(
+    "key", ["PASSWORD", "Password", "api-key", "API_KEY", "Access-Token", "security-answer"]
+)
 def test_mask_pairs_matches_keys_in_any_case_and_dash_or_underscore(key):
     masked, changed = mask_pairs([(key, "s3cret")], FIELDS)
     assert masked == [(key, REDACTED)] and changed is True
@@ -146,8 +163,9 @@ def test_mask_json_masks_at_any_depth_including_lists_of_dicts():
     }
 
 
-@pytest.mark.parametrize("key", ["Password", "PASSWORD", "Api-Key", "API_KEY", "apiKey",
-                                 "Client-Secret", "CARD_NUMBER"])
+@pytest.mark.parametrize(
+    "key", ["Password", "PASSWORD", "Api-Key", "API_KEY", "apiKey", "Client-Secret", "CARD_NUMBER"]
+)
 def test_mask_json_matches_keys_in_any_case_and_dash_or_underscore(key):
     masked, changed = mask_json({key: "s3cret"}, FIELDS)
     assert masked == {key: REDACTED} and changed is True
@@ -159,8 +177,14 @@ def test_mask_json_masks_the_whole_value_of_a_sensitive_key_whatever_its_type(va
 
 
 def test_mask_json_leaves_a_document_without_secrets_identical():
-    document = {"user": "bob", "n": 1.5, "ok": True, "none": None,
-                "list": [{"name": "x"}, [1, 2]], "tokenizer": "bpe"}
+    document = {
+        "user": "bob",
+        "n": 1.5,
+        "ok": True,
+        "none": None,
+        "list": [{"name": "x"}, [1, 2]],
+        "tokenizer": "bpe",
+    }
     original = copy.deepcopy(document)
     masked, changed = mask_json(document, FIELDS)
     assert changed is False
@@ -212,8 +236,10 @@ def masker() -> TextMasker:
         ('{"cvv": 123, "n": 4}', '{"cvv": "[REDACTED]", "n": 4}'),
         ('{"cvv": -1.5e3}', '{"cvv": "[REDACTED]"}'),
         ('{"token" :\n  "abc"}', '{"token" :\n  "[REDACTED]"}'),
-        ('[{"secret": true}, {"secret": null}]',
-         '[{"secret": "[REDACTED]"}, {"secret": "[REDACTED]"}]'),
+        (
+            '[{"secret": true}, {"secret": null}]',
+            '[{"secret": "[REDACTED]"}, {"secret": "[REDACTED]"}]',
+        ),
     ],
 )
 def test_text_masker_masks_string_and_scalar_values(masker, text, expected):
@@ -243,8 +269,8 @@ def test_text_masker_masks_an_unterminated_number_at_the_end(masker):
 
 @pytest.mark.parametrize("key", ["PASSWORD", "Password", "api-key", "API_KEY", "Api-Key"])
 def test_text_masker_matches_keys_in_any_case_and_dash_or_underscore(masker, key):
-    masked, changed = masker.mask('{"%s": "s3cret"' % key)
-    assert masked == '{"%s": "[REDACTED]"' % key and changed is True
+    masked, changed = masker.mask(f'{{"{key}": "s3cret"')
+    assert masked == f'{{"{key}": "[REDACTED]"' and changed is True
 
 
 def test_text_masker_masks_every_occurrence_at_any_depth(masker):
@@ -279,12 +305,17 @@ def test_text_masker_result_of_complete_json_is_still_json(masker):
     text = '{"password": "a\\"b", "cvv": 12, "list": [{"token": null}], "ok": "yes"}'
     masked, _ = masker.mask(text)
     assert json.loads(masked) == {
-        "password": REDACTED, "cvv": REDACTED, "list": [{"token": REDACTED}], "ok": "yes"
+        "password": REDACTED,
+        "cvv": REDACTED,
+        "list": [{"token": REDACTED}],
+        "ok": "yes",
     }
 
 
 def test_mask_pairs_masks_bracketed_form_keys_by_their_innermost_name():
-    pairs, changed = mask_pairs([("user[password]", "hunter2"), ("user[name]", "bob")], {"password"})
+    pairs, changed = mask_pairs(
+        [("user[password]", "hunter2"), ("user[name]", "bob")], {"password"}
+    )
     assert changed
     assert pairs == [("user[password]", REDACTED), ("user[name]", "bob")]
 

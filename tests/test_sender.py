@@ -93,7 +93,9 @@ def test_a_configured_project_id_needs_no_uasam(make_middleware, collector, agen
     assert collector.events()[0]["project_id"] == project
 
 
-def test_a_key_uasam_refuses_holds_events_until_it_is_accepted(make_middleware, collector, agent, caplog):
+def test_a_key_uasam_refuses_holds_events_until_it_is_accepted(
+    make_middleware, collector, agent, caplog
+):
     collector.remove_sdk_key(DEMO_SDK_KEY)
     middleware = make_middleware(app)
     with caplog.at_level(logging.ERROR, logger="otas_capture"):
@@ -113,11 +115,23 @@ def test_a_key_uasam_refuses_holds_events_until_it_is_accepted(make_middleware, 
         (400, {"status": 0, "status_description": "invalid_json"}, "invalid_json"),
         (
             400,
-            {"status": 0, "status_description": "missing_required_fields", "missing_fields": ["path"]},
+            {
+                "status": 0,
+                "status_description": "missing_required_fields",
+                "missing_fields": ["path"],
+            },
             "missing_required_fields",
         ),
-        (401, {"status": 0, "status_description": "invalid_or_expired_token"}, "invalid_or_expired_token"),
-        (401, {"status": 0, "status_description": "missing_agent_session_token"}, "missing_agent_session_token"),
+        (
+            401,
+            {"status": 0, "status_description": "invalid_or_expired_token"},
+            "invalid_or_expired_token",
+        ),
+        (
+            401,
+            {"status": 0, "status_description": "missing_agent_session_token"},
+            "missing_agent_session_token",
+        ),
     ],
 )
 def test_answers_that_cannot_change_on_retry_fail_at_once_with_their_reason(
@@ -174,7 +188,9 @@ def test_a_timeout_is_retried(make_middleware, collector, agent):
     assert stats["sent"] == 1 and stats["retried"] >= 1
 
 
-def test_while_brain_is_unreachable_requests_work_and_events_fail_counted(make_middleware, agent, caplog):
+def test_while_brain_is_unreachable_requests_work_and_events_fail_counted(
+    make_middleware, agent, caplog
+):
     middleware = make_middleware(app, brain_url=closed_port_url(), max_retries=1)
     with caplog.at_level(logging.WARNING, logger="otas_capture"):
         call(middleware, agent, count=2)
@@ -183,7 +199,9 @@ def test_while_brain_is_unreachable_requests_work_and_events_fail_counted(make_m
     assert "connection_error" in caplog.text
 
 
-def test_a_refused_sdk_key_pauses_shipping_and_retries_later(make_middleware, collector, agent, caplog):
+def test_a_refused_sdk_key_pauses_shipping_and_retries_later(
+    make_middleware, collector, agent, caplog
+):
     middleware = make_middleware(app, project_id=DEMO_PROJECT_ID)
     collector.uasam_up = False  # Brain now says invalid_sdk_key, as while UASAM is down
     with caplog.at_level(logging.ERROR, logger="otas_capture"):
@@ -230,12 +248,16 @@ def test_flush_waits_only_for_events_captured_before_it(make_middleware, collect
 
 
 def test_secrets_never_reach_logs_reprs_or_stats(make_middleware, collector, agent, token, caplog):
-    collector.fail_next(1, status=401, body={"status": 0, "status_description": "invalid_or_expired_token"})
+    collector.fail_next(
+        1, status=401, body={"status": 0, "status_description": "invalid_or_expired_token"}
+    )
     with caplog.at_level(logging.DEBUG):
         middleware = make_middleware(app)
         call(middleware, agent, count=2)
         settle(middleware, captured=2)
-    visible = " ".join([caplog.text, repr(middleware), repr(middleware.config), str(middleware.stats())])
+    visible = " ".join(
+        [caplog.text, repr(middleware), repr(middleware.config), str(middleware.stats())]
+    )
     assert DEMO_SDK_KEY not in visible
     assert token not in visible
 
@@ -259,7 +281,9 @@ def test_a_forked_worker_ships_its_own_events(make_middleware, collector, agent)
     assert sorted(e["path"] for e in collector.events()) == ["/api/things", "/from-child"]
 
 
-def test_concurrent_requests_are_each_shipped_exactly_once(make_middleware, collector, agent, serve_app):
+def test_concurrent_requests_are_each_shipped_exactly_once(
+    make_middleware, collector, agent, serve_app
+):
     middleware = make_middleware(app, batch_size=7)
     url = serve_app(middleware)
     errors = []

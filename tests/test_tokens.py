@@ -18,8 +18,12 @@ def make_token(secret: str = SECRET, **claims) -> str:
 
 
 def session_token(**overrides) -> str:
-    claims = {"agent_session_id": "sess-1", "agent_id": "agent-1", "iat": NOW,
-              "exp": NOW + 30 * 24 * 3600}
+    claims = {
+        "agent_session_id": "sess-1",
+        "agent_id": "agent-1",
+        "iat": NOW,
+        "exp": NOW + 30 * 24 * 3600,
+    }
     claims.update(overrides)
     claims = {k: v for k, v in claims.items() if v is not None}
     return make_token(**claims)
@@ -98,8 +102,14 @@ def test_a_missing_claim_is_reported_even_on_an_expired_token(checker, missing):
 
 @pytest.mark.parametrize(
     "token",
-    ["garbage", "", "a.b.c", "not.a.jwt.at.all", "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.sig",
-     "Bearer " + jwt.encode({"agent_session_id": "s", "agent_id": "a"}, SECRET, "HS256")],
+    [
+        "garbage",
+        "",
+        "a.b.c",
+        "not.a.jwt.at.all",
+        "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.sig",
+        "Bearer " + jwt.encode({"agent_session_id": "s", "agent_id": "a"}, SECRET, "HS256"),
+    ],
 )
 def test_a_token_that_is_not_a_jwt_is_malformed(checker, token):
     assert checker.problem(token, now=NOW) == "token_malformed"
