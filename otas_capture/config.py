@@ -9,6 +9,7 @@ variable and the values it accepts, instead of silently losing events later.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import uuid
@@ -139,6 +140,28 @@ def _parse_list(option: str, value: Any) -> tuple[str, ...]:
         raise _fail(option, "a comma-separated string or a list of strings", value) from None
 
 
+def _parse_path(option: str, value: Any) -> str | None:
+    text = os.fspath(value).strip() if value is not None else ""
+    return text or None
+
+
+def _parse_callable(option: str, value: Any) -> Any:
+    """A callable, or a dotted path ``package.module:function`` / ``package.module.function``."""
+    if callable(value):
+        return value
+    text = str(value).strip()
+    module_name, sep, attr = text.partition(":") if ":" in text else text.rpartition(".")
+    try:
+        if not module_name or not attr:
+            raise ValueError(text)
+        found = getattr(importlib.import_module(module_name), attr)
+    except Exception:
+        raise _fail(option, "a callable or the dotted path of one (package.module:function)", value)
+    if not callable(found):
+        raise _fail(option, "a callable or the dotted path of one (package.module:function)", value)
+    return found
+
+
 def _parse_url(option: str, value: Any) -> str:
     text = str(value).strip().rstrip("/")
     parts = urlsplit(text)
@@ -195,6 +218,10 @@ class Config:
     timeout: float = 5.0
     max_retries: int = 5
     retry_backoff: float = 0.5
+    shutdown_timeout: float = 2.0
+    spool_dir: str | None = None
+    safe_fields: frozenset[str] = frozenset()
+    before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
 
     def __repr__(self) -> str:
         # The SDK key is a credential: a repr ends up in logs and tracebacks.
@@ -258,4 +285,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "timeout": lambda o, v: _parse_float(o, v, 0.0, 600.0, above_low=True),
     "max_retries": lambda o, v: _parse_int(o, v, 0, 100),
     "retry_backoff": lambda o, v: _parse_float(o, v, 0.0, 60.0, above_low=True),
+    "shutdown_timeout": lambda o, v: _parse_float(o, v, 0.0, 600.0),
+    "spool_dir": lambda o, v: _parse_path(o, v),
+    "safe_fields": lambda o, v: frozenset(_parse_list(o, v)),
+    "before_send": lambda o, v: _parse_callable(o, v),
 }

@@ -29,6 +29,19 @@ MAX_EVENT_BYTES = 2_000_000
 _JSON_DEPTH_LIMIT = 32
 
 
+class EventRefused(Exception):
+    """Raised by :meth:`EventBuilder.build` for an event that must not be shipped.
+
+    ``kind`` is the stats outcome (``skipped`` when the user's ``before_send`` dropped it on
+    purpose, ``dropped`` when ``before_send`` failed) and ``reason`` the reason counted.
+    """
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+
 def clean_text(text: str) -> str:
     """Text Brain's database accepts: no NUL, no lone surrogate."""
     if text.isascii():

@@ -63,6 +63,10 @@ EXPECTED_DEFAULTS = {
     "timeout": 5.0,
     "max_retries": 5,
     "retry_backoff": 0.5,
+    "shutdown_timeout": 2.0,
+    "spool_dir": None,
+    "safe_fields": frozenset(),
+    "before_send": None,
 }
 
 
@@ -137,6 +141,10 @@ FROM_ENVIRONMENT = {
     "timeout": ("2.5", 2.5),
     "max_retries": ("0", 0),
     "retry_backoff": ("1", 1.0),
+    "shutdown_timeout": ("0.5", 0.5),
+    "spool_dir": ("/var/spool/otas", "/var/spool/otas"),
+    "safe_fields": ("max_tokens, author", frozenset({"max_tokens", "author"})),
+    "before_send": ("json:loads", __import__("json").loads),
 }
 
 
