@@ -50,10 +50,9 @@ def server():
 
 @pytest.fixture(autouse=True)
 def fresh(server):
-    server.collector.clear()
-    server.collector.uasam_up = True
+    server.collector.reset()
     yield
-    server.collector.uasam_up = True
+    server.collector.reset()
 
 
 @pytest.fixture
@@ -87,6 +86,7 @@ def post_log(
     key: str | None = DEMO_SDK_KEY,
     token: str | None = "issue",
     path: str = SDK_LOG_PATH,
+    timeout: float = 5,
     **kwargs: Any,
 ):
     headers = {"Content-Type": "application/json"}
@@ -98,7 +98,7 @@ def post_log(
         headers["X-OTAS-AGENT-SESSION-TOKEN"] = token
     if data is None:
         data = json.dumps(event() if body is None else body)
-    return requests.post(server.url + path, data=data, headers=headers, timeout=5, **kwargs)
+    return requests.post(server.url + path, data=data, headers=headers, timeout=timeout, **kwargs)
 
 
 def assert_failure(response, status: int, description: str) -> None:
