@@ -6,8 +6,10 @@ Every test talks to one real CollectorServer over loopback HTTP with ``requests`
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -259,6 +261,34 @@ def test_chunked_body_over_max_request_bytes_is_html_400(server):
 
 def test_chunked_body_within_the_limit_is_accepted(server):
     assert post_log(server, data=iter([json.dumps(event()).encode()])).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"zz\r\nabc\r\n0\r\n\r\n",
+        b"-5\r\nabc\r\n0\r\n\r\n",
+        b"0x3\r\nabc\r\n0\r\n\r\n",
+        b"3 \r\nabc\r\n0\r\n\r\n",
+        b"3\r\nabcXY0\r\n\r\n",
+    ],
+    ids=["not-hex", "negative", "0x-prefix", "trailing-space", "data-not-terminated"],
+)
+def test_a_malformed_chunked_body_is_answered_400_not_a_traceback(server, collector, body, caplog):
+    head = (
+        f"POST {SDK_LOG_PATH} HTTP/1.1\r\nHost: collector\r\nTransfer-Encoding: chunked\r\n"
+        f"X-OTAS-SDK-KEY: {DEMO_SDK_KEY}\r\n"
+        f"X-OTAS-AGENT-SESSION-TOKEN: {collector.issue_token()}\r\n\r\n"
+    )
+    with socket.create_connection((server.host, server.port), timeout=5) as raw:
+        raw.sendall(head.encode("ascii") + body)
+        answer = b""
+        while chunk := raw.recv(65536):  # the server closes the connection after it
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert collector.events() == []
+    assert post_log(server).status_code == 201  # and it goes on serving
 
 
 def test_body_that_is_not_utf8_is_html_500(server):
