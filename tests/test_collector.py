@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -548,21 +550,14 @@ def test_cli_rejects_bad_arguments_with_a_usage_error(argv, capsys):
     assert "error: argument" in capsys.readouterr().err
 
 
-def test_cli_prints_a_banner_and_serves_until_interrupted():
+@contextmanager
+def cli(*args: str) -> Iterator[tuple[str, str, str]]:
+    """Run ``python -m otas_capture.collector ARGS``; yield (banner, URL, session token)
+    once it serves, then stop it with Ctrl-C and check that it exits cleanly."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "otas_capture.collector",
-            "--port",
-            "0",
-            "--sdk-key",
-            "otas_cli_secretpart",
-            "--project-id",
-            OTHER_PROJECT_ID.upper(),
-        ],
+        [sys.executable, "-m", "otas_capture.collector", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -574,18 +569,9 @@ def test_cli_prints_a_banner_and_serves_until_interrupted():
             line = process.stdout.readline()
             assert line, "collector exited before printing its banner"
             lines.append(line.rstrip("\n"))
-        banner = "\n".join(lines)
         url = next(x.split("=", 1)[1] for x in lines if "OTAS_BRAIN_URL=" in x)
         token = next(x.split(":", 1)[1].strip() for x in lines if "session token:" in x)
-        assert "OTAS_SDK_KEY=otas_cli_secretpart" in banner and "OTAS_UASAM_URL=" in banner
-        assert OTHER_PROJECT_ID in banner and DEMO_AGENT_KEY in banner
-        response = requests.post(
-            url + SDK_LOG_PATH,
-            data=json.dumps(event()),
-            timeout=5,
-            headers={"X-OTAS-SDK-KEY": "otas_cli_secretpart", "X-OTAS-AGENT-SESSION-TOKEN": token},
-        )
-        assert response.status_code == 201
+        yield "\n".join(lines), url, token
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 0
     finally:
@@ -593,3 +579,38 @@ def test_cli_prints_a_banner_and_serves_until_interrupted():
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+def test_cli_prints_a_banner_and_serves_until_interrupted():
+    key = "otas_cli_secretpart"
+    with cli("--sdk-key", key, "--project-id", OTHER_PROJECT_ID.upper()) as (banner, url, token):
+        assert f"OTAS_SDK_KEY={key}" in banner and "OTAS_UASAM_URL=" in banner
+        assert OTHER_PROJECT_ID in banner and DEMO_AGENT_KEY in banner
+        assert "kept in memory" in banner
+        response = requests.post(
+            url + SDK_LOG_PATH,
+            data=json.dumps(event()),
+            timeout=5,
+            headers={"X-OTAS-SDK-KEY": key, "X-OTAS-AGENT-SESSION-TOKEN": token},
+        )
+        assert response.status_code == 201
+
+
+def test_cli_with_a_database_keeps_events_across_restarts(tmp_path):
+    db = str(tmp_path / "events.db")
+    with cli("--db", db) as (banner, url, token):
+        assert f"kept in {db} (0 so far)" in banner
+        headers = {"X-OTAS-SDK-KEY": DEMO_SDK_KEY, "X-OTAS-AGENT-SESSION-TOKEN": token}
+        response = requests.post(
+            url + SDK_LOG_PATH, data=json.dumps(event()), headers=headers, timeout=5
+        )
+        assert response.status_code == 201
+    with cli("--db", db) as (banner, url, token):
+        assert f"kept in {db} (1 so far)" in banner
+        [kept] = requests.get(url + "/collector/events", timeout=5).json()
+        assert kept["path"] == event()["path"]
+
+
+def test_cli_reports_a_database_it_cannot_open(tmp_path, capsys):
+    assert main(["--port", "0", "--db", str(tmp_path / "missing-dir" / "events.db")]) == 1
+    assert "cannot open the database" in capsys.readouterr().err

@@ -133,7 +133,8 @@ class Collector:
         secret: HS256 secret that signs and verifies agent-session JWTs.
         sdk_keys: SDK key -> project id. Default ``{DEMO_SDK_KEY: DEMO_PROJECT_ID}``.
         agent_keys: agent key -> agent id. Default ``{DEMO_AGENT_KEY: DEMO_AGENT_ID}``.
-        store: where accepted events go; a new in-memory ``EventStore()`` if None.
+        store: where accepted events go; a new in-memory ``EventStore()`` if None,
+            ``EventStore(path)`` to keep them in a SQLite file across restarts.
 
     Attributes:
         uasam_up: while False, every SDK key is refused with ``401 invalid_sdk_key`` by
@@ -293,7 +294,13 @@ class Collector:
         return self.conditions.peak_in_flight
 
     def events(self) -> list[dict[str, Any]]:
-        """Copies of the accepted events, oldest first."""
+        """Copies of the accepted events, oldest first.
+
+        Each is the body as Brain stores it plus ``_id`` (the store's id),
+        ``_project_id`` (the SDK key's project), ``_agent_session_id`` and ``_agent_id``
+        (from the session token), ``_received_at`` (ISO 8601, UTC) and ``_connection``
+        (the client's address and port: shows whether connections are reused).
+        The store (``self.store``) has the queries: filters, sessions, one event."""
         return self.store.events()
 
     @property
