@@ -99,7 +99,7 @@ def _fail(
     option: str, accepts: str, value: Any = None, *, secret: bool = False, why: str = ""
 ) -> ConfigError:
     got = "" if secret or value is None else f", got {value!r}"
-    detail = f"must be {accepts}{got}{f' ({why})' if why else ''}"
+    detail = f"must be {accepts}{got}{f'; {why}' if why else ''}"
     message = f"option {option}= (environment {_env_name(option)}) {detail}"
     return ConfigError(message, option=option, detail=detail)
 
@@ -117,9 +117,9 @@ def _unsendable_character(text: str) -> str:
     """Why ``text`` cannot travel as an HTTP header value or a URL, or "" if it can."""
     for char in text:
         if char.isspace():
-            return "it contains a space or line break"
+            return "this one contains a space or line break"
         if unicodedata.category(char) == "Cc":
-            return "it contains a control character"
+            return "this one contains a control character"
     return ""
 
 
@@ -235,27 +235,30 @@ def _parse_url(option: str, value: Any) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _fail(option, _URL_ACCEPTS, value, secret=secret)
     if "@" in parts.netloc:
-        raise _fail(option, _URL_ACCEPTS, secret=True, why="it has a user name or password")
+        raise _fail(option, _URL_ACCEPTS, secret=True, why="this one has a user name or password")
     try:
         port = parts.port  # raises for a port that is not a number from 0 to 65535
     except ValueError:
         port = 0
     if port == 0:
-        raise _fail(option, _URL_ACCEPTS, value, why="the port is not a number from 1 to 65535")
+        raise _fail(option, _URL_ACCEPTS, value, why="its port is not a number from 1 to 65535")
     if parts.query or parts.fragment:
         raise _fail(option, "a base URL without query or fragment", value)
     try:
         parts.hostname.encode("idna")  # how http.client sends a non-ASCII host
     except UnicodeError:
-        raise _fail(option, _URL_ACCEPTS, value, why="the host is not a valid name")
+        raise _fail(option, _URL_ACCEPTS, value, why="its host is not a valid name")
     # http.client sends the request line as ASCII: percent-encode any other path text.
-    path = quote(parts.path, safe="/%!$&'()*+,;=:@-._~")
+    try:
+        path = quote(parts.path, safe="/%!$&'()*+,;=:@-._~")
+    except UnicodeError:  # a lone surrogate, from an environment that is not UTF-8
+        raise _fail(option, _URL_ACCEPTS, why="its path is not valid text") from None
     return parts._replace(path=path).geturl().rstrip("/")
 
 
 _KEY_ACCEPTS = (
     "a backend SDK key of the form otas_<prefix>_<secret>, made of Latin-1 characters "
-    "without spaces or control characters (it is sent as an HTTP header)"
+    "without spaces or control characters, as an HTTP header requires"
 )
 
 
@@ -265,12 +268,12 @@ def _parse_sdk_key(option: str, value: Any) -> str | None:
     text = str(value).strip()
     why = _unsendable_character(text)
     if not why and not is_sdk_key(text):
-        why = "it has fewer than two underscores"
+        why = "this one has fewer than two underscores"
     if not why:
         try:
             text.encode("latin-1")
         except UnicodeEncodeError:
-            why = "it has a character outside Latin-1"
+            why = "this one has a character outside Latin-1"
     if why:
         # Never the value: this is a credential, and it ends up in logs.
         raise _fail(option, _KEY_ACCEPTS, secret=True, why=why)

@@ -841,6 +841,7 @@ def test_a_latin1_key_is_accepted_as_http_allows_it():
         ("http://brain.internal\t:8002", "space"),
         ("http://brain.internal:8002/\x00", "control character"),
         ("http://user:pw@brain.internal:8002", "user name or password"),
+        ("http://brain.internal:8002/\udcff", "path is not valid text"),
     ],
 )
 def test_a_url_that_cannot_be_dialled_is_refused(value, why):
