@@ -62,7 +62,9 @@ class OtasMiddleware:
         self.config = Config.load(options)
         self._stats = Stats()
         self._sender: Sender | None = None
-        if not self.config.enabled:
+        if not self.config.enabled and self.config.env_refused:
+            pass  # off because a variable was refused: config logged that, naming it
+        elif not self.config.enabled:
             logger.info("otas-capture: disabled by OTAS_ENABLED; requests pass through")
         elif self.config.sdk_key is None:
             logger.warning(
