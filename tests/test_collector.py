@@ -22,6 +22,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from werkzeug.wrappers import Response
 
 from otas_capture.collector import (
     AUTHENTICATE_PATH,
@@ -507,6 +508,28 @@ def test_collector_events_endpoint_lists_and_clears(server, collector):
     assert listed.json() == collector.events()
     assert requests.delete(server.url + "/collector/events", timeout=5).status_code == 204
     assert collector.events() == [] and collector.calls == []
+
+
+def test_extra_routes_and_mounted_apps_answer_beside_the_otas_endpoints():
+    collector = Collector()
+    collector.add_route("/collector/ping", "GET", lambda request: Response("pong"))
+
+    def viewer(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{environ['SCRIPT_NAME']}|{environ['PATH_INFO']}".encode()]
+
+    collector.mount("/", viewer)
+    collector.mount("/ui/", viewer)
+    with CollectorServer(collector) as running:
+
+        def get(path):
+            return requests.get(running.url + path, timeout=5)
+
+        assert get("/collector/ping").text == "pong"
+        assert get("/ui/sessions/1").text == "/ui|/sessions/1"  # the longest prefix wins
+        assert get("/").text == "|/"
+        assert get(SDK_LOG_PATH).status_code == 405  # routes come before mounts
+        assert requests.post(running.url + "/collector/ping", timeout=5).status_code == 405
 
 
 def test_events_are_copies(server, collector):

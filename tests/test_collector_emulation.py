@@ -14,8 +14,14 @@ from typing import Any
 import pytest
 import requests
 
-from otas_capture.collector import Collector, CollectorServer
-from otas_capture.contract import EVENT_CAPTURE_FAILED, EVENT_CAPTURED, PATH_INDEX_BYTES
+from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
+from otas_capture.contract import (
+    AUTHENTICATE_PATH,
+    EVENT_CAPTURE_FAILED,
+    EVENT_CAPTURED,
+    PATH_INDEX_BYTES,
+    SDK_KEY_HEADER,
+)
 
 from .test_collector import assert_failure, event, post_log
 
@@ -112,6 +118,21 @@ def test_a_hanging_brain_answers_nothing_and_stores_nothing_until_released(serve
     assert len(collector.wait_for_events(1)) == 1
 
 
+def test_while_uasam_hangs_uasam_and_brain_answer_nothing_until_released(server, collector):
+    collector.uasam_hangs = True
+    with pytest.raises(requests.Timeout):
+        requests.post(server.url + AUTHENTICATE_PATH, timeout=0.2)
+    with pytest.raises(requests.Timeout):
+        post_log(server, timeout=0.2)
+    assert collector.events() == []
+    collector.uasam_hangs = False
+    assert len(collector.wait_for_events(1)) == 1
+    response = requests.post(
+        server.url + AUTHENTICATE_PATH, headers={SDK_KEY_HEADER: DEMO_SDK_KEY}, timeout=5
+    )
+    assert response.status_code == 200
+
+
 def test_reset_releases_calls_held_by_a_hang(server, collector):
     collector.brain_hangs = True
     with pytest.raises(requests.Timeout):
@@ -185,12 +206,13 @@ def test_impossible_capacity_or_latency_is_a_value_error(collector, call):
 
 
 def test_reset_restores_a_healthy_unbounded_brain_and_the_initial_keys(server, collector):
-    collector.remove_sdk_key(next(iter(collector._initial_sdk_keys)))
+    collector.remove_sdk_key(DEMO_SDK_KEY)
     collector.brain_up = False
+    collector.uasam_hangs = True
     collector.uasam_up = False
     collector.set_capacity(1, 5.0)
     collector.set_latency(5.0)
     collector.reset()
-    assert collector.brain_up and collector.uasam_up
+    assert collector.brain_up and collector.uasam_up and not collector.uasam_hangs
     assert collector.conditions.capacity == (None, 0.0) and collector.conditions.latency == 0
     assert post_log(server).status_code == 201

@@ -10,7 +10,8 @@ and it can be told to fail (``fail_next``, ``uasam_up``) to exercise the SDK's r
 paths.
 
 Routes live in a table (``Collector.routes``), so tools built on the collector (a
-viewer, JSON endpoints) mount theirs with :meth:`Collector.add_route`.
+viewer, JSON endpoints) add theirs with :meth:`Collector.add_route`, or hand a whole
+path prefix to another WSGI app with :meth:`Collector.mount`.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class Collector:
         brain_up: while False, every log call is answered ``500 event_capture_failed``
             (or what :meth:`brain_down` said), as while Brain's database is down.
         brain_hangs: while True, log calls get no answer; they go on when it is False.
+        uasam_hangs: while True, UASAM's endpoints and (as Brain asks UASAM about the
+            key) log calls get no answer; they go on when it is False.
         conditions: the :class:`BrainConditions` behind these switches.
         store: the :class:`EventStore` holding the accepted events.
         routes: path -> HTTP method -> handler; see :meth:`add_route`.
@@ -174,6 +177,7 @@ class Collector:
         self.conditions = BrainConditions()
         self._lock = threading.Lock()
         self.routes: dict[str, dict[str, Handler]] = {}
+        self._mounts: list[tuple[str, Callable[..., Any]]] = []
         self.add_route(SDK_LOG_PATH, "POST", self._log_event)
         self.add_route(SDK_LOG_PATH.rstrip("/"), "POST", self._log_without_slash)
         self.add_route(AUTHENTICATE_PATH, "POST", self._authenticate)
@@ -188,6 +192,16 @@ class Collector:
         another method 405, as Django would answer.
         """
         self.routes.setdefault(path, {})[method.upper()] = handler
+
+    def mount(self, prefix: str, app: Callable[..., Any]) -> None:
+        """Hand requests under ``prefix`` that no route answers to another WSGI app.
+
+        The longest matching prefix wins; ``"/"`` catches everything else (a viewer
+        served at the root). As with any WSGI mount, the prefix moves from
+        ``PATH_INFO`` to ``SCRIPT_NAME``.
+        """
+        self._mounts.append((prefix.rstrip("/"), app))
+        self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)
 
     # -- control surface for tests and demos -------------------------------------------
 
@@ -258,11 +272,19 @@ class Collector:
 
     @property
     def brain_hangs(self) -> bool:
-        return self.conditions.hanging
+        return self.conditions.brain_hang.on
 
     @brain_hangs.setter
     def brain_hangs(self, hangs: bool) -> None:
-        self.conditions.hanging = hangs
+        self.conditions.brain_hang.on = hangs
+
+    @property
+    def uasam_hangs(self) -> bool:
+        return self.conditions.uasam_hang.on
+
+    @uasam_hangs.setter
+    def uasam_hangs(self, hangs: bool) -> None:
+        self.conditions.uasam_hang.on = hangs
 
     def set_capacity(self, workers: int | None, service_time: float = 0.0) -> None:
         """Serve log calls with ``workers`` slots (None: one per call), each call holding
@@ -318,12 +340,13 @@ class Collector:
     def reset(self) -> None:
         """Back to as constructed: the initial keys, every switch healthy (UASAM and
         Brain up, no hang, unbounded capacity, no latency), no events, calls or faults.
-        Releases any call held by ``brain_hangs``."""
+        Releases any call held by a hang."""
         with self._lock:
             self._sdk_keys = dict(self._initial_sdk_keys)
         self.uasam_up = True
         self.brain_up = True
         self.brain_hangs = False
+        self.uasam_hangs = False
         self.set_capacity(None, 0.0)
         self.set_latency(0.0)
         self.clear()
@@ -339,6 +362,9 @@ class Collector:
         try:
             handlers = self.routes.get(request.path)
             if handlers is None:
+                mounted = self._mounted(environ)
+                if mounted is not None:
+                    return mounted(environ, start_response)
                 raise NotFound()
             handler = handlers.get(request.method)
             if handler is None:
@@ -347,6 +373,15 @@ class Collector:
         except HTTPException as exc:  # 404, 405, or a client that hung up mid-body
             response = exc
         return response(environ, start_response)
+
+    def _mounted(self, environ: dict[str, Any]) -> Callable[..., Any] | None:
+        path = environ.get("PATH_INFO", "")
+        for prefix, app in self._mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+                environ["PATH_INFO"] = path[len(prefix) :]
+                return app
+        return None
 
     def _record_call(self, response: Response) -> Response:
         description = "html"
@@ -365,12 +400,13 @@ class Collector:
                 time.sleep(fault.delay)
                 if fault.answer is not None:
                     return self._record_call(_answer_response(fault.answer))
-            conditions.wait_while_hanging()
+            conditions.brain_hang.wait()
             outage = conditions.outage
             if outage is not None:
                 response = self._record_call(_answer_response(outage))
             else:
                 with conditions.worker():
+                    conditions.uasam_hang.wait()  # Brain's key check asks UASAM
                     response = self._record_call(self._ingest(request))
             latency = conditions.latency
             if latency > 0:
@@ -449,6 +485,7 @@ class Collector:
             return None
 
     def _authenticate(self, request: Request) -> Response:
+        self.conditions.uasam_hang.wait()
         if not self.uasam_up:
             return _failure(503, "service_unavailable")
         key = request.headers.get(SDK_KEY_HEADER)
@@ -471,6 +508,7 @@ class Collector:
         )
 
     def _create_session(self, request: Request) -> Response:
+        self.conditions.uasam_hang.wait()
         if not self.uasam_up:
             return _failure(503, "service_unavailable")
         agent_key = request.headers.get(AGENT_KEY_HEADER)

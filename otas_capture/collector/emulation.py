@@ -11,10 +11,12 @@ they need, read on their own.
 Order in which a log call meets them (see ``Collector._log_event``):
 
 1. a queued ``fail_next`` fault (delay, then its answer, if it has a status);
-2. the hang switch: the call waits until the switch is turned off;
+2. the hang switch (``brain_hang``): the call waits until it is turned off;
 3. the outage switch (``brain_up`` False): the outage answer, else
 4. a worker slot: calls queue first come, first served for one of ``workers`` slots,
    then hold it ``service_time`` seconds while Brain checks and stores the event;
+   while UASAM hangs (``uasam_hang``) the key check hangs in the slot, as it does in
+   Brain, so a hanging UASAM also stalls Brain;
 5. added latency: the answer (outage or not), already decided and the event stored, is held
    back ``latency`` seconds, as a slow network would, so that a client that times out
    here has in fact had its event stored.
@@ -48,6 +50,28 @@ class Fault:
     delay: float
 
 
+class HangSwitch:
+    """While on, every caller of :meth:`wait` blocks; turning it off releases them all."""
+
+    def __init__(self) -> None:
+        self._off = threading.Event()
+        self._off.set()
+
+    @property
+    def on(self) -> bool:
+        return not self._off.is_set()
+
+    @on.setter
+    def on(self, value: bool) -> None:
+        if value:
+            self._off.clear()
+        else:
+            self._off.set()
+
+    def wait(self) -> None:
+        self._off.wait()
+
+
 class BrainConditions:
     """The switches of the emulated Brain; thread-safe, all off (healthy) at first."""
 
@@ -55,8 +79,8 @@ class BrainConditions:
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._outage: Answer | None = None
-        self._unhung = threading.Event()
-        self._unhung.set()
+        self.brain_hang = HangSwitch()
+        self.uasam_hang = HangSwitch()
         self._latency = 0.0
         # Worker slots, served strictly in order of arrival (tickets), so the time a
         # call waits depends only on the calls ahead of it.
@@ -84,7 +108,7 @@ class BrainConditions:
         with self._lock:
             self._faults.clear()
 
-    # -- outage and hang -------------------------------------------------------------
+    # -- outage ----------------------------------------------------------------------
 
     @property
     def outage(self) -> Answer | None:
@@ -94,20 +118,6 @@ class BrainConditions:
     @outage.setter
     def outage(self, answer: Answer | None) -> None:
         self._outage = answer
-
-    @property
-    def hanging(self) -> bool:
-        return not self._unhung.is_set()
-
-    @hanging.setter
-    def hanging(self, value: bool) -> None:
-        if value:
-            self._unhung.clear()
-        else:
-            self._unhung.set()
-
-    def wait_while_hanging(self) -> None:
-        self._unhung.wait()
 
     # -- capacity and latency --------------------------------------------------------
 
