@@ -12,11 +12,9 @@ import gzip
 import io
 import json
 import sys
-import threading
 
 import pytest
 import requests
-import waitress
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 from werkzeug.wsgi import LimitedStream
@@ -24,6 +22,7 @@ from werkzeug.wsgi import LimitedStream
 from otas_capture.capture import BodyBuffer, InputTee
 
 from .conftest import settle
+from .servers import WaitressServer
 
 
 @pytest.fixture
@@ -31,15 +30,13 @@ def serve_waitress():
     servers = []
 
     def serve(app) -> str:
-        server = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
+        server = WaitressServer(app)
         servers.append(server)
-        return f"http://127.0.0.1:{server.effective_port}"
+        return server.url
 
     yield serve
     for server in servers:
-        server.close()
+        server.stop()
 
 
 def one_event(middleware, collector):
