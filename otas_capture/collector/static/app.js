@@ -97,7 +97,7 @@
         el("td", { className: "muted" }, row.id),
         el("td", { className: "time" }, clock(row.started_at)),
         el("td", { className: "method" }, row.method),
-        el("td", { className: "path", title: row.path }, row.path,
+        el("td", { className: "path", title: row.path }, el("span", { className: "path-text" }, row.path),
           row.masked.length ? el("span", { className: "badge", title: "masked: " + row.masked.join(", ") },
             row.masked.length + " masked") : null),
         el("td", {}, statusBadge(row)),
@@ -119,7 +119,28 @@
     $("session-ids").replaceChildren(...ids.map((id) => el("option", { value: id })));
   }
 
+  // One poll at a time: two in flight would both add the same new events.
+  let polling = false;
+  let pollAgain = false;
+
   async function poll() {
+    if (polling) {
+      pollAgain = true;
+      return;
+    }
+    polling = true;
+    try {
+      await pollOnce();
+    } finally {
+      polling = false;
+      if (pollAgain) {
+        pollAgain = false;
+        poll();
+      }
+    }
+  }
+
+  async function pollOnce() {
     const generation = state.generation;
     try {
       const data = await getJSON("/events", { ...filters(), after: state.latest });
@@ -128,11 +149,12 @@
         // The collector was cleared or restarted without its database: start over.
         state.rows = [];
         state.latest = 0;
-        return poll();
+        return pollOnce();
       }
+      const fresh = data.events.filter((row) => row.id > state.latest);
       state.latest = data.latest;
-      if (data.events.length) {
-        state.rows = data.events.concat(state.rows).slice(0, 2000);
+      if (fresh.length) {
+        state.rows = fresh.concat(state.rows).slice(0, 2000);
         renderRows();
       } else if (!state.rows.length) {
         renderRows();
