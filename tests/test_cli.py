@@ -131,7 +131,7 @@ def test_doctor_fails_in_plain_words_when_nothing_listens(otas_env, closed_port,
     out = capsys.readouterr().out
     assert out.count("connection refused") == 2  # UASAM and Brain
     assert "Traceback" not in out
-    assert "2 checks failed." in out
+    assert "2 check(s) failed." in out
 
 
 def test_doctor_fails_on_a_key_the_servers_do_not_know(otas_env, collector_server, capsys):

@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -100,7 +100,7 @@ def describe(config: Config, environ: Mapping[str, str]) -> str:
         env = "OTAS_" + field.name.upper()
         source = "from environment" if env in environ else "default"
         value = _shown(field.name, getattr(config, field.name))
-        lines.append(f"  {env:24} {_output.clip(value, 60):60}  ({source})")
+        lines.append(f"  {env:24} {_output.clip(value, 48):48}  ({source})")
     return "\n".join(lines)
 
 
@@ -203,33 +203,32 @@ def check_brain(config: Config, key: str, timeout: float) -> Check:
     return Check(False, f"Brain answered {response.status_code} ({shown}) {took}")
 
 
-def run_checks(environ: Mapping[str, str], timeout: float | None) -> tuple[list[Check], str]:
-    """The checks' results, and the configuration text to print above them."""
+def load(environ: Mapping[str, str]) -> tuple[Config | None, Check]:
+    """The settings as the middleware reads them, and whether they parse."""
     try:
-        config = Config.load({}, environ)
+        return Config.load({}, environ), Check(True, "settings parse")
     except ConfigError as exc:
-        return [Check(False, f"settings do not parse: {exc}")], ""
-    checks = [Check(True, "settings parse")]
-    shown = describe(config, environ)
+        return None, Check(False, f"settings do not parse: {exc}")
+
+
+def network_checks(config: Config, timeout: float | None) -> Iterator[Check]:
+    """The checks that talk to OTAS, each yielded as soon as it is done."""
     if not config.enabled:
-        checks.append(Check(True, "OTAS_ENABLED is false: the middleware captures nothing", True))
+        yield Check(True, "OTAS_ENABLED is false: the middleware captures nothing", True)
     if config.sdk_key is None:
-        checks.append(Check(False, "OTAS_SDK_KEY is not set: the middleware captures nothing"))
-        return checks, shown
+        yield Check(False, "OTAS_SDK_KEY is not set: the middleware captures nothing")
+        return
     wait = timeout if timeout is not None else config.timeout
     uasam, project_id = check_uasam(config, config.sdk_key, wait)
-    checks.append(uasam)
+    yield uasam
     if project_id and config.project_id and project_id != config.project_id:
-        checks.append(
-            Check(
-                True,
-                f"OTAS_PROJECT_ID is {config.project_id} but the key belongs to {project_id}; "
-                "Brain files events under the key's project",
-                True,
-            )
+        yield Check(
+            True,
+            f"OTAS_PROJECT_ID is {config.project_id} but the key belongs to {project_id}; "
+            "Brain files events under the key's project",
+            True,
         )
-    checks.append(check_brain(config, config.sdk_key, wait))
-    return checks, shown
+    yield check_brain(config, config.sdk_key, wait)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,22 +236,24 @@ def run(args: argparse.Namespace) -> int:
         print("error: --timeout must be more than 0 and at most 600 seconds", file=sys.stderr)
         return 2
     paint = _output.Painter(_output.wants_colour(sys.stdout))
-    print("Checking OTAS settings...", flush=True)
-    checks, shown = run_checks(os.environ, args.timeout)
-    if shown:
-        print("Effective configuration (secrets masked):")
-        print(shown)
-    print("\nChecks:")
-    for check in checks:
+
+    def show(check: Check) -> None:
         if check.warning:
             mark = paint("WARN", "yellow")
         else:
             mark = paint("PASS", "green") if check.ok else paint("FAIL", "red")
-        print(f"  {mark}  {check.text}")
-    failed = sum(not check.ok for check in checks)
-    print(
-        "\nAll checks passed."
-        if not failed
-        else f"\n{failed} check{'s' if failed > 1 else ''} failed."
-    )
+        print(f"  {mark}  {check.text}", flush=True)
+
+    config, parsed = load(os.environ)
+    if config is not None:
+        print("Effective configuration (secrets masked):")
+        print(describe(config, os.environ))
+    print("\nChecks:")
+    show(parsed)
+    failed = 0 if parsed.ok else 1
+    if config is not None:
+        for check in network_checks(config, args.timeout):
+            show(check)
+            failed += not check.ok
+    print("\nAll checks passed." if not failed else f"\n{failed} check(s) failed.")
     return 1 if failed else 0
