@@ -157,7 +157,7 @@ def test_the_detail_view_shows_one_event_with_masked_values_marked(page, server)
     agent.ship("GET", "/api/boom", 500, error="ZeroDivisionError: division by zero")
     wait_for_rows(page, 2)
 
-    page.click("#rows tr[data-id='1']")
+    page.locator("#rows tr", has_text="/api/login").click()
     page.wait_for_selector("#d-path", timeout=WAIT_MS)
     assert page.inner_text("#d-path") == "/api/login"
     body = page.locator("#d-request-body pre").text_content()
@@ -170,7 +170,7 @@ def test_the_detail_view_shows_one_event_with_masked_values_marked(page, server)
     assert '"sdk": "otas-capture"' in page.inner_text("#d-metadata")
     assert page.locator("#d-error").count() == 0
 
-    page.click("#rows tr[data-id='2']")
+    page.locator("#rows tr", has_text="/api/boom").click()
     page.wait_for_function(
         "() => document.querySelector('#d-path').textContent === '/api/boom'", timeout=WAIT_MS
     )
@@ -186,7 +186,7 @@ def test_the_session_view_lays_out_the_calls_in_order_with_latencies(page, serve
     agent.ship("GET", "/api/items", 200, at_ms=100, latency_ms=20)  # delivered late
     wait_for_rows(page, 4)
 
-    page.locator("#rows tr[data-id='1'] a.session-link").click()
+    page.locator("#rows tr", has_text="/api/export").locator("a.session-link").click()
     page.wait_for_selector("li.call", timeout=WAIT_MS)
     assert page.inner_text("#s-id") == agent.session_id
     calls = page.locator("li.call")
@@ -224,9 +224,9 @@ def test_an_event_carrying_markup_shows_as_text_and_runs_nothing(page, server):
         error=attack,
     )
     wait_for_rows(page, 1)
-    page.click("#rows tr[data-id='1']")
+    page.locator("#rows tr").first.click()
     page.wait_for_selector("#d-path", timeout=WAIT_MS)
-    page.locator("#rows tr[data-id='1'] a.session-link").click()
+    page.locator("#rows tr a.session-link").first.click()
     page.wait_for_selector("li.call", timeout=WAIT_MS)
     page.click("li.call")
     page.wait_for_selector("#d-path", timeout=WAIT_MS)

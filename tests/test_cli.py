@@ -21,8 +21,14 @@ import requests
 
 from otas_capture.cli import main
 from otas_capture.cli import tail as tail_command
-from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, CollectorServer
+from otas_capture.collector import DEMO_AGENT_KEY, DEMO_PROJECT_ID, DEMO_SDK_KEY, CollectorServer
 from otas_capture.collector.viewer import EVENTS_API
+from otas_capture.contract import (
+    AGENT_KEY_HEADER,
+    SDK_KEY_HEADER,
+    SDK_LOG_PATH,
+    SESSION_CREATE_PATH,
+)
 
 from .viewer_support import Agent, start_viewer_server
 
@@ -300,3 +306,74 @@ def test_tail_exits_1_when_no_collector_answers(closed_port, capsys):
 
 def test_tail_reads_the_endpoint_the_viewer_serves():
     assert tail_command.EVENTS_API == EVENTS_API
+
+
+def start_collector_process(*args: str) -> tuple[subprocess.Popen[str], str, str]:
+    """``otas-capture collector`` as a process; returns it, its URL and its banner."""
+    process = subprocess.Popen(
+        cli("collector", "--port", "0", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    banner = read_until(process, "Press Ctrl-C")
+    assert "Press Ctrl-C" in banner, banner
+    return process, banner.split("on ", 1)[1].split()[0], banner
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_events_survive_a_collector_restart_with_a_database(tmp_path):
+    db = str(tmp_path / "events.db")
+    process, url, banner = start_collector_process("--db", db)
+    try:
+        assert f"kept in {db} (0 so far)" in banner
+        session = requests.post(
+            url + SESSION_CREATE_PATH,
+            headers={AGENT_KEY_HEADER: DEMO_AGENT_KEY},
+            json={},
+            timeout=5,
+        ).json()["response"]
+        shipped = requests.post(
+            url + SDK_LOG_PATH,
+            headers={SDK_KEY_HEADER: DEMO_SDK_KEY, session["Header_value"]: session["jwt_token"]},
+            json={
+                "project_id": DEMO_PROJECT_ID,
+                "path": "/api/kept",
+                "method": "GET",
+                "status_code": 200,
+                "latency_ms": 1.5,
+            },
+            timeout=5,
+        )
+        assert shipped.status_code == 201
+    finally:
+        stop_process(process)
+
+    process, url, banner = start_collector_process("--db", db)
+    try:
+        assert f"kept in {db} (1 so far)" in banner
+        rows = requests.get(url + EVENTS_API, timeout=5).json()["events"]
+        assert [row["path"] for row in rows] == ["/api/kept"]
+    finally:
+        stop_process(process)
+
+
+def test_the_collector_command_exits_1_when_its_database_cannot_be_opened(tmp_path):
+    result = subprocess.run(
+        cli("collector", "--port", "0", "--db", str(tmp_path / "missing-dir" / "events.db")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert result.returncode == 1
+    assert "cannot open the database" in result.stderr

@@ -7,6 +7,7 @@ everything needed to point an app at it, and serves until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 import warnings
@@ -62,25 +63,35 @@ def quiet_demo_secret_warning() -> None:
 
 
 def start(host: str, port: int, db: str = ":memory:") -> CollectorServer:
-    """A running collector with the viewer mounted; raises OSError if the port is taken."""
+    """A running collector with the viewer mounted.
+
+    Raises OSError if the port is taken, sqlite3.Error if the database cannot be opened.
+    """
     from ..collector import Collector, CollectorServer
     from ..collector.viewer import mount_viewer
 
     quiet_demo_secret_warning()
-    collector = Collector(store=open_store(db))
+    store = open_store(db)
+    collector = Collector(store=store)
     mount_viewer(collector)
-    return CollectorServer(collector, host, port).start()
+    try:
+        return CollectorServer(collector, host, port).start()
+    except OSError:
+        store.close()
+        raise
 
 
-def open_store(db: str) -> EventStore | None:
-    """The store for ``--db``: None (the collector's own in-memory one) for ``:memory:``."""
-    if db == ":memory:":
-        return None
-    # The SQLite store lands with the collector's persistence work; until then --db is
-    # refused rather than silently ignored.
-    raise SystemExit(
-        "error: --db needs the SQLite event store, which this version does not have yet"
-    )
+def stop(server: CollectorServer) -> None:
+    """Stop serving and close the event store (flushing a database file)."""
+    server.stop()
+    server.collector.store.close()
+
+
+def open_store(db: str) -> EventStore:
+    """The event store for ``--db``: a SQLite file, or memory for ``:memory:``."""
+    from ..collector import EventStore
+
+    return EventStore(db)
 
 
 def banner(server: CollectorServer) -> str:
@@ -114,18 +125,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         server = start(args.host, args.port, args.db)
+    except sqlite3.Error as exc:
+        print(f"error: cannot open the database {args.db}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return 1
-    print(banner(server) + "\nPress Ctrl-C to stop.", flush=True)
+    store = server.collector.store
+    kept = "in memory" if args.db == ":memory:" else f"in {args.db} ({store.count()} so far)"
+    print(f"{banner(server)}\nEvents are kept {kept}. Press Ctrl-C to stop.", flush=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("\nstopped")
     finally:
-        server.stop()
+        stop(server)
     return 0

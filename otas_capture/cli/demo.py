@@ -160,9 +160,8 @@ def captured_table(events: list[dict[str, Any]]) -> str:
     from ..collector import browse
 
     rows = []
-    ordered = sorted(browse.numbered(events), key=lambda pair: browse.started_at(pair[1]))
-    for event_id, event in ordered:
-        row = browse.summary(event_id, event)
+    for event in sorted(events, key=browse.started_at):
+        row = browse.summary(event)
         rows.append(
             [
                 row["method"],
@@ -200,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
     from ..collector import DEMO_SDK_KEY
-    from .collector import banner
+    from .collector import banner, stop
     from .demo_app import create_app
 
     # The demo configures its app in code; OTAS_* settings of this shell (meant for a
@@ -276,4 +275,4 @@ def run(args: argparse.Namespace) -> int:
         if app_server is not None:
             app_server.shutdown()
             app_server.server_close()
-        collector.stop()
+        stop(collector)

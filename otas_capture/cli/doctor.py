@@ -17,6 +17,7 @@ a traceback. The exit status is non-zero when any check fails.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ from ..config import Config, ConfigError
 from ..contract import (
     AUTHENTICATE_PATH,
     INVALID_SDK_KEY,
+    LOGGER_NAME,
     MISSING_SDK_KEY,
     MISSING_SESSION_TOKEN,
     SDK_KEY_HEADER,
@@ -98,7 +100,12 @@ def describe(config: Config, environ: Mapping[str, str]) -> str:
     lines = []
     for field in fields(config):
         env = "OTAS_" + field.name.upper()
-        source = "from environment" if env in environ else "default"
+        if field.name == "env_refused":  # not a setting
+            continue
+        if env in getattr(config, "env_refused", ()):
+            source = "REFUSED, default used"
+        else:
+            source = "from environment" if environ.get(env, "").strip() else "default"
         value = _shown(field.name, getattr(config, field.name))
         lines.append(f"  {env:24} {_output.clip(value, 48):48}  ({source})")
     return "\n".join(lines)
@@ -203,12 +210,36 @@ def check_brain(config: Config, key: str, timeout: float) -> Check:
     return Check(False, f"Brain answered {response.status_code} ({shown}) {took}")
 
 
-def load(environ: Mapping[str, str]) -> tuple[Config | None, Check]:
-    """The settings as the middleware reads them, and whether they parse."""
+class _Refusals(logging.Handler):
+    """Collects what the settings loader logs about refused variables."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().removeprefix("otas-capture: "))
+
+
+def load(environ: Mapping[str, str]) -> tuple[Config | None, list[Check]]:
+    """The settings as the middleware reads them, and whether they parse.
+
+    The middleware never fails on a bad variable: it logs it and falls back. Doctor
+    catches those log lines and turns each into a failed check.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    refusals = _Refusals()
+    logger.addHandler(refusals)
     try:
-        return Config.load({}, environ), Check(True, "settings parse")
-    except ConfigError as exc:
-        return None, Check(False, f"settings do not parse: {exc}")
+        config = Config.load({}, environ)
+    except ConfigError as exc:  # older loaders raised on a bad variable
+        return None, [Check(False, f"settings do not parse: {exc}")]
+    finally:
+        logger.removeHandler(refusals)
+    if not refusals.messages and not config.env_refused:
+        return config, [Check(True, "settings parse")]
+    messages = refusals.messages or [f"{name} was refused" for name in config.env_refused]
+    return config, [Check(False, f"settings do not parse: {message}") for message in messages]
 
 
 def network_checks(config: Config, timeout: float | None) -> Iterator[Check]:
@@ -249,8 +280,10 @@ def run(args: argparse.Namespace) -> int:
         print("Effective configuration (secrets masked):")
         print(describe(config, os.environ))
     print("\nChecks:")
-    show(parsed)
-    failed = 0 if parsed.ok else 1
+    failed = 0
+    for check in parsed:
+        show(check)
+        failed += not check.ok
     if config is not None:
         for check in network_checks(config, args.timeout):
             show(check)

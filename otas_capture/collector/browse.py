@@ -1,18 +1,16 @@
 """What people read about captured events: summaries, filters, sessions, masked fields.
 
-Pure functions over the events a :class:`~otas_capture.collector.Collector` stored,
-shared by the live viewer's JSON endpoints (:mod:`.viewer`), ``otas-capture tail`` and
+Pure functions over the events a :class:`~otas_capture.collector.Collector` stored
+(read with the :class:`~otas_capture.collector.store.EventStore` queries), shared by
+the live viewer's JSON endpoints (:mod:`.viewer`), ``otas-capture tail`` and
 ``otas-capture demo``, so that all three show the same thing. Nothing here does I/O.
-
-An event's id is its position in the store, oldest first, counting from 1: the store
-keeps events in arrival order and only ever appends (or clears everything), so a
-position names one event for as long as the store holds it.
+An event is named by the store's ``_id``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -100,10 +98,10 @@ def masked_fields(event: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def summary(event_id: int, event: dict[str, Any]) -> dict[str, Any]:
-    """The row the viewer's list and ``tail`` show for one event."""
+def summary(event: dict[str, Any]) -> dict[str, Any]:
+    """The row the viewer's list and ``tail`` show for one stored event."""
     return {
-        "id": event_id,
+        "id": event.get("_id"),
         "method": _text(event.get("method")),
         "path": _text(event.get("path")),
         "status_code": event.get("status_code"),
@@ -120,9 +118,9 @@ def summary(event_id: int, event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def detail(event_id: int, event: dict[str, Any]) -> dict[str, Any]:
+def detail(event: dict[str, Any]) -> dict[str, Any]:
     """Everything about one event: its summary and the event as stored."""
-    return {**summary(event_id, event), "event": event}
+    return {**summary(event), "event": event}
 
 
 @dataclass(frozen=True)
@@ -138,75 +136,25 @@ class Filters:
     status: str = ""
     text: str = ""
 
-    def match(self, event: dict[str, Any]) -> bool:
-        if self.session and event.get("_agent_session_id") != self.session:
-            return False
-        if self.agent and event.get("_agent_id") != self.agent:
-            return False
-        if self.status and status_class(event.get("status_code")) != self.status:
-            return False
-        return not self.text or self.text.lower() in _text(event.get("path")).lower()
+    def query(self) -> dict[str, Any]:
+        """The keyword arguments of ``EventStore.list_events`` that apply them."""
+        return {
+            "session_id": self.session or None,
+            "agent_id": self.agent or None,
+            "status_class": int(self.status[0]) if self.status else None,
+            "path_contains": self.text or None,
+        }
 
 
-def numbered(events: Sequence[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
-    """Pair each stored event (oldest first) with its id."""
-    return list(enumerate(events, start=1))
+def session_timeline(events: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """One session's stored events as calls in the order the agent made them.
 
-
-def newest_first(
-    events: Sequence[dict[str, Any]],
-    filters: Filters = Filters(),
-    *,
-    after: int = 0,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """Summaries of the events with an id above ``after`` that match, newest first."""
-    rows: list[dict[str, Any]] = []
-    for event_id, event in reversed(numbered(events)):
-        if event_id <= after:
-            break
-        if filters.match(event):
-            rows.append(summary(event_id, event))
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
-
-
-def sessions(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per agent session: its agent, calls, errors and time span; latest first."""
-    grouped: dict[str, dict[str, Any]] = {}
-    for event_id, event in numbered(events):
-        session_id = _text(event.get("_agent_session_id"))
-        entry = grouped.setdefault(
-            session_id,
-            {
-                "agent_session_id": session_id,
-                "agent_id": _text(event.get("_agent_id")),
-                "calls": 0,
-                "errors": 0,
-                "first_started_at": started_at(event),
-                "last_id": event_id,
-            },
-        )
-        entry["calls"] += 1
-        entry["last_id"] = event_id
-        if status_class(event.get("status_code")) in ("4xx", "5xx", "other"):
-            entry["errors"] += 1
-        entry["first_started_at"] = min(entry["first_started_at"], started_at(event))
-    return sorted(grouped.values(), key=lambda entry: entry["last_id"], reverse=True)
-
-
-def session_timeline(events: Sequence[dict[str, Any]], session_id: str) -> dict[str, Any] | None:
-    """One session's calls in the order the agent made them, each with its start offset.
-
-    ``offset_ms`` is how long after the session's first call a call started; with
-    ``latency_ms`` it places the call on a timeline. None if the session has no events.
+    Sender threads deliver concurrently, so the store's order is not quite the
+    agent's: calls are ordered by when each request started. ``offset_ms`` is how long
+    after the session's first call a call started; with ``latency_ms`` it places the
+    call on a timeline. None if there are no events.
     """
-    rows = [
-        summary(event_id, event)
-        for event_id, event in numbered(events)
-        if event.get("_agent_session_id") == session_id
-    ]
+    rows = [summary(event) for event in events]
     if not rows:
         return None
     rows.sort(key=lambda row: (row["started_at"], row["id"]))
@@ -219,20 +167,8 @@ def session_timeline(events: Sequence[dict[str, Any]], session_id: str) -> dict[
         row["offset_ms"] = round(offset, 3)
         end = max(end, offset + (row["latency_ms"] or 0.0))
     return {
-        "agent_session_id": session_id,
+        "agent_session_id": rows[0]["agent_session_id"],
         "agent_id": rows[0]["agent_id"],
         "calls": rows,
         "duration_ms": round(end, 3),
     }
-
-
-def event_by_id(events: Sequence[dict[str, Any]], event_id: int) -> dict[str, Any] | None:
-    """The event with ``event_id``, or None."""
-    if 1 <= event_id <= len(events):
-        return events[event_id - 1]
-    return None
-
-
-def agents(events: Iterable[dict[str, Any]]) -> list[str]:
-    """The agent ids seen, in first-seen order."""
-    return list(dict.fromkeys(_text(event.get("_agent_id")) for event in events))

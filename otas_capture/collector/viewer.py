@@ -88,7 +88,7 @@ def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> 
 def filters_from(request: Request) -> browse.Filters | None:
     """The filters in a request's query string, or None if one is not understood."""
     status = request.args.get("status", "")
-    if status and status not in browse.STATUS_CLASSES and status != "other":
+    if status and status not in browse.STATUS_CLASSES:
         return None
     return browse.Filters(
         session=request.args.get("session", "").strip(),
@@ -99,7 +99,7 @@ def filters_from(request: Request) -> browse.Filters | None:
 
 
 class Viewer:
-    """The viewer's handlers, reading the events of one collector."""
+    """The viewer's handlers, reading the store of one collector."""
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
@@ -112,28 +112,37 @@ class Viewer:
         limit = _int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         if after is None or limit is None:
             return _bad_request(f"after must be an id, limit a number from 1 to {MAX_LIMIT}")
-        stored = self.collector.events()
-        rows = browse.newest_first(stored, filters, after=after, limit=limit)
+        store = self.collector.store
+        # Read the newest id first: an event stored in between is then listed now or
+        # on the next poll, never skipped.
+        latest = store.last_id()
+        found = store.list_events(**filters.query(), after_id=after or None, limit=limit)
+        rows = [browse.summary(event) for event in found if event["_id"] <= latest]
         # ``latest`` lets the page ask only for newer events next time, and notice a
-        # cleared store (latest below what it has seen).
-        return json_response(200, {"events": rows, "latest": len(stored), "total": len(stored)})
+        # collector restarted without its database (latest below what it has seen).
+        return json_response(200, {"events": rows, "latest": latest, "total": store.count()})
 
     def event(self, request: Request) -> Response:
         event_id = _int_arg(request, "id", 0, 1, 2**63)
         if not event_id:
             return _bad_request("id must be an event id")
-        stored = self.collector.events()
-        event = browse.event_by_id(stored, event_id)
+        event = self.collector.store.get_event(event_id)
         if event is None:
             return json_response(404, {"error": f"no event {event_id}"})
-        return json_response(200, browse.detail(event_id, event))
+        return json_response(200, browse.detail(event))
 
     def sessions(self, request: Request) -> Response:
-        return json_response(200, {"sessions": browse.sessions(self.collector.events())})
+        limit = _int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        if limit is None:
+            return _bad_request(f"limit must be a number from 1 to {MAX_LIMIT}")
+        agent = request.args.get("agent", "").strip() or None
+        return json_response(
+            200, {"sessions": self.collector.store.sessions(agent_id=agent, limit=limit)}
+        )
 
     def session(self, request: Request) -> Response:
         session_id = request.args.get("id", "")
-        timeline = browse.session_timeline(self.collector.events(), session_id)
+        timeline = browse.session_timeline(self.collector.store.session_events(session_id))
         if timeline is None:
             return json_response(404, {"error": "no events in that session"})
         return json_response(200, timeline)
