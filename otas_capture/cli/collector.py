@@ -136,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     store = server.collector.store
     kept = "in memory" if args.db == ":memory:" else f"in {args.db} ({store.count()} so far)"
-    print(f"{banner(server)}\nEvents are kept {kept}. Press Ctrl-C to stop.", flush=True)
     try:
+        # Inside the try: a Ctrl-C that lands while the banner prints still stops cleanly.
+        print(f"{banner(server)}\nEvents are kept {kept}. Press Ctrl-C to stop.", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -256,12 +256,12 @@ def run(args: argparse.Namespace) -> int:
             "was not captured, and secrets were masked before leaving the app."
         )
         if args.keep:
-            print(
-                f"\nKeeping everything up (Ctrl-C to stop). The demo API is on {app_url}.\n"
-                + banner(collector),
-                flush=True,
-            )
             try:
+                print(
+                    f"\nKeeping everything up (Ctrl-C to stop). The demo API is on {app_url}.\n"
+                    + banner(collector),
+                    flush=True,
+                )
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
