@@ -3,7 +3,8 @@
     python examples/demo.py [--keep] [--port N]
 
 See :mod:`otas_capture.cli.demo` for what it does. The app it drives is the demo shop in
-``otas_capture/cli/demo_app.py``, with the endpoints of ``examples/flask_app.py``.
+``otas_capture/cli/demo_app.py``, with the endpoints of ``examples/flask_app.py``
+(except the crash endpoint).
 """
 
 from __future__ import annotations

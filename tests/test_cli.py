@@ -7,6 +7,7 @@ processes, as a person runs them.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from otas_capture.cli import main
+from otas_capture.cli import _output, main
 from otas_capture.cli import tail as tail_command
 from otas_capture.collector import DEMO_AGENT_KEY, DEMO_PROJECT_ID, DEMO_SDK_KEY, CollectorServer
 from otas_capture.collector.viewer import EVENTS_API
@@ -377,3 +378,39 @@ def test_the_collector_command_exits_1_when_its_database_cannot_be_opened(tmp_pa
     )
     assert result.returncode == 1
     assert "cannot open the database" in result.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tail_colours_the_status_by_class_only_on_a_terminal(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    row = {
+        "started_at": "2026-11-26T12:00:00.123456+00:00",
+        "method": "GET",
+        "path": "/api/missing",
+        "status_code": 404,
+        "status_class": "4xx",
+        "latency_ms": 2.5,
+        "request_size_bytes": 0,
+        "response_size_bytes": 44,
+        "agent_id": "aaaaaaaa-0000",
+        "agent_session_id": "bbbbbbbb-0000",
+        "error": "404 NOT FOUND",
+        "masked": ["request_headers.Authorization"],
+    }
+    coloured = _output.Painter(_output.wants_colour(_Terminal()))
+    assert "\x1b[33m404\x1b[0m" in tail_command.format_line(row, coloured)  # yellow 4xx
+    plain = tail_command.format_line(row, _output.Painter(_output.wants_colour(io.StringIO())))
+    assert (
+        plain.split()
+        == (
+            "12:00:00.123 GET /api/missing 404 2.5 ms req 0 B resp 44 B agent aaaaaaaa "
+            "session bbbbbbbb masked: request_headers.Authorization error: 404 NOT FOUND"
+        ).split()
+    )
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not _output.wants_colour(_Terminal())
