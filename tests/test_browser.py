@@ -210,6 +210,31 @@ def test_the_session_view_lays_out_the_calls_in_order_with_latencies(page, serve
     assert page.inner_text("#d-path") == "/api/export"
 
 
+def test_the_sessions_are_listed_until_something_is_opened(page, server):
+    first, second = Agent(server), Agent(server, AGENT_B)
+    first.ship(status=200)
+    first.ship(status=500)
+    second.ship(status=200)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#sessions li').length === 2", timeout=WAIT_MS
+    )
+    items = page.locator("#sessions li").all_inner_texts()
+    assert items[0].startswith(second.session_id[:8]) and "1 call" in items[0]
+    assert "2 calls" in items[1] and "1 failed" in items[1]
+    page.locator("#sessions a").nth(1).click()
+    page.wait_for_selector("li.call", timeout=WAIT_MS)
+    assert page.inner_text("#s-id") == first.session_id
+    assert not page.locator("#overview").is_visible()
+
+
+def test_a_cleared_collector_empties_the_list(page, server):
+    Agent(server).ship(path="/api/gone")
+    wait_for_rows(page, 1)
+    server.collector.clear()
+    wait_for_rows(page, 0)
+    assert page.locator("#empty").is_visible()
+
+
 def test_an_event_carrying_markup_shows_as_text_and_runs_nothing(page, server):
     attack = "<script>window.pwned = 1</script><img src=x onerror='window.pwned = 2'>"
     agent = Agent(server)

@@ -145,7 +145,7 @@
     try {
       const data = await getJSON("/events", { ...filters(), after: state.latest });
       if (generation !== state.generation) return; // the filters changed meanwhile
-      if (data.latest < state.latest) {
+      if (data.latest < state.latest || (data.total === 0 && state.rows.length)) {
         // The collector was cleared or restarted without its database: start over.
         state.rows = [];
         state.latest = 0;
@@ -156,6 +156,7 @@
       if (fresh.length) {
         state.rows = fresh.concat(state.rows).slice(0, 2000);
         renderRows();
+        if (!$("overview").hidden) showSessions();
       } else if (!state.rows.length) {
         renderRows();
       }
@@ -300,7 +301,27 @@
   function showPanel(name) {
     $("detail").hidden = name !== "detail";
     $("session").hidden = name !== "session";
-    $("hint").hidden = name === "detail" || name === "session";
+    $("overview").hidden = name === "detail" || name === "session";
+  }
+
+  // With nothing open, the panel lists the agent sessions, most recently active first.
+  async function showSessions() {
+    let data;
+    try {
+      data = await getJSON("/sessions", { limit: 50 });
+    } catch (error) {
+      return;
+    }
+    const items = data.sessions.map((session) => {
+      const link = el("a", { href: "#session=" + encodeURIComponent(session.agent_session_id),
+        className: "session-link" }, el("code", {}, short(session.agent_session_id)));
+      return el("li", { className: "session-item" }, link,
+        " agent ", el("code", { title: session.agent_id }, short(session.agent_id)),
+        " · " + session.calls + (session.calls === 1 ? " call" : " calls"),
+        session.errors ? el("span", { className: "errors" }, " · " + session.errors + " failed") : null);
+    });
+    $("sessions").replaceChildren(...items);
+    $("sessions-title").hidden = items.length === 0;
   }
 
   function route() {
@@ -310,6 +331,7 @@
     state.selected = null;
     renderRows();
     showPanel(null);
+    showSessions();
   }
 
   // -- start ------------------------------------------------------------------------
