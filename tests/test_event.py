@@ -642,14 +642,14 @@ def test_a_body_that_is_not_a_form_gives_empty_post_data():
 
 def test_json_bodies_are_masked_on_both_sides():
     ex = exchange(
-        body=b'{"user": "bob", "credentials": [{"password": "hunter2"}]}',
+        body=b'{"user": "bob", "profile": [{"password": "hunter2"}]}',
         content_type="application/json",
         response_body=b'{"access_token": "tok-789", "expires": 3600}',
     )
     event = build(ex)
     assert json.loads(event["request_body"]) == {
         "user": "bob",
-        "credentials": [{"password": REDACTED}],
+        "profile": [{"password": REDACTED}],
     }
     assert json.loads(event["response_body"]) == {"access_token": REDACTED, "expires": 3600}
     assert "hunter2" not in json.dumps(event) and "tok-789" not in json.dumps(event)
