@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -352,6 +353,8 @@ def _is_mark(words: tuple[str, ...], i: int) -> bool:
         return before == "session"
     if word == "card":
         return last and before in ("credit", "debit")
+    if word in ("pass", "pw"):
+        return len(words) == 1  # {"user": ..., "pass": ...}; not boarding_pass
     if word in ("session", "auth"):
         # "session" and "auth" alone hold the credential; session_start, auth_type do not.
         return last
@@ -400,35 +403,9 @@ class Rule:
         )
         self._fields: dict[str, bool] = {}
         self._header_cache: dict[str, bool] = {}
-        needles = {
-            "pass",
-            "pwd",
-            "secret",
-            "token",
-            "cred",
-            "auth",
-            "cookie",
-            "csrf",
-            "xsrf",
-            "jwt",
-            "cvv",
-            "cvc",
-            "otp",
-            "ssn",
-            "pin",
-            "sess",
-            "key",
-            "card",
-            "ccn",
-            "cc_n",
-            "cc-n",
-            "cc.n",
-            "code",
-            "security",
-        }
         # A user's name is found by its last word (it may be glued to the others).
-        needles.update(words[-1] for words in self._extra)
-        self._needles = tuple(sorted(needles))
+        extra_needles = {words[-1] for words in self._extra} - set(_NEEDLES)
+        self._needles = _NEEDLES + tuple(sorted(extra_needles))
 
     @property
     def known_fields(self) -> dict[str, bool]:
@@ -476,13 +453,86 @@ class Rule:
     def may_contain(self, text: str) -> bool:
         """False when no sensitive name can be in ``text``: it then needs no parsing.
 
-        A name spelled with JSON or percent escapes is only visible once parsed, so any
-        escape at all means "maybe".
+        A fast substring search finds the letters a credential's name must contain; each
+        hit is then looked at closely (``max_tokens`` holds "token" but is a count,
+        "author" holds "auth"). A name spelled with JSON or percent escapes is only
+        visible once parsed, so any escape at all means "maybe".
         """
         if "\\u" in text or "%" in text:
             return True
         lowered = text.lower()
-        return any(needle in lowered for needle in self._needles)
+        for needle in self._needles:
+            start = lowered.find(needle)
+            if start < 0:
+                continue
+            precise = _PRECISE.get(needle)
+            if precise is None:
+                return True
+            for _ in range(_MAX_LOOKS):
+                window = max(0, start - _WINDOW)
+                if precise.search(lowered, window, start + len(needle) + _WINDOW):
+                    return True
+                start = lowered.find(needle, start + 1)
+                if start < 0:
+                    break
+            else:
+                return True  # too many near misses to look at each: say maybe
+        return False
+
+
+def _any(words: Iterable[str]) -> str:
+    return "(?:" + "|".join(sorted(words, key=len, reverse=True)) + ")"
+
+
+# Letters every sensitive name contains (lower case), in the order they are searched.
+_NEEDLES = (
+    "pass",
+    "pw",
+    "secret",
+    "token",
+    "cred",
+    "auth",
+    "cookie",
+    "csrf",
+    "xsrf",
+    "jwt",
+    "cvv",
+    "cvc",
+    "otp",
+    "ssn",
+    "pin",
+    "sess",
+    "key",
+    "card",
+    "ccn",
+    "cc_n",
+    "cc-n",
+    "cc.n",
+    "cc[n",
+    "cc n",
+    "code",
+    "security",
+)
+_SEPARATOR = "[^a-z0-9]?"
+# What must surround a needle for a name to be possible, where the needle alone is common.
+_PRECISE = {
+    needle: re.compile(pattern)
+    for needle, pattern in {
+        "pass": r"pass(?!eng|port|ive|age|ed|es|ing|ion)",
+        "pw": r"pw(?:d|(?![a-z]))",
+        "token": r"token(?!s(?![a-z])|iz)",
+        "cred": r"cred(?!it)",
+        "auth": r"auth(?!or(?!i[sz])|ent)",
+        "pin": r"pin(?![gnei])",
+        "sess": r"sess(?:ion|id)",
+        "key": _any(_KEY_QUALIFIERS) + _SEPARATOR + "key",
+        "card": r"card" + _SEPARATOR + r"n(?:um|o|r)|(?:credit|debit)" + _SEPARATOR + "card",
+        "code": _any(_CODE_QUALIFIERS) + _SEPARATOR + "code",
+        "security": "security" + _SEPARATOR + r"(?:code|n(?:um|o|r))",
+    }.items()
+}
+_WINDOW = 24  # characters around a hit that can decide it
+_MAX_LOOKS = 64
 
 
 # -- what was removed -------------------------------------------------------------------
@@ -546,21 +596,32 @@ class Found:
 _PLAIN = re.compile(r"[A-Za-z0-9._~-]*")
 
 
+def _spell(secret: str) -> tuple[str, ...]:
+    """A secret as written, escaped in JSON text, and percent-encoded in a URL or a form."""
+    if _PLAIN.fullmatch(secret):
+        return (secret,)
+    return (
+        secret,
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        json.dumps(secret)[1:-1],
+        quote_plus(secret),
+        quote(secret, safe=""),
+    )
+
+
+# The same secrets (a key, a session's token, its Authorization header) recur event after
+# event: spell each once. Only short ones are cached, so the cache stays small.
+_spellings = functools.lru_cache(maxsize=256)(_spell)
+
+
 class Scrubber:
     """Replaces every known secret, in any spelling it may take in an event, with the marker."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         variants: set[str] = set()
         for secret in secrets:
-            if len(secret) < _MIN_SCRUB_LENGTH:
-                continue
-            variants.add(secret)
-            if not _PLAIN.fullmatch(secret):
-                # Escaped in JSON text, and percent-encoded in a URL or a form.
-                variants.add(json.dumps(secret, ensure_ascii=False)[1:-1])
-                variants.add(json.dumps(secret)[1:-1])
-                variants.add(quote_plus(secret))
-                variants.add(quote(secret, safe=""))
+            if len(secret) >= _MIN_SCRUB_LENGTH:
+                variants.update(_spellings(secret) if len(secret) <= 512 else _spell(secret))
         variants.discard(REDACTED)
         # Longest first: a secret that contains another is replaced whole.
         self._variants = sorted(variants, key=len, reverse=True)

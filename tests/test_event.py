@@ -1272,3 +1272,19 @@ def test_shared_references_that_are_not_cycles_are_kept_whole():
     ex = exchange()
     ex.annotate({"a": shared, "b": shared})
     assert build(ex)["custom_properties"] == {"a": {"k": "v"}, "b": {"k": "v"}}
+
+
+def test_a_captured_multipart_body_has_its_fields_masked_and_listed():
+    body = (
+        b"--b1\r\n"
+        b'Content-Disposition: form-data; name="user"\r\n\r\n'
+        b"bob\r\n"
+        b"--b1\r\n"
+        b'Content-Disposition: form-data; name="user[password]"\r\n\r\n'
+        b"multi-secret-1\r\n"
+        b"--b1--\r\n"
+    )
+    event = build(exchange(body=body, content_type="multipart/form-data; boundary=b1"))
+    assert "multi-secret-1" not in json.dumps(event)
+    assert json.loads(event["post_data"]) == {"user": ["bob"], "user[password]": [REDACTED]}
+    assert event["request_body"].count("--b1") == 3

@@ -220,3 +220,22 @@ def test_any_request_gives_valid_utf8_json_within_brains_limits(
     event = shipped(ex)
     assert 100 <= event["status_code"] <= 999
     assert len(event["path"].encode("utf-8")) <= PATH_LIMIT
+
+
+# -- the cheap pre-check never hides a name the rule masks -------------------------------
+
+PIECES = st.sampled_from(
+    sorted(
+        {word for name in MASKED + NOT_MASKED for word in split_words(name)}
+        | {"user", "new", "x", "api", "credit", "debit", "mfa", "2", "fa", "social", "data"}
+    )
+)
+
+
+@FUZZ
+@given(st.lists(PIECES, min_size=1, max_size=4), STYLES)
+def test_the_pre_check_finds_every_name_the_rule_masks(words, style):
+    name = spell(tuple(words), style)
+    if RULE.field(name):
+        assert RULE.may_contain(json.dumps({name: 1})), name
+        assert RULE.may_contain(f"{name}=1"), name
