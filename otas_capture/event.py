@@ -371,7 +371,8 @@ class EventBuilder:
     def _run_before_send(
         self, before_send: Callable[[dict[str, Any]], Any], event: dict[str, Any]
     ) -> dict[str, Any]:
-        original = dict(event)
+        # The user may edit the event in place: keep what restoring it needs.
+        original = dict(event, metadata=dict(event["metadata"]))
         try:
             result = before_send(event)
         except Exception:

@@ -909,41 +909,36 @@ def mask_cut_json(text: str, rule: Rule, found: Found, depth: int = 0) -> tuple[
     changed = False
     position = 0  # start of text not yet copied
     scan = 0
-    previous: re.Match[str] | None = None
+    # Only strings matter here (a key is a string followed by a colon); outside a string
+    # a quote always opens one, so searching for the next string stays in step.
     while True:
-        token = _JSON_TOKEN.search(text, scan)
-        if token is None:
+        string = _STRING_AT.search(text, scan)
+        if string is None:
             break
-        scan = token.end()
-        kind = token.group()
-        if kind == ":" and previous is not None and previous.group()[:1] == '"':
-            if rule.field(_json_string_value(previous.group())):
-                start = _SPACE_AT.match(text, scan).end()  # type: ignore[union-attr]
+        scan = string.end()
+        after = _SPACE_AT.match(text, scan).end()  # type: ignore[union-attr]
+        if text[after : after + 1] == ":":
+            if rule.field(_json_string_value(string.group())):
+                start = _SPACE_AT.match(text, after + 1).end()  # type: ignore[union-attr]
                 end = _value_end(text, start)
                 found.add(_value_text(text[start:end]))
                 pieces.append(text[position:start] + '"' + REDACTED + '"')
                 position = scan = end
                 changed = True
-                previous = None
-                continue
         elif (
-            kind[:1] == '"'
-            and "\\" in kind
+            "\\" in string.group()
             and depth < _MAX_DEPTH
-            and _is_closed(kind)
-            and rule.may_contain(kind)
+            and _is_closed(string.group())
+            and rule.may_contain(string.group())
         ):
             # A string value holding escaped JSON or pairs: mask inside it.
-            after = _SPACE_AT.match(text, scan).end()  # type: ignore[union-attr]
-            if text[after : after + 1] != ":":
-                inner = _json_string_value(kind)
-                masked, inner_changed = mask_text(inner, rule, found, depth + 1)
-                if inner_changed:
-                    pieces.append(text[position : token.start()])
-                    pieces.append(json.dumps(masked, ensure_ascii=False))
-                    position = scan
-                    changed = True
-        previous = token
+            inner = _json_string_value(string.group())
+            masked, inner_changed = mask_text(inner, rule, found, depth + 1)
+            if inner_changed:
+                pieces.append(text[position : string.start()])
+                pieces.append(json.dumps(masked, ensure_ascii=False))
+                position = scan
+                changed = True
     pieces.append(text[position:])
     return ("".join(pieces) if changed else text), changed
 

@@ -1153,6 +1153,14 @@ def test_before_send_cannot_make_the_event_unstorable():
     assert "unknown_field" not in event
 
 
+def test_before_send_cannot_remove_the_event_id_in_place():
+    def forget(event):
+        event["metadata"].clear()
+        return event
+
+    uuid.UUID(json.loads(build_with(forget))["metadata"]["event_id"])
+
+
 def test_before_send_cannot_make_the_path_too_long():
     def lengthen(event):
         event["path"] = "/" + "p" * 5000
