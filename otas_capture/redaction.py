@@ -169,6 +169,10 @@ _CODE_QUALIFIERS = frozenset(
     }
 )
 _CARD_WORDS = frozenset({"card", "cc"})
+# "<word> pass" that is a ticket or a result, not a password.
+_NOT_PASSWORDS = frozenset(
+    {"boarding", "bus", "day", "season", "hall", "free", "ticket", "event", "test", "first"}
+)
 _NUMBER_WORDS = frozenset({"number", "num", "no", "nr"})
 # Words that, after the credential, make the name about the credential, not the value.
 _DESCRIPTORS = frozenset(
@@ -354,7 +358,8 @@ def _is_mark(words: tuple[str, ...], i: int) -> bool:
     if word == "card":
         return last and before in ("credit", "debit")
     if word in ("pass", "pw"):
-        return len(words) == 1  # {"user": ..., "pass": ...}; not boarding_pass
+        # {"user": ..., "pass": ...}, db_pass; not boarding_pass or a test's pass count.
+        return last and before not in _NOT_PASSWORDS
     if word in ("session", "auth"):
         # "session" and "auth" alone hold the credential; session_start, auth_type do not.
         return last

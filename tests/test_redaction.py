@@ -54,6 +54,9 @@ MASKED = [
     "newpassword",
     "one_time_password",
     "password_hash",
+    "pass",
+    "user_pass",
+    "db_pass",
     # secrets
     "secret",
     "secrets",
@@ -205,6 +208,7 @@ NOT_MASKED = [
     "passenger",
     "passport",
     "bypass",
+    "boarding_pass",
     "compass",
     "secretary",
     "pinned",
