@@ -330,6 +330,8 @@ class EventBuilder:
         custom_properties, cut = bounded_json(ex.custom_properties or {})
         if cut:
             metadata["custom_properties_truncated"] = True
+        # Annotations are the app's own words, but an annotated api_key is still a key.
+        mask_json(custom_properties, rule, found)
         if ex.metadata:
             metadata.update(bounded_json(ex.metadata)[0])
         # One id per event, made once: a retry sends the same payload, so the same id.

@@ -819,8 +819,8 @@ def mask_json(value: Any, rule: Rule, found: Found | None = None) -> tuple[Any, 
 def _mask_string(value: str, rule: Rule, found: Found, depth: int) -> tuple[str, bool]:
     if (
         len(value) > 8
-        # Only text holding JSON or name=value pairs can hide a named secret.
-        and ("=" in value or '":' in value)
+        # Only text holding JSON, name=value or name: value pairs can hide a named secret.
+        and ("=" in value or ":" in value)
         and rule.may_contain(value)
     ):
         return mask_text(value, rule, found, depth + 1)
@@ -874,7 +874,37 @@ def mask_text(text: str, rule: Rule, found: Found, depth: int = 0) -> tuple[str,
     if "=" in text:
         text, assigned = mask_assignments(text, rule, found)
         changed = changed or assigned
+    if ":" in text:
+        text, labelled = mask_labels(text, rule, found)
+        changed = changed or labelled
     return text, changed
+
+
+# name: value with the name bare or in single quotes (double-quoted names are JSON's):
+# a Python repr in an error message ({'password': 'x'}), GraphQL arguments
+# (login(password: "x")), YAML and log lines (password: x).
+_LABEL = re.compile(
+    r"(?<![\w\"'.\[\]-])('[^'\n]{1,100}'|[A-Za-z_][\w.\[\]-]{0,100})[ \t]*:[ \t]*"
+    r"(\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?|[^\s,;{}\[\]()'\"]+)"
+)
+
+
+def mask_labels(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
+    """Mask the value of every ``name: value`` pair of a sensitive bare or quoted name."""
+    changed = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal changed
+        if not rule.field(match.group(1).strip("'")):
+            return match.group()
+        value = match.group(2)
+        quote_mark = value[:1] if value[:1] in ("'", '"') else ""
+        found.add(value.strip("'\""))
+        changed = True
+        return match.group()[: match.start(2) - match.start()] + quote_mark + REDACTED + quote_mark
+
+    masked = _LABEL.sub(replace, text)
+    return (masked if changed else text), changed
 
 
 # -- JSON-like text that could not be parsed (cut at the capture limit) ------------------

@@ -1296,3 +1296,35 @@ def test_a_captured_multipart_body_has_its_fields_masked_and_listed():
     assert "multi-secret-1" not in json.dumps(event)
     assert json.loads(event["post_data"]) == {"user": ["bob"], "user[password]": [REDACTED]}
     assert event["request_body"].count("--b1") == 3
+
+
+def test_a_python_repr_quoted_in_an_exception_is_masked():
+    ex = exchange()
+    ex.fail(ValueError("invalid input {'user': 'bob', 'password': 'repr-secret-1'}"))
+    event = build(ex)
+    assert "repr-secret-1" not in json.dumps(event)
+    assert (
+        event["error"] == f"ValueError: invalid input {{'user': 'bob', 'password': '{REDACTED}'}}"
+    )
+
+
+def test_graphql_arguments_inside_a_json_body_are_masked():
+    query = 'mutation { login(user: "bob", password: "gql-secret-1") { token } }'
+    body = json.dumps({"query": query, "variables": {"newPassword": "gql-secret-2"}}).encode()
+    event = build(exchange(body=body, content_type="application/json"))
+    text = json.dumps(event)
+    assert "gql-secret-1" not in text and "gql-secret-2" not in text
+    assert "{ token }" in json.loads(event["request_body"])["query"]
+
+
+def test_yaml_like_text_bodies_are_masked():
+    body = b"user: bob\napi_key: yaml-secret-1\nmax_tokens: 5\n"
+    event = build(exchange(body=body, content_type="application/yaml"))
+    assert event["request_body"] == f"user: bob\napi_key: {REDACTED}\nmax_tokens: 5\n"
+
+
+def test_annotations_are_masked_by_the_rule_too():
+    ex = exchange()
+    ex.annotate({"tenant": "acme", "stripe": {"secret_key": "sk-annot-1"}})
+    event = build(ex)
+    assert event["custom_properties"] == {"tenant": "acme", "stripe": {"secret_key": REDACTED}}

@@ -19,6 +19,7 @@ from otas_capture.redaction import (
     mask_cut_json,
     mask_form,
     mask_json,
+    mask_labels,
     mask_multipart,
     mask_pairs,
     mask_text,
@@ -692,3 +693,17 @@ def test_the_scrubber_walks_json_values():
     assert scrub.json({"a": ["x token-123456 y", 1, {"b": "token-123456"}]}) == {
         "a": [f"x {REDACTED} y", 1, {"b": REDACTED}]
     }
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{'password': 'abc d'}", f"{{'password': '{REDACTED}'}}"),
+        ('login(password: "x\\"y", user: "bob")', f'login(password: "{REDACTED}", user: "bob")'),
+        ("api_key: k-1\nuser: bob", f"api_key: {REDACTED}\nuser: bob"),
+        ("at 12:30 the author: bob", "at 12:30 the author: bob"),
+        ("max_tokens: 5", "max_tokens: 5"),
+    ],
+)
+def test_labels_in_free_text_are_masked(text, expected):
+    assert mask_labels(text, RULE, Found())[0] == expected
