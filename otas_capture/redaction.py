@@ -509,16 +509,12 @@ _NEEDLES = (
     "sess",
     "key",
     "card",
-    "ccn",
-    "cc_n",
-    "cc-n",
-    "cc.n",
-    "cc[n",
-    "cc n",
+    "cc",
     "code",
     "security",
 )
-_SEPARATOR = "[^a-z0-9]?"
+# Between two words of a name: nothing (camel case), _ - . or a space, or "][" (a[b][c]).
+_SEPARATOR = "[^a-z0-9]{0,3}"
 # What must surround a needle for a name to be possible, where the needle alone is common.
 _PRECISE = {
     needle: re.compile(pattern)
@@ -532,6 +528,7 @@ _PRECISE = {
         "sess": r"sess(?:ion|id)",
         "key": _any(_KEY_QUALIFIERS) + _SEPARATOR + "key",
         "card": r"card" + _SEPARATOR + r"n(?:um|o|r)|(?:credit|debit)" + _SEPARATOR + "card",
+        "cc": "cc" + _SEPARATOR + r"n(?:um|o|r)",
         "code": _any(_CODE_QUALIFIERS) + _SEPARATOR + "code",
         "security": "security" + _SEPARATOR + r"(?:code|n(?:um|o|r))",
     }.items()
@@ -877,7 +874,31 @@ def mask_text(text: str, rule: Rule, found: Found, depth: int = 0) -> tuple[str,
     if ":" in text:
         text, labelled = mask_labels(text, rule, found)
         changed = changed or labelled
+    if "<" in text:
+        text, elements = mask_elements(text, rule, found)
+        changed = changed or elements
     return text, changed
+
+
+# <password>x</password>, <ns:ApiKey attr="1">x</ns:ApiKey>: the text up to the next tag,
+# or to the end of the kept text when the body was cut.
+_ELEMENT = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)(?:\s[^<>]*)?>([^<]+)")
+
+
+def mask_elements(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
+    """Mask the text of every XML or HTML element with a sensitive name."""
+    changed = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal changed
+        if not rule.field(match.group(1)) or not match.group(2).strip():
+            return match.group()
+        found.add(match.group(2))
+        changed = True
+        return match.group()[: match.start(2) - match.start()] + REDACTED
+
+    masked = _ELEMENT.sub(replace, text)
+    return (masked if changed else text), changed
 
 
 # name: value with the name bare or in single quotes (double-quoted names are JSON's):

@@ -1328,3 +1328,11 @@ def test_annotations_are_masked_by_the_rule_too():
     ex.annotate({"tenant": "acme", "stripe": {"secret_key": "sk-annot-1"}})
     event = build(ex)
     assert event["custom_properties"] == {"tenant": "acme", "stripe": {"secret_key": REDACTED}}
+
+
+def test_an_xml_body_has_its_credential_elements_masked():
+    body = b"<login><user>bob</user><password>xml-secret-1</password></login>"
+    event = build(exchange(body=body, content_type="application/xml"))
+    assert (
+        event["request_body"] == f"<login><user>bob</user><password>{REDACTED}</password></login>"
+    )

@@ -17,6 +17,7 @@ from otas_capture.redaction import (
     looks_like_form,
     mask_assignments,
     mask_cut_json,
+    mask_elements,
     mask_form,
     mask_json,
     mask_labels,
@@ -707,3 +708,25 @@ def test_the_scrubber_walks_json_values():
 )
 def test_labels_in_free_text_are_masked(text, expected):
     assert mask_labels(text, RULE, Found())[0] == expected
+
+
+def test_xml_elements_with_credential_names_are_masked():
+    text = (
+        '<login><user>bob</user><ns:Password type="x">xml-secret</ns:Password>'
+        "<max_tokens>5</max_tokens><apiKey>cut-he"
+    )
+    masked, changed = mask_elements(text, RULE, Found())
+    assert changed
+    assert masked == (
+        f'<login><user>bob</user><ns:Password type="x">{REDACTED}</ns:Password>'
+        f"<max_tokens>5</max_tokens><apiKey>{REDACTED}"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["2[fa][code]", "credit[card][number]", "x[cc][number]", "user[api][key]", "a[security][code]"],
+)
+def test_may_contain_finds_names_spelled_with_brackets(name):
+    assert RULE.field(name)
+    assert RULE.may_contain(json.dumps({name: 1})[:-2])
