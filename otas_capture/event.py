@@ -5,8 +5,15 @@ names are restored from the environ, secrets are redacted, bodies are decoded an
 masked, query strings and forms are parsed, and everything is made safe for the real
 server. The contract's rules for "safe" are strict: text must be valid UTF-8 with no
 NUL characters and no lone surrogates, every text field must be a string (Brain would
-store the ``str()`` of anything else), sizes must not be negative, and the whole body
-must stay under Brain's 2.5 MiB limit.
+store the ``str()`` of anything else), sizes must not be negative, the path must fit
+Brain's index, the status code must have three digits, and the whole body must stay
+under Brain's 2.5 MiB limit. What cannot be shipped as is goes into ``metadata``.
+
+After masking (see :mod:`otas_capture.redaction`), every secret the event is known to
+hold (the SDK key, the session token, redacted header values, masked values) is
+scrubbed from all of its fields. Each event gets a ``metadata.event_id`` here, once:
+the sender keeps the payload for retries, so a retry carries the same id. Last, the
+user's ``before_send`` may edit or drop the event; what it returns is checked again.
 """
 
 from __future__ import annotations

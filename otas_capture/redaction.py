@@ -24,7 +24,9 @@ words). Header names follow the same rule, plus a standard list that is always r
 Values are masked wherever such a name appears: at any depth of a JSON document (also
 JSON that was cut at the capture limit, and JSON kept as a string inside JSON), in forms
 and query strings (``&`` or ``;``), in multipart form fields, in ``name=value`` pairs of
-header values (a token in a ``Referer`` or ``Location`` URL) and of free text. Every value
+header values (a token in a ``Referer`` or ``Location`` URL) and of free text, in
+``name: value`` pairs of free text (YAML, GraphQL arguments, a Python repr in an error)
+and in XML elements. Every value
 removed is also collected, so that the event builder can scrub it from every other field
 of the same event (a password the response echoes, a token quoted in an error message).
 
