@@ -458,6 +458,18 @@ def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
 _JSON_TEXT_FIELDS = ("request_headers", "response_headers", "query_params", "post_data")
 
 
+def _json_object_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(clean_json(value), ensure_ascii=False)
+    if isinstance(value, str) and value.lstrip()[:1] == "{":
+        try:
+            if isinstance(json.loads(value), dict):
+                return value
+        except (ValueError, RecursionError):
+            pass
+    return "{}"
+
+
 def storable(event: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
     """What ``before_send`` returned, made into an event Brain can store.
 
@@ -471,12 +483,13 @@ def storable(event: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
         result[field] = event.get(field, original[field])
     for field in TEXT_FIELDS:
         value = event.get(field, original.get(field, ""))
-        if value is None:
+        if field in _JSON_TEXT_FIELDS:
+            # These hold a JSON object in a string; anything else the user put there is
+            # replaced by an empty one (not by the original: they may have meant to hide it).
+            value = _json_object_text(value)
+        elif value is None:
             value = ""
-        elif field in _JSON_TEXT_FIELDS and isinstance(value, (dict, list)):
-            value = json.dumps(clean_json(value), ensure_ascii=False)
-        result[field] = value if isinstance(value, str) else _safe_str(value)
-        result[field] = clean_text(result[field])
+        result[field] = clean_text(value if isinstance(value, str) else _safe_str(value))
     result["project_id"] = _safe_str(result["project_id"]) or original["project_id"]
     result["path"] = cut_path(result["path"], original["metadata"]) or original["path"]
     result["method"] = result["method"][:METHOD_LIMIT] or original["method"]

@@ -1130,6 +1130,8 @@ def test_before_send_cannot_make_the_event_unstorable():
         event["request_size_bytes"] = -5
         event["response_size_bytes"] = True
         event["request_headers"] = {"A": "b"}
+        event["post_data"] = "password=not-json"
+        event["query_params"] = None
         event["error"] = False
         event["request_body"] = "nul\x00 and \ud800"
         event["custom_properties"] = ["not", "an", "object"]
@@ -1145,6 +1147,7 @@ def test_before_send_cannot_make_the_event_unstorable():
     assert event["status_code"] == 200 and event["latency_ms"] >= 0
     assert event["request_size_bytes"] == 0 and event["response_size_bytes"] == 12
     assert json.loads(event["request_headers"]) == {"A": "b"}
+    assert event["query_params"] == event["post_data"] == "{}"
     assert event["error"] == "False"
     assert "\x00" not in event["request_body"]
     assert event["custom_properties"] == {}

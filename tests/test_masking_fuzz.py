@@ -239,3 +239,50 @@ def test_the_pre_check_finds_every_name_the_rule_masks(words, style):
     if RULE.field(name):
         assert RULE.may_contain(json.dumps({name: 1})), name
         assert RULE.may_contain(f"{name}=1"), name
+
+
+# -- whatever before_send returns, the event stays storable ------------------------------
+
+FIELDS = sorted(
+    {
+        "project_id",
+        "path",
+        "method",
+        "status_code",
+        "latency_ms",
+        "request_size_bytes",
+        "response_size_bytes",
+        "request_headers",
+        "request_body",
+        "query_params",
+        "post_data",
+        "response_headers",
+        "response_body",
+        "request_content_type",
+        "response_content_type",
+        "custom_properties",
+        "error",
+        "metadata",
+        "something_else",
+    }
+)
+ANY_VALUE = JSONISH | st.text(min_size=200, max_size=3000) | st.integers(-(2**70), 2**70)
+
+
+@FUZZ
+@given(
+    st.dictionaries(st.sampled_from(FIELDS), ANY_VALUE, max_size=8),
+    st.sets(st.sampled_from(FIELDS)),
+)
+def test_whatever_before_send_returns_is_made_storable(changes, removed):
+    def before_send(event: dict[str, Any]) -> dict[str, Any]:
+        for field in removed:
+            event.pop(field, None)
+        event.update(changes)
+        return event
+
+    builder = EventBuilder(Config.load({"before_send": before_send}, {}))
+    event = shipped(exchange_with(b'{"a": 1}', "application/json"), builder)
+    assert 100 <= event["status_code"] <= 999
+    assert len(event["path"].encode("utf-8")) <= PATH_LIMIT
+    assert "something_else" not in event
