@@ -327,7 +327,7 @@ class EventBuilder:
         if not error and code >= 400:
             error = wsgi_text(ex.status or str(code))[:_STATUS_LINE_LIMIT]
         error = clean_text(error)
-        if rule.may_contain(error):
+        if error and rule.may_contain(error):
             # Validation errors quote the input: "password=hunter2", {'token': '...'}.
             error = mask_text(error, rule, found)[0]
         path = wsgi_text(ex.script_name + ex.path_info) or "/"
