@@ -414,3 +414,29 @@ def test_tail_colours_the_status_by_class_only_on_a_terminal(monkeypatch):
     )
     monkeypatch.setenv("NO_COLOR", "1")
     assert not _output.wants_colour(_Terminal())
+
+
+def test_tail_shows_control_characters_in_event_text_instead_of_obeying_them():
+    row = {
+        "started_at": "2026-11-26T12:00:00.123456+00:00",
+        "method": "GET",
+        "path": "/x\x1b[2J\x1b[1A\r",
+        "status_code": 200,
+        "status_class": "2xx",
+        "latency_ms": 1.0,
+        "request_size_bytes": 0,
+        "response_size_bytes": 0,
+        "agent_id": "\x1b]0;title\x07",
+        "agent_session_id": "s",
+        "error": "bad\nline",
+        "masked": [],
+    }
+    line = tail_command.format_line(row, _output.Painter(True))
+    assert "/x\\x1b[2J\\x1b[1A\\r" in line
+    assert "bad\\nline" in line
+    assert "\n" not in line and "\r" not in line and "\x07" not in line
+    # The only escapes left are tail's own colours.
+    assert (
+        line.replace("\x1b[2m", "").replace("\x1b[32m", "").replace("\x1b[0m", "").count("\x1b")
+        == 0
+    )

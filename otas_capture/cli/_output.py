@@ -47,6 +47,18 @@ class Painter:
         return self(str(status), STATUS_COLOURS.get(status_class, "red"))
 
 
+def printable(text: Any) -> str:
+    """``text`` safe for a terminal: control characters shown as escapes, not obeyed.
+
+    Captured requests are untrusted; a path carrying ``ESC[2J`` must not clear the
+    screen of the person running ``tail``, nor rewrite the lines above.
+    """
+    shown = str(text)
+    if shown.isprintable():
+        return shown
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in shown)
+
+
 def latency(value: Any) -> str:
     return f"{value:.1f} ms" if isinstance(value, (int, float)) else "-"
 

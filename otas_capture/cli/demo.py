@@ -164,8 +164,8 @@ def captured_table(events: list[dict[str, Any]]) -> str:
         row = browse.summary(event)
         rows.append(
             [
-                row["method"],
-                _output.clip(row["path"], 24),
+                _output.printable(row["method"]),
+                _output.clip(_output.printable(row["path"]), 24),
                 str(row["status_code"]),
                 _output.latency(row["latency_ms"]),
                 _output.size(row["request_size_bytes"]),

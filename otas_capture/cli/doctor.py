@@ -273,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
             mark = paint("WARN", "yellow")
         else:
             mark = paint("PASS", "green") if check.ok else paint("FAIL", "red")
-        print(f"  {mark}  {check.text}", flush=True)
+        # Servers' answers (a project name, an error) are shown as text, not obeyed.
+        print(f"  {mark}  {_output.printable(check.text)}", flush=True)
 
     config, parsed = load(os.environ)
     if config is not None:

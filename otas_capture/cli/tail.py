@@ -65,18 +65,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def format_line(row: dict[str, Any], paint: _output.Painter) -> str:
-    """One event on one line: time, method, path, status, latency, sizes, agent, session."""
-    clock = row["started_at"][11:23] if len(row["started_at"]) >= 23 else row["started_at"]
-    masked = f"  masked: {', '.join(row['masked'])}" if row["masked"] else ""
-    error = f"  error: {_output.clip(row['error'], 60)}" if row["error"] else ""
+    """One event on one line: time, method, path, status, latency, sizes, agent, session.
+
+    Every text taken from the event goes through :func:`_output.printable`: it is
+    untrusted, and a terminal obeys control characters.
+    """
+    text = {key: _output.printable(row[key]) for key in ("started_at", "method", "path", "error")}
+    clock = text["started_at"][11:23] if len(text["started_at"]) >= 23 else text["started_at"]
+    masked = ", ".join(_output.printable(name) for name in row["masked"])
+    masked = f"  masked: {masked}" if masked else ""
+    error = f"  error: {_output.clip(text['error'], 60)}" if text["error"] else ""
     return (
-        f"{paint(clock, 'dim')}  {row['method']:6} {row['path']:30} "
-        f"{paint.status(row['status_code'], row['status_class'])}  "
+        f"{paint(clock, 'dim')}  {text['method']:6} {text['path']:30} "
+        f"{paint.status(_output.printable(row['status_code']), row['status_class'])}  "
         f"{_output.latency(row['latency_ms']):>9}  "
         f"req {_output.size(row['request_size_bytes']):>7}  "
         f"resp {_output.size(row['response_size_bytes']):>8}  "
-        f"agent {_output.short_id(row['agent_id'])}  "
-        f"session {_output.short_id(row['agent_session_id'])}{masked}{error}"
+        f"agent {_output.printable(_output.short_id(row['agent_id']))}  "
+        f"session {_output.printable(_output.short_id(row['agent_session_id']))}{masked}{error}"
     )
 
 
