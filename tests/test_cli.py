@@ -159,6 +159,22 @@ def test_doctor_gives_up_on_a_server_that_never_answers(otas_env, silent_server,
     assert time.monotonic() - started < 30  # bounded, whatever the machine's load
 
 
+def test_doctor_says_when_a_url_is_not_the_service_it_should_be(otas_env, collector_server, capsys):
+    point_at(otas_env, collector_server.url)
+    otas_env.setenv("OTAS_BRAIN_URL", collector_server.url + "/not-brain")
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "PASS  UASAM authenticates the key" in out
+    assert "Brain answered 404" in out and "is OTAS_BRAIN_URL the Brain service?" in out
+
+
+def test_doctor_warns_that_capture_is_turned_off(otas_env, collector_server, capsys):
+    point_at(otas_env, collector_server.url)
+    otas_env.setenv("OTAS_ENABLED", "false")
+    assert main(["doctor"]) == 0
+    assert "WARN  OTAS_ENABLED is false" in capsys.readouterr().out
+
+
 def test_doctor_reports_settings_that_do_not_parse(otas_env, capsys):
     otas_env.setenv("OTAS_TIMEOUT", "soon")
     assert main(["doctor"]) == 1
