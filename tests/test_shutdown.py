@@ -195,3 +195,56 @@ def test_a_sigterm_handler_is_installed_only_over_the_default_and_from_the_main_
     )
     stdout, stderr = process.communicate(timeout=30)
     assert stdout.strip() == "True", stderr
+
+
+EXITING_SCRIPT = """
+from flask import Flask
+from otas_capture.flask import init_app
+
+app = Flask(__name__)
+init_app(app)
+
+@app.get("/once")
+def once():
+    return "once"
+
+# A test-suite style call: the response is neither read nor closed, then the script ends.
+app.test_client().get("/once", headers={"X-OTAS-AGENT-SESSION-TOKEN": TOKEN})
+"""
+
+
+def test_an_unclosed_test_client_response_is_delivered_at_a_normal_exit(
+    tmp_path, collector_server, collector, token
+):
+    (tmp_path / "script.py").write_text(f"TOKEN = {token!r}\n" + EXITING_SCRIPT)
+    process = start([sys.executable, "script.py"], tmp_path, collector_server.url)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert [event["path"] for event in collector.events()] == ["/once"]
+
+
+def test_the_summary_names_each_loss_with_its_reasons(caplog):
+    from otas_capture.shutdown import log_summary
+
+    caplog.set_level("WARNING", logger="otas_capture")
+    stats = {
+        "captured": 10,
+        "sent": 6,
+        "failed": 1,
+        "dropped": 3,
+        "skipped": 4,
+        "reasons": {
+            "failed": {"invalid_json": 1},
+            "dropped": {"shutdown": 2, "queue_full": 1},
+            "skipped": {"no_token": 4},
+        },
+    }
+    log_summary(stats)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "otas-capture: 4 of 10 captured events were not delivered to OTAS: "
+        "failed 1 (invalid_json: 1); dropped 3 (queue_full: 1, shutdown: 2)"
+    )
+    caplog.clear()
+    log_summary({"captured": 3, "sent": 3, "skipped": 1, "reasons": {"skipped": {"x": 1}}})
+    assert caplog.records == []
