@@ -63,9 +63,9 @@ from .contract import (
     SESSION_TOKEN_HEADER,
 )
 from .event import EventBuilder, EventRefused
+from .outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
 from .stats import Stats
 from .tokens import TokenChecker
-from .worker import Failed, Job, Outcome, PauseForKey, Retry, Sent
 
 logger = logging.getLogger(LOGGER_NAME)
 

@@ -7,10 +7,12 @@ commits what the client gave up on stores it twice (the OTAS contract reports ex
 this for Brain). The limit here is latency-based, in the family of TCP Vegas and
 Netflix's concurrency-limits: the shortest call latency seen lately estimates the
 server's own service time; while calls take about that long there is no queue at the
-server and the limit grows by about one call per round trip; when they take more than
-``tolerance`` times as long, or fail as an overloaded server fails, the limit shrinks
-by a fixed ratio, at most once per round trip (calls started before a cut still report
-the old queue and must not cut again).
+server and the limit grows: doubling each round trip until the first sign of a queue
+(TCP's slow start, so that a fast server is used fully within a few round trips), then
+by about one call per round trip. When a short moving average of the latency exceeds
+``TOLERANCE`` times the minimum, or calls fail as an overloaded server fails, the limit
+shrinks by a fixed ratio, at most once per round trip (calls started before a cut still
+report the old queue and must not cut again).
 
 Pure logic: no threads, no clock of its own. The caller passes times and serialises
 the calls (the delivery worker holds its lock).
@@ -22,6 +24,7 @@ import math
 
 TOLERANCE = 1.6  # latency over this many times the minimum means the server queues
 DECREASE = 0.75  # the limit kept after a cut
+SMOOTHING = 0.25  # weight of the newest call in the moving average of latency
 MIN_WINDOW = 10.0  # seconds a minimum latency is trusted before it is measured afresh
 
 
@@ -43,6 +46,8 @@ class AdaptiveLimit:
         self._min_current = math.inf
         self._window_start: float | None = None
         self._last_cut = -math.inf
+        self._slow_start = True  # until the first cut
+        self._recent: float | None = None  # moving average of latency since the last cut
 
     @property
     def limit(self) -> int:
@@ -66,12 +71,20 @@ class AdaptiveLimit:
             return
         latency = max(ended - started, 0.0)
         self._observe(latency, ended)
-        if latency > TOLERANCE * self.min_latency:
+        # Judge a short moving average, not one call: a single call slowed by a pause
+        # of our own process (the GIL, a collection) says nothing about the server.
+        if self._recent is None:
+            self._recent = latency
+        else:
+            self._recent += SMOOTHING * (latency - self._recent)
+        if self._recent > TOLERANCE * self.min_latency:
             self._cut(ended, started)
         elif 2 * in_flight >= self._limit:
             # Grow only while the limit is used: an idle sender learns nothing about
-            # the server's capacity. One call per round trip: limit calls end per trip.
-            self._limit = min(float(self.ceiling), self._limit + 1.0 / self._limit)
+            # the server's capacity. About ``limit`` calls end per round trip, so +1 a
+            # call doubles the limit per trip, and +1/limit a call adds one per trip.
+            step = 1.0 if self._slow_start else 1.0 / self._limit
+            self._limit = min(float(self.ceiling), self._limit + step)
 
     def _observe(self, latency: float, now: float) -> None:
         if self._window_start is None:
@@ -86,3 +99,5 @@ class AdaptiveLimit:
             return  # this call queued behind the calls that caused the last cut
         self._limit = max(1.0, self._limit * DECREASE)
         self._last_cut = now
+        self._recent = None  # the calls before the cut measured the old queue
+        self._slow_start = False

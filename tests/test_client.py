@@ -31,8 +31,8 @@ from otas_capture.contract import (
     MISSING_SESSION_TOKEN,
 )
 from otas_capture.event import EventRefused
+from otas_capture.outcomes import Failed, Job, PauseForKey, Retry, Sent
 from otas_capture.stats import Stats
-from otas_capture.worker import Failed, Job, PauseForKey, Retry, Sent
 
 
 def answer(description: str, **extra) -> dict:

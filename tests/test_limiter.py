@@ -30,6 +30,23 @@ def test_it_grows_to_the_ceiling_while_latency_stays_at_its_minimum():
     assert limit.limit == 64
 
 
+def test_it_opens_to_a_fast_servers_full_use_within_a_few_round_trips():
+    limit = AdaptiveLimit(64)
+    now = 0.0
+    while limit.limit < 64:
+        now = calls(limit, limit.limit, latency=0.5, start=now)  # one round trip
+    assert now <= 6 * 0.5
+
+
+def test_after_the_first_sign_of_a_queue_it_grows_one_call_per_round_trip():
+    limit = AdaptiveLimit(64, initial=10)
+    calls(limit, 10, latency=0.1)
+    limit.on_call(5.0, 5.5, limit.limit, overloaded=True)
+    before = limit.limit
+    calls(limit, 4 * before, latency=0.1, start=6.0)  # about four round trips
+    assert before + 3 <= limit.limit <= before + 4
+
+
 def test_it_does_not_grow_while_the_limit_is_not_used():
     limit = AdaptiveLimit(64)
     for i in range(1000):
@@ -37,11 +54,21 @@ def test_it_does_not_grow_while_the_limit_is_not_used():
     assert limit.limit == 4
 
 
+def test_one_slow_call_among_fast_ones_does_not_shrink_it():
+    limit = AdaptiveLimit(64, initial=40)
+    now = calls(limit, 20, latency=0.1)
+    before = limit.limit
+    limit.on_call(now, now + 0.1 * TOLERANCE * 1.5, before, overloaded=False)
+    assert limit.limit >= before
+
+
 def test_it_shrinks_when_latency_climbs_above_the_tolerance():
     limit = AdaptiveLimit(64, initial=40)
     calls(limit, 10, latency=0.1)
     before = limit.limit
-    limit.on_call(100.0, 100.0 + 0.1 * TOLERANCE * 1.5, before, overloaded=False)
+    for i in range(5):  # a queue at the server slows every call, not just one
+        started = 100.0 + i * 0.01
+        limit.on_call(started, started + 0.1 * TOLERANCE * 1.5, before, overloaded=False)
     assert limit.limit == int(before * DECREASE) or limit.limit == int(before * DECREASE) + 1
 
 

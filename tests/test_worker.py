@@ -13,18 +13,9 @@ from typing import Callable
 
 import pytest
 
+from otas_capture.outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
 from otas_capture.stats import Stats
-from otas_capture.worker import (
-    MAX_BACKOFF,
-    Failed,
-    Job,
-    Outcome,
-    PauseForKey,
-    Retry,
-    Sent,
-    Worker,
-    backoff,
-)
+from otas_capture.worker import MAX_BACKOFF, Worker, backoff
 
 
 class Script:
