@@ -76,7 +76,8 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[byt
 def run(ceiling: int, workers: int | None, service: float, events: int, timeout: float) -> dict:
     collector = Collector()
     brain = CapacityBrain(collector, workers, service)
-    with CollectorServer(brain) as server:  # type: ignore[arg-type]
+    server = CollectorServer(brain).start()  # type: ignore[arg-type]
+    try:
         token = collector.issue_token()
         middleware = OtasMiddleware(
             app,
@@ -104,6 +105,11 @@ def run(ceiling: int, workers: int | None, service: float, events: int, timeout:
         stats = middleware.stats()
         middleware.close(timeout=1.0)
         stored = collector.events()
+    finally:
+        try:
+            server.stop()
+        except OSError:  # a stop racing the server's own shutdown; the port is free anyway
+            pass
     accepted = sorted(brain.accepted_at)
     # Throughput over the steady part: from the 10th to the last accepted call.
     steady = accepted[10:] if len(accepted) > 20 else accepted

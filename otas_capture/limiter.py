@@ -24,6 +24,7 @@ import math
 
 TOLERANCE = 1.6  # latency over this many times the minimum means the server queues
 DECREASE = 0.75  # the limit kept after a cut
+SLOW_START_EXIT = 1.4  # latency over this many times the minimum ends the doubling
 SMOOTHING = 0.25  # weight of the newest call in the moving average of latency
 MIN_WINDOW = 10.0  # seconds a minimum latency is trusted before it is measured afresh
 
@@ -79,6 +80,11 @@ class AdaptiveLimit:
             self._recent += SMOOTHING * (latency - self._recent)
         if self._recent > TOLERANCE * self.min_latency:
             self._cut(ended, started)
+            return
+        if self._recent > SLOW_START_EXIT * self.min_latency:
+            # A queue is starting to form: stop doubling before it costs a cut (as
+            # CUBIC's HyStart does), and go on growing one call per round trip.
+            self._slow_start = False
         elif 2 * in_flight >= self._limit:
             # Grow only while the limit is used: an idle sender learns nothing about
             # the server's capacity. About ``limit`` calls end per round trip, so +1 a

@@ -6,7 +6,13 @@ import heapq
 
 import pytest
 
-from otas_capture.limiter import DECREASE, MIN_WINDOW, TOLERANCE, AdaptiveLimit
+from otas_capture.limiter import (
+    DECREASE,
+    MIN_WINDOW,
+    SLOW_START_EXIT,
+    TOLERANCE,
+    AdaptiveLimit,
+)
 
 
 def calls(limit: AdaptiveLimit, count: int, latency: float, start: float = 0.0) -> float:
@@ -45,6 +51,16 @@ def test_after_the_first_sign_of_a_queue_it_grows_one_call_per_round_trip():
     before = limit.limit
     calls(limit, 4 * before, latency=0.1, start=6.0)  # about four round trips
     assert before + 3 <= limit.limit <= before + 4
+
+
+def test_doubling_stops_without_a_cut_when_a_queue_starts_to_form():
+    limit = AdaptiveLimit(64, initial=8)
+    now = calls(limit, 8, latency=0.1)
+    forming = 0.1 * (SLOW_START_EXIT + TOLERANCE) / 2
+    now = calls(limit, 8, latency=forming, start=now)
+    before = limit.limit
+    calls(limit, 2 * before, latency=forming, start=now)  # two more round trips
+    assert before <= limit.limit <= before + 2
 
 
 def test_it_does_not_grow_while_the_limit_is_not_used():
