@@ -280,6 +280,9 @@ class Prepared:
     """An event ready to send again: its JSON body and the session token it goes with."""
 
     __slots__ = ("payload", "token")
+    # A spooled record: this mark, the token (latin-1, as HTTP carries it), a newline,
+    # the body. A token never holds a newline: it could not be sent as a header.
+    _MARK = b"otas-event-1\n"
 
     def __init__(self, payload: bytes, token: str) -> None:
         self.payload = payload
@@ -288,6 +291,24 @@ class Prepared:
     @property
     def size(self) -> int:
         return len(self.payload) + len(self.token) + _PREPARED_OVERHEAD
+
+    def to_bytes(self) -> bytes | None:
+        """The record a spool keeps; None if the token cannot travel as a header."""
+        try:
+            token = self.token.encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+        if b"\n" in token:
+            return None
+        return self._MARK + token + b"\n" + self.payload
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Prepared | None:
+        """The event :meth:`to_bytes` wrote; None for anything else."""
+        if not data.startswith(cls._MARK):
+            return None
+        token, newline, payload = data[len(cls._MARK) :].partition(b"\n")
+        return cls(payload, token.decode("latin-1")) if newline else None
 
 
 class OtasClient:
@@ -377,6 +398,16 @@ class OtasClient:
         except EventRefused as refused:
             return Failed(refused.reason, kind=refused.kind, called=False)
         return Prepared(payload, exchange.token)
+
+    def encode(self, record: Any) -> bytes | None:
+        """``record`` as bytes a spool can keep, without calling anyone (so an exchange
+        is only built when the project id is already known); None if it cannot be."""
+        if isinstance(record, Exchange):
+            if not self._project_id:
+                return None
+            prepared = self._prepare(record)
+            record = prepared if isinstance(prepared, Prepared) else None
+        return record.to_bytes() if isinstance(record, Prepared) else None
 
     def shutdown(self) -> None:
         with self._pool_lock:

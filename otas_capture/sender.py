@@ -7,17 +7,28 @@ Everything else happens in background threads: :mod:`otas_capture.worker` schedu
 :mod:`otas_capture.client` speaks OTAS (token check, project id, event body, the POST
 and the meaning of Brain's answer). :mod:`otas_capture.limiter` decides how many calls
 may be in flight, up to ``OTAS_CONCURRENCY``.
+
+With ``OTAS_SPOOL_DIR`` set, what was never sent when :meth:`Sender.close` runs out of
+time is written to the spool (:mod:`otas_capture.spool`), and the first event this
+process captures starts a thread that queues what earlier processes left there.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Collection
+from time import perf_counter
 from typing import Any
 
 from .capture import Exchange
-from .client import OtasClient
+from .client import OtasClient, Prepared
 from .config import Config
 from .stats import Stats
 from .worker import Worker
+
+# Seconds close() may spend building the bodies of events it keeps in the spool.
+SPOOL_BUILD_BUDGET = 0.5
 
 
 class Sender:
@@ -39,6 +50,9 @@ class Sender:
             max_retries=config.max_retries,
             retry_backoff=config.retry_backoff,
         )
+        self._stats = stats
+        self._spool = _open_spool(config, stats)
+        self._restoring = False
 
     @property
     def pending(self) -> int:
@@ -52,6 +66,9 @@ class Sender:
 
     def submit(self, exchange: Exchange) -> bool:
         """Queue an exchange for delivery; drop and count it if it does not fit."""
+        if self._spool is not None and not self._restoring:
+            self._restoring = True
+            self._start_restoring()
         return self._worker.submit(exchange, exchange.approx_size())
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -62,5 +79,64 @@ class Sender:
     def close(self, timeout: float = 5.0) -> list[Any]:
         """Flush for up to ``timeout`` s, then stop; what is left is counted (``dropped``,
         or ``unknown`` when it may have reached Brain). Returns the events never sent,
-        as prepared bodies or captured exchanges."""
-        return self._worker.close(timeout)
+        as prepared bodies or captured exchanges (with a spool: those it could not keep)."""
+        return self._worker.close(timeout, self._keep if self._spool is not None else None)
+
+    # -- the spool ----------------------------------------------------------------------
+
+    def _keep(self, records: list[Any]) -> Collection[int]:
+        """Write what it can of ``records`` to the spool; the indexes of those written."""
+        assert self._spool is not None
+        deadline = perf_counter() + SPOOL_BUILD_BUDGET
+        encoded: list[tuple[int, bytes]] = []
+        for index, record in enumerate(records):
+            if perf_counter() > deadline:
+                break
+            data = self._client.encode(record)
+            if data is not None:
+                encoded.append((index, data))
+        saved = self._spool.save([data for _, data in encoded])
+        return [index for index, _ in encoded[:saved]]
+
+    def _start_restoring(self) -> None:
+        thread = threading.Thread(target=self._restore, name="otas-capture-restore", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # can't start new thread: the spool waits for the next process
+            self._restoring = False
+
+    def _restore(self) -> None:
+        """Queue what earlier processes left in the spool (each file goes to one process)."""
+        assert self._spool is not None
+        try:
+            for batch in self._spool.claim():
+                for data in batch:
+                    record = Prepared.from_bytes(data)
+                    if record is None:
+                        self._stats.lost("dropped", "spool_unreadable")
+                        continue
+                    self._stats.incr("restored")
+                    self._worker.submit(record, record.size)
+        except Exception:
+            self._stats.log_limited(
+                "restore", logging.ERROR, "otas-capture: cannot read the spool", exc_info=True
+            )
+
+
+def _open_spool(config: Config, stats: Stats) -> Any:
+    """The spool at ``config.spool_dir``, or None (not set, or unusable: said once)."""
+    if not config.spool_dir:
+        return None
+    try:
+        from .spool import Spool  # POSIX only: imported only when asked for
+
+        return Spool(config.spool_dir, config.queue_max_bytes)
+    except (ImportError, OSError, ValueError) as exc:
+        stats.log_limited(
+            "spool",
+            logging.ERROR,
+            "otas-capture: OTAS_SPOOL_DIR cannot be used (%s); events undelivered at exit "
+            "will not be kept",
+            exc,
+        )
+        return None

@@ -28,6 +28,10 @@ COUNTS = (
     "unknown",
     # Sent again after a call that timed out once fully sent: Brain may hold it twice.
     "possible_duplicate",
+    # Kept in OTAS_SPOOL_DIR at shutdown, for the next process to ship.
+    "spooled",
+    # Taken from OTAS_SPOOL_DIR, left there by an earlier process, and queued here.
+    "restored",
 )
 # Outcomes that carry reasons: the ones a user needs to tell apart to fix something.
 WITH_REASONS = ("failed", "dropped", "skipped", "unknown")

@@ -39,8 +39,9 @@ import random
 import threading
 import weakref
 from collections import deque
+from collections.abc import Collection
 from time import perf_counter
-from typing import Any
+from typing import Any, Callable
 
 from .limiter import AdaptiveLimit
 from .outcomes import Exporter, Failed, Job, Outcome, PauseForKey, Retry, Sent
@@ -220,10 +221,15 @@ class Worker:
             oldest = min(oldest, min(self._in_flight))
         return oldest
 
-    def close(self, timeout: float = 5.0) -> list[Any]:
+    def close(
+        self, timeout: float = 5.0, keep: Callable[[list[Any]], Collection[int]] | None = None
+    ) -> list[Any]:
         """Flush for up to ``timeout`` s, stop the threads, count what is left; returns in
-        about ``timeout`` whatever the threads are doing. Returns the records that were
-        never sent (in their prepared form where there is one), for a spool to keep."""
+        about ``timeout`` whatever the threads are doing.
+
+        ``keep`` is offered the records never sent (in their prepared form where there is
+        one) and returns the indexes of those it saved for later: they count as
+        ``spooled``, not ``dropped``. Returns the never-sent records not kept."""
         deadline = _deadline(timeout)
         with self._lock:
             if self._closed:
@@ -243,21 +249,32 @@ class Worker:
             in_flight = list(self._in_flight.values())
             self._queue.clear()
             self._retry.clear()
-        unsent = [job.record for job in waiting if not job.maybe_stored]
-        left = {"dropped": 0, "unknown": 0}
+        never_sent = [job for job in waiting if not job.maybe_stored]
+        kept: set[int] = set()
+        if keep is not None and never_sent:
+            try:
+                kept = {id(never_sent[i]) for i in keep([job.record for job in never_sent])}
+            except Exception:  # a full disk must not break the host's shutdown
+                self._stats.log_limited(
+                    "keep", logging.ERROR, "otas-capture: cannot keep events", exc_info=True
+                )
+        unsent = [job.record for job in never_sent if id(job) not in kept]
+        left = {"dropped": 0, "unknown": 0, "spooled": 0}
         for job in waiting + in_flight:
             kind = "unknown" if job.maybe_stored or job in in_flight else "dropped"
-            if self._settle(job, kind, "shutdown", quiet=True):
+            kind = "spooled" if id(job) in kept else kind
+            if self._settle(job, kind, "shutdown" if kind != "spooled" else None, quiet=True):
                 left[kind] += 1
         if left["dropped"] or left["unknown"]:
             self._stats.log_limited(
                 "shutdown",
                 logging.WARNING,
                 "otas-capture: %d events not delivered at shutdown: %d never sent (dropped), "
-                "%d in flight or timed out (unknown: the server may have stored them)",
+                "%d in flight or timed out (unknown: the server may have stored them)%s",
                 left["dropped"] + left["unknown"],
                 left["dropped"],
                 left["unknown"],
+                f"; {left['spooled']} more kept for the next process" if left["spooled"] else "",
             )
         self._exporter.shutdown()
         return unsent
@@ -374,8 +391,8 @@ class Worker:
         job.record = None
         # Count and log before flush() can see the job gone, so that whoever flushed
         # finds the outcome in stats() and the log.
-        if kind == "sent" or quiet:
-            self._stats.incr(kind, reason if kind != "sent" else None)
+        if kind in ("sent", "spooled") or quiet:
+            self._stats.incr(kind, reason)
         else:
             self._stats.lost(kind, reason or kind, detail)
         with self._lock:

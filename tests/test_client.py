@@ -13,6 +13,7 @@ from otas_capture.client import (
     MAX_RETRY_AFTER,
     HttpTransport,
     OtasClient,
+    Prepared,
     TransportError,
     interpret,
     parse_answer,
@@ -193,3 +194,24 @@ def test_a_refused_connection_is_reported_as_not_sent():
     with pytest.raises(TransportError) as raised:
         HttpTransport(f"http://127.0.0.1:{port}").post(b"{}", {}, timeout=2.0)
     assert not raised.value.timeout and not raised.value.sent
+
+
+@pytest.mark.parametrize(
+    "payload, token",
+    [(b'{"path": "/a"}', "a.b.c"), (b"", "t"), (b"\n\n{}", "x" * 5000), (b"{}", "caf\xe9")],
+)
+def test_a_prepared_event_survives_the_spool_byte_for_byte(payload, token):
+    data = Prepared(payload, token).to_bytes()
+    assert data is not None
+    again = Prepared.from_bytes(data)
+    assert again is not None and (again.payload, again.token) == (payload, token)
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage", b"otas-event-1\nno newline after token"])
+def test_anything_else_in_the_spool_is_not_an_event(data):
+    assert Prepared.from_bytes(data) is None
+
+
+def test_a_token_that_cannot_be_a_header_is_not_spooled():
+    assert Prepared(b"{}", "a\nb").to_bytes() is None
+    assert Prepared(b"{}", "\u20ac").to_bytes() is None

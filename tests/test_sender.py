@@ -24,6 +24,7 @@ from werkzeug.test import Client
 
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, CollectorServer
 from otas_capture.contract import EVENT_CAPTURE_FAILED, SESSION_TOKEN_HEADER
+from otas_capture.spool import READY_SUFFIX
 
 from .conftest import settle
 
@@ -228,6 +229,7 @@ def test_a_timeout_is_retried(make_middleware, collector, agent):
     call(middleware, agent)
     stats = settle(middleware)
     assert stats["sent"] == 1 and stats["retried"] >= 1
+    collector.wait_for_events(2)  # the call that timed out is stored too, a second later
 
 
 def test_while_brain_is_unreachable_requests_work_and_events_wait_counted(
@@ -380,7 +382,7 @@ def test_when_every_call_fails_with_500_it_is_an_outage_and_nothing_is_given_up(
 def test_an_event_in_flight_when_close_runs_out_of_time_is_counted_unknown(
     make_middleware, collector, agent
 ):
-    collector.fail_next(1, status=None, delay=1.5)  # stored, but answered too late
+    collector.fail_next(1, status=503, delay=1.5)  # answered too late
     middleware = make_middleware(app, timeout=5.0)
     call(middleware, agent)
     time.sleep(0.2)
@@ -503,7 +505,7 @@ def test_a_sender_thread_that_cannot_start_leaves_each_event_counted_once(
 
 
 def test_close_returns_in_time_whatever_the_concurrency(make_middleware, collector, agent):
-    collector.fail_next(200, status=None, delay=3.0)  # Brain hangs
+    collector.fail_next(200, status=503, delay=3.0)  # Brain hangs
     middleware = make_middleware(app, concurrency=64, timeout=10.0)
     call(middleware, agent, count=100)
     time.sleep(0.3)
@@ -544,3 +546,58 @@ def test_idle_sender_threads_sleep_instead_of_polling(make_middleware, collector
     before = wakeups()
     time.sleep(0.5)
     assert wakeups() - before <= 2
+
+
+PROCESS_THAT_CANNOT_DELIVER = """
+import json, sys
+from werkzeug.test import Client
+from otas_capture import OtasMiddleware
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b"{}"]
+
+brain, spool, token, project, key, header = sys.argv[1:7]
+middleware = OtasMiddleware(
+    app, sdk_key=key, project_id=project, brain_url=brain, uasam_url=brain, spool_dir=spool
+)
+client = Client(middleware)
+for i in range(5):
+    client.get(f"/spooled/{i}", headers={header: token}, buffered=True)
+middleware.close(timeout=0.5)
+print(json.dumps(middleware.stats()))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the spool needs POSIX")
+def test_events_undelivered_at_exit_are_spooled_and_shipped_by_the_next_process(
+    make_middleware, collector, agent, token, tmp_path
+):
+    import subprocess
+    import sys
+
+    spool = str(tmp_path / "spool")
+    args = [closed_port_url(), spool, token, DEMO_PROJECT_ID, DEMO_SDK_KEY, SESSION_TOKEN_HEADER]
+    done = subprocess.run(
+        [sys.executable, "-c", PROCESS_THAT_CANNOT_DELIVER, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    first = json.loads(done.stdout)
+    assert (first["spooled"], first["dropped"], first["sent"]) == (5, 0, 0)
+
+    middleware = make_middleware(app, spool_dir=spool, project_id=DEMO_PROJECT_ID)
+    call(middleware, agent, path="/after-restart")
+    deadline = time.monotonic() + 10
+    while middleware.stats()["restored"] < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert middleware.flush(timeout=10) is True
+    # Only this test's paths: a call an earlier test left hanging may land late.
+    paths = sorted(
+        e["path"] for e in collector.events() if e["path"].startswith(("/spooled", "/after"))
+    )
+    assert paths == ["/after-restart"] + [f"/spooled/{i}" for i in range(5)]
+    assert middleware.stats()["restored"] == 5
+    assert [name for name in os.listdir(spool) if name.endswith(READY_SUFFIX)] == []
