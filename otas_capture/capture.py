@@ -255,18 +255,39 @@ class Exchange:
         nodes, so a cycle or a huge structure cannot stall the request; the unwalked
         rest counts 1 KiB a node.
         """
-        string, header = 56, 176
-        size = 512 + self.request_body.data.__sizeof__()
+        request, response = self.request_headers, self.response_headers
+        size = (
+            512
+            + 5 * 56
+            + len(self.token)
+            + len(self.method)
+            + len(self.script_name)
+            + len(self.path_info)
+            + len(self.query_string)
+            + self.request_body.data.__sizeof__()
+            + 176 * (len(request) + len(response))
+            + sum([len(name) + len(value) for name, value in request])
+            + sum([len(name) + len(value) for name, value in response])
+        )
         if self.response_body is not None:
             size += self.response_body.data.__sizeof__()
-        for text in (self.token, self.method, self.script_name, self.path_info, self.query_string):
-            size += string + len(text)
         if self.error is not None:
-            size += string + len(self.error)
-        for headers in (self.request_headers, self.response_headers):
-            for name, value in headers:
-                size += header + len(name) + len(value)
-        stack: list[Any] = [x for x in (self.custom_properties, self.metadata) if x]
+            size += 56 + len(self.error)
+        if not (self.custom_properties or self.metadata):
+            return size
+        # Annotations are usually a few flat strings and numbers: count those directly
+        # and walk only what nests.
+        stack: list[Any] = []
+        for extra in (self.custom_properties, self.metadata):
+            if not extra:
+                continue
+            size += 64 + 32 * len(extra)
+            for key, value in extra.items():
+                if type(key) is str and type(value) is str:
+                    size += 112 + len(key) + len(value)
+                else:
+                    stack.append(key)
+                    stack.append(value)
         walked = 0
         while stack:
             walked += 1
@@ -274,7 +295,7 @@ class Exchange:
                 return size + 1024 * len(stack)
             item = stack.pop()
             if isinstance(item, (str, bytes)):
-                size += string + len(item)
+                size += 56 + len(item)
             elif isinstance(item, dict):
                 size += 64 + 32 * len(item)
                 stack.extend(item.keys())
@@ -283,7 +304,7 @@ class Exchange:
                 size += 64 + 16 * len(item)
                 stack.extend(item)
             else:
-                size += 32
+                size += 32  # numbers, None, and anything else shallow
         return size
 
 
