@@ -601,3 +601,21 @@ def test_events_undelivered_at_exit_are_spooled_and_shipped_by_the_next_process(
     assert paths == ["/after-restart"] + [f"/spooled/{i}" for i in range(5)]
     assert middleware.stats()["restored"] == 5
     assert [name for name in os.listdir(spool) if name.endswith(READY_SUFFIX)] == []
+
+
+def test_during_an_outage_brain_is_probed_one_call_at_a_time_then_served_at_full_speed(
+    make_middleware, collector, agent
+):
+    collector.set_latency(0.05)  # calls overlap, so a second call in flight would show
+    collector.brain_down(503)
+    middleware = make_middleware(app, concurrency=16, retry_backoff=0.05)
+    call(middleware, agent, count=40)
+    time.sleep(0.5)  # the first calls fail, and shipping turns to probing
+    collector.clear()  # forget the peak of those first calls
+    time.sleep(1.5)
+    assert collector.peak_in_flight == 1
+    assert len(collector.calls) >= 1  # still probing
+    collector.brain_up = True
+    stats = settle(middleware, captured=40, timeout=10)
+    assert (stats["sent"], stats["failed"]) == (40, 0)
+    assert collector.peak_in_flight > 1  # back to full speed at once
