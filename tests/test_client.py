@@ -7,8 +7,10 @@ import threading
 import time
 from email.utils import formatdate
 
+import jwt
 import pytest
 
+from otas_capture.capture import BodyBuffer, Exchange
 from otas_capture.client import (
     MAX_RETRY_AFTER,
     HttpTransport,
@@ -113,8 +115,6 @@ def test_only_a_json_object_counts_as_an_answer(data, parsed):
 
 
 def test_an_event_the_builder_refuses_is_settled_with_its_kind_and_reason(monkeypatch):
-    from otas_capture.capture import BodyBuffer, Exchange
-
     config = Config.load({"sdk_key": DEMO_SDK_KEY, "project_id": DEMO_PROJECT_ID}, environ={})
     client = OtasClient(config, Stats())
 
@@ -122,7 +122,7 @@ def test_an_event_the_builder_refuses_is_settled_with_its_kind_and_reason(monkey
         raise EventRefused("skipped", "before_send")
 
     monkeypatch.setattr(client._builder, "build", refuse)
-    token = __import__("jwt").encode({"agent_session_id": "s", "agent_id": "a"}, "k" * 32)
+    token = jwt.encode({"agent_session_id": "s", "agent_id": "a"}, "k" * 32)
     exchange = Exchange(token, time.time(), time.perf_counter(), {}, BodyBuffer(0))
     outcome = client.export(Job(exchange, 1))
     assert outcome == Failed("before_send", kind="skipped", called=False)

@@ -441,7 +441,7 @@ def test_after_an_outage_the_backlog_drains_within_seconds(make_middleware, coll
     collector.fail_next(10_000, status=503)
     middleware = make_middleware(app, retry_backoff=0.5)
     call(middleware, agent, count=20)
-    time.sleep(4)  # long enough for any backoff to have grown well past a second
+    time.sleep(3)  # long enough for any backoff to have grown past a second
     collector.clear()  # Brain is healthy again
     assert middleware.flush(timeout=2.5) is True
     assert middleware.stats()["sent"] == 20
@@ -468,6 +468,7 @@ def test_memory_stays_within_the_queue_budget_with_brain_down_and_large_headers(
         tracemalloc.stop()
     assert middleware.stats()["reasons"]["dropped"]["queue_bytes_full"] > 0
     assert grown < budget + 512 * 1024
+    middleware.close(timeout=0)  # Brain stays down: nothing to wait for
 
 
 def test_a_hostile_token_is_skipped_with_a_reason_never_an_error(make_middleware, collector):
@@ -619,3 +620,14 @@ def test_during_an_outage_brain_is_probed_one_call_at_a_time_then_served_at_full
     stats = settle(middleware, captured=40, timeout=10)
     assert (stats["sent"], stats["failed"]) == (40, 0)
     assert collector.peak_in_flight > 1  # back to full speed at once
+
+
+def test_an_event_before_send_drops_is_counted_skipped_and_never_sent(
+    make_middleware, collector, agent
+):
+    middleware = make_middleware(app, before_send=lambda event: None)
+    call(middleware, agent, count=2)
+    stats = settle(middleware, captured=2)
+    assert stats["reasons"]["skipped"] == {"before_send": 2}
+    assert (stats["sent"], stats["failed"], stats["queued"]) == (0, 0, 0)
+    assert collector.calls == []
