@@ -175,10 +175,16 @@ class Worker:
         return 1 if self._probing else self._limit.limit
 
     def _wake_or_grow(self) -> None:
-        """Someone should take the work now due (lock held): an idle thread, or a new one."""
+        """Work is due (lock held): if a slot is free, wake an idle thread or start one.
+
+        With every slot busy nobody is woken: the thread that finishes a call takes the
+        next job itself, so a steady stream costs no wake-ups beyond the first.
+        """
+        if len(self._in_flight) >= self._slots() or self._stopping:
+            return
         if self._idle:
             self._work.notify()
-        elif len(self._threads) < self._slots() and not self._stopping:
+        elif len(self._threads) < self._slots():
             self._start_thread()
 
     def _start_thread(self) -> None:
@@ -358,8 +364,6 @@ class Worker:
                 self._accepted += 1
                 if self._probing or self._paused_until:
                     self._recover(ended)
-            if self._queue or self._retry:
-                self._wake_or_grow()  # a slot is free
         if isinstance(outcome, Sent):
             self._settle(job, "sent")
         elif isinstance(outcome, Failed):
