@@ -144,9 +144,11 @@ def log_summary(stats: dict[str, Any]) -> None:
         detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(by_reason.items()))
         parts.append(f"{kind} {count} ({detail})" if detail else f"{kind} {count}")
     if lost:
+        spooled = stats.get("spooled", 0)
         logger.warning(
-            "otas-capture: %d of %d captured events were not delivered to OTAS: %s",
+            "otas-capture: %d of %d captured events were not delivered to OTAS: %s%s",
             lost,
             stats.get("captured", 0),
             "; ".join(parts),
+            f"; {spooled} more kept in OTAS_SPOOL_DIR for the next process" if spooled else "",
         )

@@ -271,17 +271,7 @@ class Worker:
             kind = "spooled" if id(job) in kept else kind
             if self._settle(job, kind, "shutdown" if kind != "spooled" else None, quiet=True):
                 left[kind] += 1
-        if left["dropped"] or left["unknown"]:
-            self._stats.log_limited(
-                "shutdown",
-                logging.WARNING,
-                "otas-capture: %d events not delivered at shutdown: %d never sent (dropped), "
-                "%d in flight or timed out (unknown: the server may have stored them)%s",
-                left["dropped"] + left["unknown"],
-                left["dropped"],
-                left["unknown"],
-                f"; {left['spooled']} more kept for the next process" if left["spooled"] else "",
-            )
+        # The middleware's exit summary (shutdown.log_summary) says what was lost.
         self._exporter.shutdown()
         return unsent
 
