@@ -23,13 +23,15 @@ What this module does instead:
 * Every call has a deadline: each blocking send and receive gets what is left of it, so
   a server that trickles bytes cannot stretch one call beyond ``timeout``.
 
-:class:`KeepAliveConnection` is the blocking form, one per sender thread, a drop-in for
-the sender's ``BrainConnection``. HTTPS works through the standard library's ``ssl``
-(the same context ``http.client`` would use). :class:`Multiplexer` keeps several
-non-blocking connections in flight from a single thread with :mod:`selectors`, so that
-``concurrency`` calls can wait on a slow Brain without ``concurrency`` threads taking
-turns at the interpreter lock; it speaks plain HTTP only, so an ``https`` Brain URL
-uses :class:`KeepAliveConnection` threads instead (:func:`multiplexable` says which).
+:class:`KeepAliveConnection` is the blocking form, one per sender thread;
+:class:`BrainConnection` wraps it in the interface of the sender's own
+``BrainConnection``, so that the sender can switch with one line. HTTPS works through
+the standard library's ``ssl`` (the same default context ``http.client`` would use).
+:class:`Multiplexer` keeps several non-blocking connections in flight from a single
+thread with :mod:`selectors`, so that ``concurrency`` calls can wait on a slow Brain
+without ``concurrency`` threads taking turns at the interpreter lock; it speaks plain
+HTTP only, so an ``https`` Brain URL uses :class:`KeepAliveConnection` threads instead
+(:func:`multiplexable` says which).
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import urlsplit
 
+from .contract import SDK_LOG_PATH, SESSION_TOKEN_HEADER
+
 __all__ = [
+    "BrainConnection",
     "ClosedEarly",
     "KeepAliveConnection",
     "Multiplexer",
@@ -707,3 +712,36 @@ class Multiplexer:
         self._selector.close()
         self._waker_r.close()
         self._waker_w.close()
+
+
+class BrainConnection:
+    """``KeepAliveConnection`` behind the interface of ``sender.BrainConnection``.
+
+    A drop-in for the sender's http.client connection: same constructor, same
+    ``post(body, headers) -> (status, body, Retry-After)``, same ``close()``. The headers
+    the sender passes are the same on every call except the session token, so the first
+    call's others are formatted once and only the token is added per call.
+    """
+
+    def __init__(self, brain_url: str, timeout: float) -> None:
+        self._url = brain_url
+        self._timeout = timeout
+        self._fixed: dict[str, str] | None = None
+        self._conn: KeepAliveConnection | None = None
+        self.path = _Endpoint(brain_url, SDK_LOG_PATH, {}).path
+
+    def post(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes, str | None]:
+        """(status, body, Retry-After) of one POST; raises OSError or ValueError on failure."""
+        fixed = {k: v for k, v in headers.items() if k != SESSION_TOKEN_HEADER}
+        if self._conn is None or fixed != self._fixed:
+            self.close()
+            self._conn = KeepAliveConnection(self._url, SDK_LOG_PATH, fixed, self._timeout)
+            self._fixed = fixed
+        token = headers.get(SESSION_TOKEN_HEADER)
+        response = self._conn.post(body, () if token is None else ((SESSION_TOKEN_HEADER, token),))
+        return response.status, response.body, response.retry_after
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

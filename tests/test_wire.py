@@ -510,3 +510,24 @@ def test_https_works_and_checks_the_certificate(
     default = KeepAliveConnection(server.url, SDK_LOG_PATH, FIXED, timeout=5)
     with pytest.raises(ssl.SSLCertVerificationError):
         default.post(event())
+
+
+# -- the sender's interface -------------------------------------------------------------------
+
+
+def test_brain_connection_answers_as_the_senders_own_does(
+    collector_server: CollectorServer, collector: Collector, token: str
+) -> None:
+    from otas_capture.wire import BrainConnection
+
+    conn = BrainConnection(collector_server.url, timeout=5)
+    headers = {**FIXED, "User-Agent": "test", SESSION_TOKEN_HEADER: token}
+    status, body, retry_after = conn.post(event("/one"), headers)
+    collector.fail_next(1, status=503, retry_after="3")
+    failed = conn.post(event("/two"), {**headers, SESSION_TOKEN_HEADER: "other"})
+    conn.close()
+    assert (status, retry_after) == (201, None)
+    assert EVENT_CAPTURED.encode() in body
+    assert (failed[0], failed[2]) == (503, "3")
+    assert conn.path == SDK_LOG_PATH
+    assert [e["path"] for e in collector.events()] == ["/one"]
