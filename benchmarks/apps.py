@@ -6,6 +6,8 @@ One endpoint, ``POST /api/items``, reads a 1 KB JSON body and answers 1 KB of JS
 * ``bare``: the Flask app alone;
 * ``otas``: wrapped by ``otas_capture.flask.init_app``, shipping every agent request to
   the bundled collector (in another process), with a queue big enough to drop nothing;
+* ``otas-wire``: the same, with the sender's HTTP calls made by the prototype
+  transport ``otas_capture.wire`` instead of ``http.client``;
 * ``otel``: wrapped by OpenTelemetry's WSGI middleware with an SDK ``TracerProvider``
   and a ``BatchSpanProcessor`` exporting over OTLP/HTTP to a loopback sink that counts
   spans (queue big enough to drop nothing).
@@ -81,9 +83,12 @@ def make_app(variant: str, collector_url: str = "", sink_url: str = "", events: 
     app = make_flask_app()
     if variant == "bare":
         return Wrapped(app, lambda timeout: True, lambda: {})
-    if variant == "otas":
+    if variant in ("otas", "otas-wire"):
         from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY
         from otas_capture.flask import init_app
+
+        if variant == "otas-wire":
+            use_wire_transport()
 
         middleware = init_app(
             app,
@@ -113,6 +118,17 @@ def make_app(variant: str, collector_url: str = "", sink_url: str = "", events: 
         )
         return Wrapped(app, lambda timeout: provider.force_flush(int(timeout * 1000)), lambda: {})
     raise SystemExit(f"unknown variant {variant!r}")
+
+
+def use_wire_transport() -> None:
+    """Make this process's sender post through ``otas_capture.wire`` (the prototype).
+
+    The sender makes one ``BrainConnection`` per thread from its module's global name,
+    so replacing that name swaps the transport for every sender made afterwards.
+    """
+    from otas_capture import sender, wire
+
+    sender.BrainConnection = wire.BrainConnection  # type: ignore[misc]
 
 
 def _gunicorn_app() -> Callable[..., Iterable[bytes]] | None:
@@ -179,7 +195,14 @@ class _SpanSink(BaseHTTPRequestHandler):
         data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         export = ExportTraceServiceRequest()
         export.ParseFromString(data)
-        count = sum(len(scope.spans) for rs in export.resource_spans for scope in rs.scope_spans)
+        # Only the POSTs' spans: the benchmark's own GETs of /bench/handled are traced too.
+        count = sum(
+            1
+            for resource in export.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+            if span.name.startswith("POST")
+        )
         with _SpanSink.lock:
             _SpanSink.spans += count
         self._answer(b"", "application/x-protobuf")

@@ -1,7 +1,7 @@
 """One command that measures otas-capture against the bare app and OpenTelemetry.
 
-    python benchmarks/run.py            # about 5 minutes on 2 shared cores
-    python benchmarks/run.py --quick    # about 2 minutes, fewer and shorter rounds
+    python benchmarks/run.py            # about 7 minutes on 2 shared cores
+    python benchmarks/run.py --quick    # about 3 minutes, fewer and shorter rounds
 
 It makes its own virtual environment (``benchmarks/.venv``, gitignored) with this
 checkout installed in editable mode and what it compares against: Flask, gunicorn, the
@@ -10,7 +10,9 @@ Debian's ``wrk`` as the load generator (installing it with apt-get when run as r
 it is missing), or a small Python load generator otherwise. Then it re-runs itself in
 that environment and measures, each variant in a process of its own, everything shipped
 over loopback to a sink in another process (the bundled collector for otas-capture, a
-span-counting OTLP sink for OpenTelemetry), and checks that every event arrived:
+span-counting OTLP sink for OpenTelemetry), and checks that every event arrived. Besides
+bare, otas-capture and OpenTelemetry it runs "otas-capture + wire", the sender with the
+prototype transport ``otas_capture.wire`` swapped in (``--no-wire`` leaves it out).
 
 * request path: time of one call of the Flask app (in-process, no server), median and
   p99, while shipping runs; bare, otas-capture, OpenTelemetry;
@@ -176,7 +178,7 @@ def start_sink() -> Process:
 
 
 def delivered(variant: str, collector: Process, sink: Process) -> int:
-    if variant == "otas":
+    if variant.startswith("otas"):
         return int(http("GET", collector.url + "/bench/count"))
     if variant == "otel":
         return int(http("GET", sink.url + "/"))
@@ -295,6 +297,10 @@ def worker_delivery(p: dict[str, Any]) -> dict[str, Any]:
     from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY
 
     events = p["events"]
+    if p["transport"] == "wire":
+        from apps import use_wire_transport
+
+        use_wire_transport()
     options: dict[str, Any] = {
         "sdk_key": DEMO_SDK_KEY,
         "project_id": DEMO_PROJECT_ID,
@@ -484,7 +490,8 @@ def python_load(url: str, seconds: float, connections: int, tok: str) -> dict[st
 # -- phases --------------------------------------------------------------------------------
 
 
-VARIANTS = ("bare", "otas", "otel")
+VARIANTS: tuple[str, ...] = ("bare", "otas", "otel")
+WIRE = "otas-wire"  # otas-capture with the prototype transport (otas_capture.wire)
 
 
 def rotated(items: tuple[str, ...], round_number: int) -> list[str]:
@@ -495,9 +502,9 @@ def rotated(items: tuple[str, ...], round_number: int) -> list[str]:
 def phase_request_path(
     args: argparse.Namespace, collector: Process, sink: Process, tok: str, problems: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
-    results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
     for round_number in range(args.rounds):
-        for variant in rotated(VARIANTS, round_number):
+        for variant in rotated(args.variants, round_number):
             say(f"request path, round {round_number + 1}/{args.rounds}: {variant} ...")
             reset(collector, sink)
             result = run_worker(
@@ -526,10 +533,10 @@ def phase_gunicorn(
     wrk: str | None,
     problems: list[str],
 ) -> dict[str, list[dict[str, Any]]]:
-    results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
     gunicorn = str(venv_python().parent / "gunicorn") if in_venv() else "gunicorn"
     for round_number in range(args.rounds):
-        for variant in rotated(VARIANTS, round_number):
+        for variant in rotated(args.variants, round_number):
             say(f"gunicorn, round {round_number + 1}/{args.rounds}: {variant} ...")
             reset(collector, sink)
             port = free_port()
@@ -567,35 +574,40 @@ def phase_gunicorn(
 
 def phase_delivery(
     args: argparse.Namespace, tok: str, problems: list[str]
-) -> dict[tuple[float, int], list[dict[str, Any]]]:
-    results: dict[tuple[float, int], list[dict[str, Any]]] = {}
+) -> dict[tuple[float, int, str], list[dict[str, Any]]]:
+    results: dict[tuple[float, int, str], list[dict[str, Any]]] = {}
+    transports = ("http.client", "wire") if WIRE in args.variants else ("http.client",)
     for latency in LATENCIES:
         collector = start_collector(latency)
         try:
             for round_number in range(args.delivery_rounds):
                 for concurrency in CONCURRENCIES:
-                    ideal = concurrency / latency
-                    events = max(40, int(ideal * args.delivery_seconds))
-                    say(
-                        f"delivery, {latency * 1000:.0f} ms x {concurrency}, round "
-                        f"{round_number + 1}/{args.delivery_rounds} ({events} events) ..."
-                    )
-                    http("DELETE", collector.url + "/bench/count")
-                    result = run_worker(
-                        "delivery",
-                        {
-                            "collector": collector.url,
-                            "concurrency": concurrency,
-                            "events": events,
-                            "token": tok,
-                        },
-                    )
-                    if result["sent"] != events:
-                        problems.append(
-                            f"delivery {latency}s x {concurrency}: {result['sent']} of "
-                            f"{events} sent"
+                    for transport in rotated(transports, round_number):
+                        ideal = concurrency / latency
+                        events = max(40, int(ideal * args.delivery_seconds))
+                        say(
+                            f"delivery, {latency * 1000:.0f} ms x {concurrency}, {transport}, "
+                            f"round {round_number + 1}/{args.delivery_rounds} ({events} events)"
                         )
-                    results.setdefault((latency, concurrency), []).append(result)
+                        http("DELETE", collector.url + "/bench/count")
+                        result = run_worker(
+                            "delivery",
+                            {
+                                "collector": collector.url,
+                                "concurrency": concurrency,
+                                "events": events,
+                                "token": tok,
+                                "transport": transport,
+                            },
+                        )
+                        got = int(http("GET", collector.url + "/bench/count"))
+                        if result["sent"] != events or got != events:
+                            problems.append(
+                                f"delivery {latency}s x {concurrency} {transport}: "
+                                f"{result['sent']} sent, {got} of {events} received"
+                            )
+                        key = (latency, concurrency, transport)
+                        results.setdefault(key, []).append(result)
         finally:
             collector.stop()
     return results
@@ -612,73 +624,93 @@ def build_table(
     args: argparse.Namespace,
     path: dict[str, list[dict[str, Any]]] | None,
     guni: dict[str, list[dict[str, Any]]] | None,
-    deliv: dict[tuple[float, int], list[dict[str, Any]]],
+    deliv: dict[tuple[float, int, str], list[dict[str, Any]]],
     idle: dict[str, Any] | None,
     import_ms: float | None,
     mem: dict[str, Any] | None,
 ) -> list[str]:
+    wire = WIRE in args.variants
+    columns = ["bare app", "otas-capture"] + (["otas-capture + wire"] if wire else [])
+    columns += ["OpenTelemetry", "target"]
     lines = [
-        "| measure | bare app | otas-capture | OpenTelemetry | target |",
-        "|---|---:|---:|---:|---|",
+        "| measure | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * (len(columns) - 1) + "---|",
     ]
+    shown = ["otas"] + ([WIRE] if wire else []) + ["otel"]
 
-    def added(key: str, variant: str) -> str:
-        return f"+{med(path[variant], key) - med(path['bare'], key):.1f}"
+    def row(measure: str, bare: str, cells: dict[str, str], target: str = "") -> None:
+        values = [bare] + [cells.get(variant, "") for variant in shown] + [target]
+        lines.append(f"| {measure} | " + " | ".join(values) + " |")
 
     if path:
-        bare_med, bare_p99 = med(path["bare"], "median_us"), med(path["bare"], "p99_us")
-        lines.append(
-            f"| request path, median µs (Flask, shipping running) | {bare_med:.1f} | "
-            f"{added('median_us', 'otas')} | {added('median_us', 'otel')} | "
-            "otas ≤ +20, < 1/10 of OTel's |"
-        )
-        lines.append(
-            f"| request path, p99 µs | {bare_p99:.1f} | {added('p99_us', 'otas')} | "
-            f"{added('p99_us', 'otel')} | |"
-        )
-        lines.append(
-            f"| CPU per captured + delivered request, µs (process, all threads) | "
-            f"{med(path['bare'], 'cpu_per_request_us'):.0f} | "
-            f"{added('cpu_per_request_us', 'otas')} | {added('cpu_per_request_us', 'otel')} | "
-            "otas ≤ +100, below OTel |"
-        )
+        for key, label, target in (
+            ("median_us", "request path, median µs (Flask, shipping running)", "otas ≤ +20"),
+            ("p99_us", "request path, p99 µs", ""),
+            (
+                "cpu_per_request_us",
+                "CPU per captured + delivered request, µs (process, all threads)",
+                "otas ≤ +100, below OTel",
+            ),
+        ):
+            bare = med(path["bare"], key)
+            row(
+                label,
+                f"{bare:.1f}",
+                {v: f"+{med(path[v], key) - bare:.1f}" for v in shown},
+                target,
+            )
     if guni:
         bare_rps = med(guni["bare"], "rps")
+        row(
+            f"gunicorn gthread, requests/s ({GUNICORN_CONNECTIONS} connections)",
+            f"{bare_rps:.0f}",
+            {v: f"{med(guni[v], 'rps'):.0f} ({med(guni[v], 'rps') / bare_rps:.0%})" for v in shown},
+            "otas ≥ 90% of bare",
+        )
 
-        def rps(variant: str) -> str:
-            value = med(guni[variant], "rps")
-            return f"{value:.0f}" + ("" if variant == "bare" else f" ({value / bare_rps:.0%})")
+        def latency_ms(variant: str) -> str:
+            rows = guni[variant] if guni else []
+            return f"{med(rows, 'p50_ms'):.2f} / {med(rows, 'p99_ms'):.2f}"
 
-        lines.append(
-            f"| gunicorn gthread, requests/s ({GUNICORN_CONNECTIONS} connections) | "
-            f"{rps('bare')} | {rps('otas')} | {rps('otel')} | otas ≥ 90% of bare |"
+        row(
+            "gunicorn latency p50 / p99, ms",
+            latency_ms("bare"),
+            {v: latency_ms(v) for v in shown},
         )
-        lines.append(
-            "| gunicorn latency p50 / p99, ms | "
-            + " | ".join(
-                f"{med(guni[v], 'p50_ms'):.2f} / {med(guni[v], 'p99_ms'):.2f}" for v in VARIANTS
-            )
-            + " | |"
-        )
-    for (latency, concurrency), rows in sorted(deliv.items()):
-        ideal = concurrency / latency
-        rate = med(rows, "rate")
-        lines.append(
-            f"| delivery, {latency * 1000:.0f} ms per call, concurrency {concurrency}: events/s "
-            f"(of {ideal:.0f} ideal); CPU µs/event | | {rate:.0f} ({rate / ideal:.0%}); "
-            f"{med(rows, 'cpu_per_event_us'):.0f} | | ≥ 80% of ideal |"
-        )
+    for latency in LATENCIES:
+        for concurrency in CONCURRENCIES:
+            ideal = concurrency / latency
+            cells = {}
+            for transport, variant in (("http.client", "otas"), ("wire", WIRE)):
+                rows = deliv.get((latency, concurrency, transport))
+                if rows:
+                    rate = med(rows, "rate")
+                    cells[variant] = (
+                        f"{rate:.0f} ({rate / ideal:.0%}); {med(rows, 'cpu_per_event_us'):.0f}"
+                    )
+            if cells:
+                row(
+                    f"delivery at {latency * 1000:.0f} ms per call, concurrency {concurrency}: "
+                    f"events/s (of {ideal:.0f} ideal); CPU µs per event",
+                    "",
+                    cells,
+                    "≥ 80% of ideal",
+                )
     if idle is not None:
-        lines.append(
-            f"| idle CPU, µs per second (sender started, nothing to send) | | "
-            f"{idle['cpu_us_per_s']:.0f} | | 0 |"
+        row(
+            "idle CPU, µs per second (sender started, nothing to send)",
+            "",
+            {"otas": f"{idle['cpu_us_per_s']:.0f}"},
+            "0",
         )
     if import_ms is not None:
-        lines.append(f"| `import otas_capture`, ms | | {import_ms:.1f} | | < 50 |")
+        row("`import otas_capture`, ms", "", {"otas": f"{import_ms:.1f}"}, "< 50")
     if mem is not None:
-        lines.append(
-            f"| peak traced MiB, OTAS unreachable, queue_max_bytes {mem['queue_mib']:.0f} MiB "
-            f"| | {mem['peak_mib']:.2f} (bound {mem['bound_mib']:.1f}) | | ≤ bound |"
+        row(
+            f"peak traced MiB, OTAS unreachable, queue_max_bytes {mem['queue_mib']:.0f} MiB",
+            "",
+            {"otas": f"{mem['peak_mib']:.2f} (bound {mem['bound_mib']:.1f})"},
+            "≤ bound",
         )
     return lines
 
@@ -718,6 +750,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="path,gunicorn,delivery,idle,import,memory",
         help="comma-separated subset of path,gunicorn,delivery,idle,import,memory",
     )
+    parser.add_argument(
+        "--no-wire",
+        action="store_true",
+        help="skip the otas-capture + wire variant (the prototype transport)",
+    )
     parser.add_argument("--python-loadgen", action="store_true", help="do not use wrk")
     parser.add_argument("--no-apt", action="store_true", help="never apt-get install wrk")
     parser.add_argument("--no-venv", action="store_true", help="use this interpreter as it is")
@@ -736,6 +773,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.delivery_seconds = 1.5 if quick else 2.5
     args.idle_seconds = 2.0 if quick else 5.0
     args.memory_requests = 300 if quick else 1000
+    args.variants = VARIANTS[:2] + ((WIRE,) if not args.no_wire else ()) + VARIANTS[2:]
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
     return args
 
