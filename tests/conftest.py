@@ -17,7 +17,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from otas_capture import OtasMiddleware
-from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector, CollectorServer
+from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
 
 TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
 
@@ -32,12 +32,9 @@ def collector_server() -> Iterator[CollectorServer]:
 def collector(collector_server: CollectorServer) -> Iterator[Collector]:
     """The collector, emptied and healthy before and after each test."""
     collector = collector_server.collector
-    collector.clear()
-    collector.uasam_up = True
+    collector.reset()
     yield collector
-    collector.clear()
-    collector.uasam_up = True
-    collector.add_sdk_key(DEMO_SDK_KEY, DEMO_PROJECT_ID)
+    collector.reset()
 
 
 @pytest.fixture
@@ -97,7 +94,11 @@ def serve_app() -> Iterator[Callable[[Any], str]]:
             server = wsgiref_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
         else:
             server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the loop to notice, and the
+        # default half second per server was half of the suite's wall time.
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
         thread.start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}"
