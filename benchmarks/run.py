@@ -87,14 +87,15 @@ def ensure_env(args: argparse.Namespace) -> None:
     """Create benchmarks/.venv with what the benchmark needs, then re-run inside it."""
     if in_venv() or args.no_venv:
         return
-    wanted = "\n".join(BOOTSTRAP + REQUIREMENTS + [str(ROOT)]) + "\n"
+    project = f"{ROOT}[collector]"  # the local collector needs its extra (waitress)
+    wanted = "\n".join(BOOTSTRAP + REQUIREMENTS + [project]) + "\n"
     if not STAMP.exists() or STAMP.read_text() != wanted:
         say(f"setting up {VENV} (once) ...")
         if not venv_python().exists():
             subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         pip = [str(venv_python()), "-m", "pip", "install", "-q"]
         subprocess.run(pip + BOOTSTRAP, check=True)
-        subprocess.run(pip + ["--no-build-isolation", "-e", str(ROOT)], check=True)
+        subprocess.run(pip + ["--no-build-isolation", "-e", project], check=True)
         subprocess.run(pip + REQUIREMENTS, check=True)
         STAMP.write_text(wanted)
     os.execv(str(venv_python()), [str(venv_python()), str(Path(__file__).resolve())] + sys.argv[1:])
