@@ -1,6 +1,6 @@
 """One command that measures otas-capture against the bare app and OpenTelemetry.
 
-    python benchmarks/run.py            # about 7 minutes on 2 shared cores
+    python benchmarks/run.py            # 7 to 9 minutes on 2 shared cores
     python benchmarks/run.py --quick    # about 3 minutes, fewer and shorter rounds
 
 It makes its own virtual environment (``benchmarks/.venv``, gitignored) with this
@@ -657,7 +657,7 @@ def build_table(
             row(
                 label,
                 f"{bare:.1f}",
-                {v: f"+{med(path[v], key) - bare:.1f}" for v in shown},
+                {v: f"{med(path[v], key) - bare:+.1f}" for v in shown},
                 target,
             )
     if guni:

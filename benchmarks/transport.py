@@ -12,6 +12,13 @@ kept-alive loopback connection, and reads the calling thread's CPU clock
 * ``wire.Multiplexer``, 1 connection: the same bytes through the selector loop;
 * ``wire.Multiplexer``, 4 connections: four calls in flight from one thread.
 
+A second table makes the collector answer each call ``--latency`` seconds late (50 ms)
+and keeps ``--concurrency`` calls in flight (16): with that many threads, each with a
+connection (``http.client``, or ``wire``), against one thread driving that many
+connections with ``wire.Multiplexer``. It reports the process's CPU per call (all
+threads: what the hand-offs between threads cost shows here) and calls per second
+against the ideal ``concurrency / latency``.
+
 It also times the pieces of building an event: ``json.dumps`` of the event dict and,
 where installed, ``orjson.dumps`` (shown for comparison only).
 
@@ -23,18 +30,26 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import multiprocessing
 import socket
 import statistics
 import sys
 import threading
 import time
-import urllib.request
+from pathlib import Path
 from typing import Any, Callable
 
-from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, EVENTS_PATH, Collector, serve
-from otas_capture.contract import SDK_KEY_HEADER, SDK_LOG_PATH, SESSION_TOKEN_HEADER
-from otas_capture.wire import KeepAliveConnection, Multiplexer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import Process, start_collector  # noqa: E402
+from run import http as http_call  # noqa: E402
+
+from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector  # noqa: E402
+from otas_capture.contract import (  # noqa: E402
+    SDK_KEY_HEADER,
+    SDK_LOG_PATH,
+    SESSION_TOKEN_HEADER,
+)
+from otas_capture.wire import KeepAliveConnection, Multiplexer  # noqa: E402
 
 USER_AGENT = "otas-capture-bench"
 
@@ -65,34 +80,8 @@ def sample_event() -> dict[str, Any]:
     }
 
 
-def _serve_forever(port: int) -> None:
-    serve(port=port)
-    threading.Event().wait()
-
-
-def start_collector() -> tuple[str, Any]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    process = multiprocessing.get_context("spawn").Process(
-        target=_serve_forever, args=(port,), daemon=True
-    )
-    process.start()
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + EVENTS_PATH, timeout=5).close()
-            return url, process
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def clear(url: str) -> None:
-    request = urllib.request.Request(url + EVENTS_PATH, method="DELETE")
-    urllib.request.urlopen(request, timeout=30).close()
+    http_call("DELETE", url + "/bench/count")  # forget what the collector accepted so far
 
 
 def http_client_calls(url: str, payload: bytes, token: str) -> Callable[[int], None]:
@@ -155,13 +144,80 @@ def mux_calls(url: str, payload: bytes, token: str, connections: int) -> Callabl
     return run
 
 
+def threaded_delivery(
+    make: Callable[[], Callable[[int], None]], calls: int, concurrency: int
+) -> None:
+    """``calls`` calls shared by ``concurrency`` threads, each with its own connection."""
+    runners = [make() for _ in range(concurrency)]
+    share = [calls // concurrency + (i < calls % concurrency) for i in range(concurrency)]
+    threads = [threading.Thread(target=run, args=(n,)) for run, n in zip(runners, share)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def slow_server_table(args: argparse.Namespace, token: str, payload: bytes) -> list[str]:
+    """Threads against one multiplexing thread, with the collector slow to answer."""
+    collector: Process = start_collector(args.latency)
+    url = collector.url
+    concurrency = args.concurrency
+    calls = max(concurrency * 4, int(concurrency / args.latency * 2))
+    variants: dict[str, Callable[[], None]] = {
+        f"{concurrency} threads, http.client": lambda: threaded_delivery(
+            lambda: http_client_calls(url, payload, token), calls, concurrency
+        ),
+        f"{concurrency} threads, wire.KeepAliveConnection": lambda: threaded_delivery(
+            lambda: wire_calls(url, payload, token), calls, concurrency
+        ),
+        f"1 thread, wire.Multiplexer with {concurrency} connections": lambda: mux_calls(
+            url, payload, token, concurrency
+        )(calls),
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    rate: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    try:
+        for round_number in range(args.slow_rounds):
+            k = round_number % len(names)
+            for name in names[k:] + names[:k]:
+                clear(url)
+                start_cpu, start_wall = time.process_time(), time.perf_counter()
+                variants[name]()
+                cpu[name].append((time.process_time() - start_cpu) / calls * 1e6)
+                rate[name].append(calls / (time.perf_counter() - start_wall))
+                got = int(http_call("GET", url + "/bench/count"))
+                if got != calls:
+                    raise SystemExit(f"{name}: {got} of {calls} calls were accepted")
+    finally:
+        collector.stop()
+    ideal = concurrency / args.latency
+    lines = [
+        f"\nWith {args.latency * 1000:g} ms added to each call, {calls} calls, "
+        f"{args.slow_rounds} rounds, medians (connections opened inside the measure):\n",
+        "| how | process CPU per call, µs | calls/s (ideal " + f"{ideal:.0f}) |",
+        "|---|---:|---:|",
+    ]
+    for name in names:
+        lines.append(
+            f"| {name} | {statistics.median(cpu[name]):.1f} | {statistics.median(rate[name]):.0f} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=400, help="calls per batch (400)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (7)")
+    parser.add_argument(
+        "--latency", type=float, default=0.05, help="s added per call, slow table (0.05)"
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="slow table (16)")
+    parser.add_argument("--slow-rounds", type=int, default=3, help="slow table rounds (3)")
     args = parser.parse_args(argv)
 
-    url, process = start_collector()
+    collector = start_collector()
+    url = collector.url
     try:
         token = Collector().issue_token()
         event = sample_event()
@@ -203,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                     orjson.dumps(event)
                 encode["orjson.dumps"].append((time.thread_time() - start) / 2000 * 1e6)
     finally:
-        process.terminate()
-        process.join(5)
+        collector.stop()
 
     print(f"{len(payload)}-byte event, {args.calls} calls x {args.rounds} rounds, medians\n")
     print("| transport | CPU per call, µs (calling thread) | wall per call, µs |")
@@ -215,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     for name, values in encode.items():
         print(f"| {name} of the event dict (encode only) | {statistics.median(values):.1f} | |")
+    if args.slow_rounds > 0:
+        print("\n".join(slow_server_table(args, token, payload)))
     return 0
 
 

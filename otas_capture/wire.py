@@ -551,6 +551,8 @@ class Multiplexer:
 
         Its outcome comes out of a later ``poll``. Needs a free connection (``free``).
         """
+        if not self._idle:
+            raise RuntimeError("no free connection: wait for poll() to end a call")
         request = _request_bytes(self._endpoint.head, body, headers)
         slot = self._idle.pop()  # the most recently used: likeliest still open
         slot.tag = tag

@@ -531,3 +531,11 @@ def test_brain_connection_answers_as_the_senders_own_does(
     assert (failed[0], failed[2]) == (503, "3")
     assert conn.path == SDK_LOG_PATH
     assert [e["path"] for e in collector.events()] == ["/one"]
+
+
+def test_submitting_beyond_the_free_connections_is_refused() -> None:
+    mux = Multiplexer("http://127.0.0.1:1", SDK_LOG_PATH, FIXED, timeout=1, connections=1)
+    mux.submit("first", event())
+    with pytest.raises(RuntimeError):
+        mux.submit("second", event())
+    mux.close()
