@@ -112,7 +112,14 @@ class ScriptedServer:
             conn.close()
 
     def close(self) -> None:
+        # Shut down first: that wakes the thread blocked in accept(), so that no thread
+        # is left waiting on a closed descriptor whose number may be reused.
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
+        self._thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -534,8 +541,11 @@ def test_brain_connection_answers_as_the_senders_own_does(
 
 
 def test_submitting_beyond_the_free_connections_is_refused() -> None:
-    mux = Multiplexer("http://127.0.0.1:1", SDK_LOG_PATH, FIXED, timeout=1, connections=1)
-    mux.submit("first", event())
-    with pytest.raises(RuntimeError):
-        mux.submit("second", event())
-    mux.close()
+    # A server that never answers: the first call stays in flight.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        mux = Multiplexer(url, SDK_LOG_PATH, FIXED, timeout=5, connections=1)
+        mux.submit("first", event())
+        with pytest.raises(RuntimeError):
+            mux.submit("second", event())
+        mux.close()
