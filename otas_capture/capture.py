@@ -310,7 +310,7 @@ class Exchange:
             + self.request_body.data.__sizeof__()
             + 176 * (len(request) + len(response))
             + sum([len(name) + len(value) for name, value in request])
-            + sum([len(name) + len(value) for name, value in response])
+            + _headers_size(response)
         )
         if self.response_body is not None:
             size += self.response_body.data.__sizeof__()
@@ -349,6 +349,18 @@ class Exchange:
             else:
                 size += 32  # numbers, None, and anything else shallow
         return size
+
+
+def _headers_size(headers: Any) -> int:
+    """Characters in the app's response headers, whatever odd values it handed over.
+
+    The app may pass anything to ``start_response`` (bytes, None, a non-pair); the
+    server, not this count, is the one to refuse it.
+    """
+    try:
+        return sum([len(name) + len(value) for name, value in headers])
+    except (TypeError, ValueError):
+        return sum(len(repr(pair)) for pair in headers) if isinstance(headers, list) else 1024
 
 
 def describe_exception(exc: BaseException) -> str:
