@@ -40,14 +40,16 @@ import errno
 import os
 import selectors
 import socket
-import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .contract import SDK_LOG_PATH, SESSION_TOKEN_HEADER
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "BrainConnection",
@@ -377,6 +379,8 @@ class KeepAliveConnection:
         headers: headers sent with every call, formatted once here.
         timeout: seconds one call may take in all (connect, send, answer).
         ssl_context: for ``https``; the default is ``ssl.create_default_context()``.
+        connect_timeout: at most this many seconds for the TCP handshake (within the
+            call's deadline); None: only the deadline.
     """
 
     def __init__(
@@ -386,24 +390,36 @@ class KeepAliveConnection:
         headers: Mapping[str, str],
         timeout: float,
         ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         self._endpoint = _Endpoint(url, path, headers)
         self._timeout = timeout
+        self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
         self._sock: socket.socket | None = None
+        self.sent = False
 
     @property
     def path(self) -> str:
         return self._endpoint.path
 
-    def post(self, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    def post(
+        self,
+        body: bytes,
+        headers: Iterable[tuple[str, str]] = (),
+        timeout: float | None = None,
+    ) -> Response:
         """POST ``body`` with ``headers`` added to the fixed ones; return the answer.
 
-        Raises ``OSError`` (``socket.timeout`` past the deadline, :class:`ProtocolError`
-        for a malformed answer) or ``ValueError`` for a header value that cannot be sent.
+        ``timeout`` replaces the connection's own for this call. Raises ``OSError``
+        (``socket.timeout`` past the deadline, :class:`ProtocolError` for a malformed
+        answer) or ``ValueError`` for a header value that cannot be sent. After a call,
+        :attr:`sent` says whether the whole request had been written (so whether the
+        server may have acted on it, when the call failed).
         """
+        self.sent = False
         request = _request_bytes(self._endpoint.head, body, headers)
-        deadline = perf_counter() + self._timeout
+        deadline = perf_counter() + (self._timeout if timeout is None else timeout)
         while True:
             fresh = self._sock is None
             parser = ResponseParser()
@@ -412,11 +428,13 @@ class KeepAliveConnection:
                 self._sock = sock
                 sock.settimeout(_remaining(deadline))
                 sock.sendall(request)
+                self.sent = True
                 response = self._read(sock, parser, deadline)
             except OSError as exc:
                 self.close()
                 if fresh or parser.started or not _stale(exc):
                     raise
+                self.sent = False
                 # A reused connection the server had closed while idle: the request
                 # never reached the app, so one try on a new connection is safe (the
                 # usual keep-alive race, handled the same way by urllib3).
@@ -442,11 +460,16 @@ class KeepAliveConnection:
 
     def _connect(self, deadline: float) -> socket.socket:
         endpoint = self._endpoint
-        sock = socket.create_connection((endpoint.host, endpoint.port), _remaining(deadline))
+        limit = _remaining(deadline)
+        if self._connect_timeout is not None:
+            limit = min(limit, self._connect_timeout)
+        sock = socket.create_connection((endpoint.host, endpoint.port), limit)
         try:
             # One sendall per call, but a large body still crosses several segments.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if endpoint.tls:
+                import ssl  # only for https: it is slow to import
+
                 context = self._ssl_context or ssl.create_default_context()
                 sock.settimeout(_remaining(deadline))
                 sock = context.wrap_socket(sock, server_hostname=endpoint.host)

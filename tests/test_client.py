@@ -17,6 +17,7 @@ from otas_capture.client import (
     OtasClient,
     Prepared,
     TransportError,
+    WireTransport,
     interpret,
     parse_answer,
     parse_retry_after,
@@ -166,10 +167,14 @@ class TricklingServer:
         self.sock.close()
 
 
-def test_the_timeout_is_a_deadline_for_the_whole_call_not_each_read():
+TRANSPORTS = [WireTransport, HttpTransport]
+
+
+@pytest.mark.parametrize("make_transport", TRANSPORTS)
+def test_the_timeout_is_a_deadline_for_the_whole_call_not_each_read(make_transport):
     server = TricklingServer(pause=0.05)  # each byte well within the timeout, the whole not
     try:
-        transport = HttpTransport(server.url)
+        transport = make_transport(server.url)
         with pytest.raises(TransportError) as raised:
             transport.post(b"{}", {"Content-Type": "application/json"}, timeout=0.5)
         assert raised.value.timeout and raised.value.sent
@@ -177,22 +182,24 @@ def test_the_timeout_is_a_deadline_for_the_whole_call_not_each_read():
         server.close()
 
 
-def test_a_trickled_answer_within_the_deadline_is_read_whole():
+@pytest.mark.parametrize("make_transport", TRANSPORTS)
+def test_a_trickled_answer_within_the_deadline_is_read_whole(make_transport):
     server = TricklingServer(pause=0.001)
     try:
-        transport = HttpTransport(server.url)
+        transport = make_transport(server.url)
         status, body, _ = transport.post(b"{}", {}, timeout=10.0)
         assert (status, body) == (201, b"{}")
     finally:
         server.close()
 
 
-def test_a_refused_connection_is_reported_as_not_sent():
+@pytest.mark.parametrize("make_transport", TRANSPORTS)
+def test_a_refused_connection_is_reported_as_not_sent(make_transport):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(TransportError) as raised:
-        HttpTransport(f"http://127.0.0.1:{port}").post(b"{}", {}, timeout=2.0)
+        make_transport(f"http://127.0.0.1:{port}").post(b"{}", {}, timeout=2.0)
     assert not raised.value.timeout and not raised.value.sent
 
 
