@@ -18,7 +18,6 @@ user's ``before_send`` may edit or drop the event; what it returns is checked ag
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import uuid
@@ -70,6 +69,12 @@ class EventRefused(Exception):
         self.reason = reason
 
 
+# json.dumps with any non-default option makes a new encoder on every call; these are
+# made once (the same options, so the same text) and are safe to share between threads.
+_text_json = json.JSONEncoder(ensure_ascii=False).encode
+_EVENT_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def clean_text(text: str) -> str:
     """Text Brain's database accepts: no NUL, no lone surrogate."""
     if text.isascii():
@@ -80,6 +85,8 @@ def clean_text(text: str) -> str:
 
 def wsgi_text(value: str) -> str:
     """Decode a PEP 3333 environ string (bytes carried as latin-1) as UTF-8 text."""
+    if value.isascii():  # the usual case: decoding would give the same text back
+        return clean_text(value)
     try:
         raw = value.encode("latin-1")
     except UnicodeEncodeError:  # the server already decoded it properly
@@ -197,6 +204,20 @@ def _safe_str(value: Any) -> str:
 
 def header_name(environ_key: str) -> str:
     """``HTTP_X_REQUEST_ID`` -> ``X-Request-Id``; ``CONTENT_TYPE`` -> ``Content-Type``."""
+    name = _header_names.get(environ_key)
+    if name is None:
+        name = _header_name(environ_key)
+        if len(environ_key) <= 64:  # the same few dozen names recur: keep them
+            if len(_header_names) >= 512:
+                _header_names.clear()
+            _header_names[environ_key] = name
+    return name
+
+
+_header_names: dict[str, str] = {}
+
+
+def _header_name(environ_key: str) -> str:
     if environ_key.startswith("HTTP_"):
         environ_key = environ_key[5:]
     return "-".join(part.capitalize() for part in environ_key.split("_"))
@@ -207,7 +228,7 @@ def headers_json(headers: list[tuple[str, str]]) -> str:
     for name, value in headers:
         # Repeated headers (Set-Cookie, Vary) keep every value, as HTTP allows.
         combined[name] = f"{combined[name]}, {value}" if name in combined else value
-    return json.dumps(combined, ensure_ascii=False)
+    return _text_json(combined)
 
 
 def find_header(headers: list[tuple[str, str]], name: str) -> str:
@@ -251,6 +272,8 @@ def cut_path(path: str, metadata: dict[str, Any]) -> str:
         return path
     metadata["path_truncated"] = True
     metadata["path_bytes"] = len(raw)
+    import hashlib  # only for the rare over-long path; slow to import
+
     metadata["path_sha256"] = hashlib.sha256(raw).hexdigest()
     return raw[:PATH_LIMIT].decode("utf-8", "ignore")
 
@@ -366,8 +389,8 @@ class EventBuilder:
             "response_size_bytes": ex.response_body.size if ex.response_body else 0,
             "request_headers": headers_json(request_headers),
             "request_body": scrub.text(request_body),
-            "query_params": json.dumps(_group(query_pairs), ensure_ascii=False),
-            "post_data": json.dumps(_group(form_pairs), ensure_ascii=False),
+            "query_params": _text_json(_group(query_pairs)),
+            "post_data": _text_json(_group(form_pairs)),
             "response_headers": headers_json(response_headers),
             "response_body": scrub.text(response_body),
             "request_content_type": request_type[:CONTENT_TYPE_LIMIT],
@@ -440,7 +463,7 @@ class EventBuilder:
             if not changed:
                 return text, []
             # Parsing turned any "\ud800" escape into a real lone surrogate: clean again.
-            return clean_text(json.dumps(masked, ensure_ascii=False)), []
+            return clean_text(_text_json(masked)), []
         # Other text may embed JSON ("key": value pairs) or name=value pairs: mask those.
         return mask_text(text, rule, found)[0], []
 
@@ -460,7 +483,7 @@ _JSON_TEXT_FIELDS = ("request_headers", "response_headers", "query_params", "pos
 
 def _json_object_text(value: Any) -> str:
     if isinstance(value, dict):
-        return json.dumps(clean_json(value), ensure_ascii=False)
+        return _text_json(clean_json(value))
     if isinstance(value, str) and value.lstrip()[:1] == "{":
         try:
             if isinstance(json.loads(value), dict):
@@ -550,4 +573,4 @@ _CUTTABLE_JSON_TEXT = ("request_headers", "response_headers", "query_params", "p
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return _EVENT_ENCODER.encode(value).encode("utf-8")
