@@ -202,10 +202,25 @@ def wait_delivered(
         time.sleep(0.2)
 
 
-def run_worker(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Run ``worker_<name>(params)`` in a fresh process; return what it printed (JSON)."""
+def measured_path() -> str:
+    """PYTHONPATH for the processes that run the variants: ``--otas PATH`` (another
+    checkout's ``otas_capture``, ahead of the editable install) and this directory.
+    The collector and the sinks always run this checkout's code."""
+    other = os.environ.get("BENCH_OTAS", "")
+    return os.pathsep.join(part for part in (other, str(HERE)) if part)
+
+
+def run_worker(name: str, params: dict[str, Any], bytecode: bool = False) -> dict[str, Any]:
+    """Run ``worker_<name>(params)`` in a fresh process; return what it printed (JSON).
+
+    ``bytecode``: let Python read and write ``__pycache__`` even when the environment
+    says not to (PYTHONDONTWRITEBYTECODE), as an installed package always can.
+    """
     argv = me() + ["--worker", name, "--params", json.dumps(params)]
-    out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
+    env = dict(os.environ, PYTHONPATH=measured_path())
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
@@ -359,17 +374,41 @@ def worker_idle(p: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"idle: the request was not delivered: {wrapped.stats()}")
     time.sleep(0.5)
     threads = threading.active_count()
-    cpu, wall = time.process_time(), time.perf_counter()
+    others = [t.ident for t in threading.enumerate() if t is not threading.current_thread()]
+
+    def others_cpu() -> float:
+        total = 0.0
+        for ident in others:
+            try:
+                total += time.clock_gettime(time.pthread_getcpuclockid(ident))  # type: ignore[arg-type]
+            except OSError:  # the thread ended
+                pass
+        return total
+
+    cpu, wall, background = time.process_time(), time.perf_counter(), others_cpu()
     time.sleep(p["seconds"])
+    background = others_cpu() - background
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return {"cpu_us_per_s": cpu / wall * 1e6, "threads": threads}
+    # The process figure includes the clock's own granularity (a bare sleeping process
+    # shows tens of µs per second here); the other threads' clocks are exact.
+    return {
+        "cpu_us_per_s": cpu / wall * 1e6,
+        "threads_us_per_s": background / wall * 1e6,
+        "threads": threads,
+    }
 
 
 def worker_import(p: dict[str, Any]) -> dict[str, Any]:
-    start = time.perf_counter()
+    if p.get("after_flask"):
+        import flask  # noqa: F401  (what an app has loaded before it adds the middleware)
+    start, cpu = time.perf_counter(), time.process_time()
     import otas_capture  # noqa: F401
 
-    return {"ms": (time.perf_counter() - start) * 1000}
+    return {
+        "ms": (time.perf_counter() - start) * 1000,
+        "cpu_ms": (time.process_time() - cpu) * 1000,
+        "where": str(Path(otas_capture.__file__).parent.parent),
+    }
 
 
 def worker_memory(p: dict[str, Any]) -> dict[str, Any]:
@@ -546,7 +585,7 @@ def phase_gunicorn(
                 BENCH_VARIANT=variant,
                 BENCH_COLLECTOR=collector.url,
                 BENCH_SINK=sink.url,
-                PYTHONPATH=str(HERE),
+                PYTHONPATH=measured_path(),
             )
             argv = [gunicorn, "-k", "gthread", "--threads", str(GUNICORN_THREADS), "-w", "1"]
             argv += ["-b", f"127.0.0.1:{port}", "--log-level", "warning", "apps:application"]
@@ -627,7 +666,7 @@ def build_table(
     guni: dict[str, list[dict[str, Any]]] | None,
     deliv: dict[tuple[float, int, str], list[dict[str, Any]]],
     idle: dict[str, Any] | None,
-    import_ms: float | None,
+    import_ms: tuple[float, float, float, float] | None,
     mem: dict[str, Any] | None,
 ) -> list[str]:
     wire = WIRE in args.variants
@@ -699,13 +738,19 @@ def build_table(
                 )
     if idle is not None:
         row(
-            "idle CPU, µs per second (sender started, nothing to send)",
+            "idle CPU, µs per second: process (its threads but the main one)",
             "",
-            {"otas": f"{idle['cpu_us_per_s']:.0f}"},
+            {"otas": f"{idle['cpu_us_per_s']:.0f} ({idle.get('threads_us_per_s', 0):.0f})"},
             "0",
         )
     if import_ms is not None:
-        row("`import otas_capture`, ms", "", {"otas": f"{import_ms:.1f}"}, "< 50")
+        wall, cpu, flask_wall, flask_cpu = import_ms
+        row("`import otas_capture`, ms wall (CPU)", "", {"otas": f"{wall:.1f} ({cpu:.1f})"}, "< 50")
+        row(
+            "`import otas_capture` after `import flask`, ms wall (CPU)",
+            "",
+            {"otas": f"{flask_wall:.1f} ({flask_cpu:.1f})"},
+        )
     if mem is not None:
         row(
             f"peak traced MiB, OTAS unreachable, queue_max_bytes {mem['queue_mib']:.0f} MiB",
@@ -756,6 +801,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip the otas-capture + wire variant (the prototype transport)",
     )
+    parser.add_argument(
+        "--otas",
+        metavar="PATH",
+        help="measure the otas_capture of another checkout at PATH (e.g. an older commit "
+        "made with `git worktree add`); the collector and sinks stay this checkout's",
+    )
     parser.add_argument("--python-loadgen", action="store_true", help="do not use wrk")
     parser.add_argument("--no-apt", action="store_true", help="never apt-get install wrk")
     parser.add_argument("--no-venv", action="store_true", help="use this interpreter as it is")
@@ -795,6 +846,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     ensure_env(args)  # re-runs this script in benchmarks/.venv unless already there
+    if args.otas:
+        os.environ["BENCH_OTAS"] = str(Path(args.otas).resolve())
+        say(f"measuring the otas_capture of {os.environ['BENCH_OTAS']}")
     wrk = ensure_wrk(args) if "gunicorn" in args.only else None
     started = time.perf_counter()
     problems: list[str] = []
@@ -805,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     deliv: dict[tuple[float, int], list[dict[str, Any]]] = {}
     idle: dict[str, Any] | None = None
     mem: dict[str, Any] | None = None
-    import_ms: float | None = None
+    import_ms: tuple[float, float, float, float] | None = None
     try:
         if "path" in args.only:
             path = phase_request_path(args, collector, sink, tok, problems)
@@ -823,7 +877,16 @@ def main(argv: list[str] | None = None) -> int:
         deliv = phase_delivery(args, tok, problems)
     if "import" in args.only:
         say("import time ...")
-        import_ms = statistics.median(run_worker("import", {})["ms"] for _ in range(7))
+        run_worker("import", {}, bytecode=True)  # writes __pycache__, as installing does
+        imports = [run_worker("import", {}, bytecode=True) for _ in range(7)]
+        in_flask = [run_worker("import", {"after_flask": True}, bytecode=True) for _ in range(7)]
+        say(f"imported otas_capture from {imports[0]['where']}")
+        import_ms = (
+            statistics.median(row["ms"] for row in imports),
+            statistics.median(row["cpu_ms"] for row in imports),
+            statistics.median(row["ms"] for row in in_flask),
+            statistics.median(row["cpu_ms"] for row in in_flask),
+        )
     if "memory" in args.only:
         say("memory during an outage ...")
         mem = run_worker(
