@@ -9,8 +9,8 @@ installed on the real functions:
 
 * ``EventBuilder.build``: the whole event, masking and JSON included;
 * ``event._dumps``: JSON serialisation alone (part of build);
-* ``BrainConnection.post``: the HTTP call, answer included (``http.client``, or
-  ``otas_capture.wire`` with ``--transport wire``);
+* the transport's ``post``: the HTTP call, answer included (``client.WireTransport``,
+  the default, or ``client.HttpTransport`` with ``--transport http.client``);
 
 and the sender threads' own CPU clocks (``time.pthread_getcpuclockid``) give their total.
 What is left after build and post is queueing, locks, token checks, counting, and
@@ -18,8 +18,8 @@ handing the interpreter lock between threads; running with ``--concurrency 1`` a
 ``4`` shows how much the hand-offs add. The process's whole CPU during the flush is
 shown too (the application is idle then).
 
-    python benchmarks/breakdown.py                    # http.client, 1 and 4 threads
-    python benchmarks/breakdown.py --transport wire   # the same with otas_capture.wire
+    python benchmarks/breakdown.py                           # wire, 1 and 4 threads
+    python benchmarks/breakdown.py --transport http.client   # the same with http.client
 
 Runs in any environment with this checkout and Flask installed (benchmarks/.venv has
 both). The wrappers cost about a microsecond each; they are the same in every run.
@@ -42,7 +42,7 @@ from apps import PATH, REQUEST_BODY, make_flask_app  # noqa: E402
 from run import start_collector  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
-from otas_capture import OtasMiddleware, event, sender, wire  # noqa: E402
+from otas_capture import OtasMiddleware, client, event  # noqa: E402
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector  # noqa: E402
 
 TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
@@ -65,9 +65,14 @@ def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install(transport: str) -> None:
-    if transport == "wire":
-        sender.BrainConnection = wire.BrainConnection  # type: ignore[misc]
-    sender.BrainConnection.post = timed("post", sender.BrainConnection.post)  # type: ignore[method-assign]
+    chosen: Any = client.WireTransport if transport == "wire" else client.HttpTransport
+    # The sender makes its client with the default transport: make that the chosen one.
+    init = client.OtasClient.__init__
+    if init.__kwdefaults__ and "transport" in init.__kwdefaults__:  # keyword-only
+        init.__kwdefaults__["transport"] = chosen
+    else:
+        init.__defaults__ = (chosen,)
+    chosen.post = timed("post", chosen.post)
     event.EventBuilder.build = timed("build", event.EventBuilder.build)  # type: ignore[method-assign]
     event._dumps = timed("json", event._dumps)
 
@@ -132,7 +137,7 @@ def one_run(url: str, concurrency: int, events: int, token: str) -> dict[str, fl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Where the sender's CPU goes, per event.")
-    parser.add_argument("--transport", choices=("http.client", "wire"), default="http.client")
+    parser.add_argument("--transport", choices=("http.client", "wire"), default="wire")
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", default="1,4", help="thread counts to compare (1,4)")
