@@ -11,8 +11,10 @@ it is missing), or a small Python load generator otherwise. Then it re-runs itse
 that environment and measures, each variant in a process of its own, everything shipped
 over loopback to a sink in another process (the bundled collector for otas-capture, a
 span-counting OTLP sink for OpenTelemetry), and checks that every event arrived. Besides
-bare, otas-capture and OpenTelemetry it runs "otas-capture + wire", the sender with the
-prototype transport ``otas_capture.wire`` swapped in (``--no-wire`` leaves it out).
+bare, otas-capture and OpenTelemetry it runs "otas-capture + wire", the sender with
+``otas_capture.wire`` forced as its transport (``--no-wire`` leaves it out: wire is the
+default now, so the column only differs for an older checkout measured with
+``--otas PATH``, which runs every variant with that checkout's ``otas_capture``).
 
 * request path: time of one call of the Flask app (in-process, no server), median and
   p99, while shipping runs; bare, otas-capture, OpenTelemetry;
