@@ -342,3 +342,37 @@ def test_gunicorn_recycling_workers_with_a_slow_brain_stalls_no_request_beyond_t
     paths = [event["path"] for event in collector.events()]
     assert len(paths) == len(set(paths))
     assert len(paths) + not_delivered(stderr) >= 60, stderr
+
+
+def test_a_spool_left_by_a_stopped_server_is_shipped_once_by_workers_sharing_it(
+    tmp_path, collector_server, collector, token
+):
+    spool = str(tmp_path / "spool")
+    env = {"OTAS_SPOOL_DIR": spool, "OTAS_SHUTDOWN_TIMEOUT": "0.5"}
+    collector.brain_down(503)
+    port = free_port()
+    returncode, stderr = serve_and_stop(
+        waitress_command(tmp_path, port), port, tmp_path, collector_server.url, token, 20, **env
+    )
+    assert returncode == -signal.SIGTERM, stderr
+    assert collector.events() == []
+    collector.brain_up = True
+
+    # Three servers restart at once on the same spool, as pre-forked workers would.
+    workers = []
+    try:
+        for _ in range(3):
+            port = free_port()
+            process = start(waitress_command(tmp_path, port), tmp_path, collector_server.url, **env)
+            workers.append((process, port))
+        for process, port in workers:
+            wait_until_listening(port, process)
+            url = f"http://127.0.0.1:{port}/started/{port}"  # the first capture restores
+            assert requests.get(url, headers={TOKEN_HEADER: token}).content == b"hello"
+        collector.wait_for_events(23, timeout=20)
+    finally:
+        for process, _ in workers:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+    restored = [e["path"] for e in collector.events() if e["path"].startswith("/r/")]
+    assert sorted(restored) == sorted(f"/r/{number}" for number in range(20))
