@@ -72,10 +72,27 @@ store = ItemStore()
 otas = init_app(app)
 
 
+def header_text(name: str, default: str) -> str:
+    """A request header as the text the client sent.
+
+    WSGI hands header values to the app as their bytes decoded as Latin-1 (PEP 3333),
+    and ``request.headers`` passes them on as they are: a UTF-8 ``Café`` arrives as
+    ``CafÃ©``. Decode the bytes as UTF-8 where they are UTF-8; keep anything else as the
+    Latin-1 text it is.
+    """
+    value = request.headers.get(name)
+    if value is None:
+        return default
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not UTF-8 (or not bytes a server decoded): keep it as is
+        return value
+
+
 @app.before_request
 def tag_tenant() -> None:
     # Lets OTAS group an agent's calls by customer; a no-op for requests not captured.
-    annotate(tenant=request.headers.get("X-Tenant", "public"))
+    annotate(tenant=header_text("X-Tenant", "public"))
 
 
 @app.errorhandler(HTTPException)

@@ -3,22 +3,41 @@
 Each setting can be given as a keyword option (``OtasMiddleware(app, sample_rate=0.5)``)
 or as the upper-case environment variable ``OTAS_<NAME>``. An option given in code wins
 over the environment, which wins over the default. Everything is checked once, when the
-middleware is built, so that a typo fails at start-up with a message that names the
-variable and the values it accepts, instead of silently losing events later.
+middleware is built, for what it will have to go through later (the SDK key travels as an
+HTTP header value, the URLs are dialled), so that nothing fails silently afterwards.
+
+A bad value is handled according to who gave it:
+
+- **in code**: :class:`ConfigError` naming the option and what it accepts. The developer
+  sees it at once, and the fix is in their hands.
+- **in the environment**: never an exception. A monitoring SDK must not stop the host app
+  from booting (a gunicorn worker that raises at import is a service down). One error is
+  logged on the ``otas_capture`` logger naming the variable and what it accepts (never the
+  value of a secret); the setting then takes its default, except where a default could
+  send data somewhere the user did not mean (the key, the URLs, ``OTAS_ENABLED``,
+  ``OTAS_BEFORE_SEND``): then nothing is shipped and requests pass through.
+
+Names are normalised the way they will be compared: header names as HTTP compares them
+(any case, ``_`` and ``-`` alike), skip paths as decoded text (percent-escapes undone, as
+the server undoes them in the request path).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import os
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from .contract import DEFAULT_BRAIN_URL, DEFAULT_UASAM_URL, is_sdk_key
+from .contract import DEFAULT_BRAIN_URL, DEFAULT_UASAM_URL, LOGGER_NAME, is_sdk_key
+
+logger = logging.getLogger(LOGGER_NAME)
 
 # Headers whose values never leave the process, whatever the user configures.
 BUILTIN_SENSITIVE_HEADERS = frozenset(
@@ -58,21 +77,50 @@ MAX_BODY_BYTES_LIMIT = 1024 * 1024
 
 
 class ConfigError(ValueError):
-    """A setting has a value the SDK cannot use. Raised when the middleware is built.
+    """An option passed in code has a value the SDK cannot use. Raised when the middleware
+    is built.
 
-    The message names the environment variable (and its option name) and the values
-    it accepts. It never repeats the value of a secret setting.
+    The message names the option (and its environment variable) and the values it
+    accepts. It never repeats the value of a secret setting. ``option`` and ``detail``
+    (what is wrong, without the name) are kept for callers that word it themselves.
     """
+
+    def __init__(self, message: str, *, option: str | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.option = option
+        self.detail = detail or message
 
 
 def _env_name(option: str) -> str:
     return "OTAS_" + option.upper()
 
 
-def _fail(option: str, accepts: str, value: Any = None, *, secret: bool = False) -> ConfigError:
-    where = f"{_env_name(option)} (option {option}=)"
+def _fail(
+    option: str, accepts: str, value: Any = None, *, secret: bool = False, why: str = ""
+) -> ConfigError:
     got = "" if secret or value is None else f", got {value!r}"
-    return ConfigError(f"{where} must be {accepts}{got}")
+    detail = f"must be {accepts}{got}{f'; {why}' if why else ''}"
+    message = f"option {option}= (environment {_env_name(option)}) {detail}"
+    return ConfigError(message, option=option, detail=detail)
+
+
+def header_key(name: str) -> str:
+    """A header name as HTTP compares it: any case, and ``_`` the same as ``-``.
+
+    WSGI servers turn both ``X-Custom-Secret`` and ``X_Custom_Secret`` into the same
+    ``HTTP_X_CUSTOM_SECRET``, so a setting written either way must match either.
+    """
+    return name.strip().lower().replace("_", "-")
+
+
+def _unsendable_character(text: str) -> str:
+    """Why ``text`` cannot travel as an HTTP header value or a URL, or "" if it can."""
+    for char in text:
+        if char.isspace():
+            return "this one contains a space or line break"
+        if unicodedata.category(char) == "Cc":
+            return "this one contains a control character"
+    return ""
 
 
 def _parse_bool(option: str, value: Any) -> bool:
@@ -140,6 +188,12 @@ def _parse_list(option: str, value: Any) -> tuple[str, ...]:
         raise _fail(option, "a comma-separated string or a list of strings", value) from None
 
 
+def _parse_skip_paths(option: str, value: Any) -> tuple[str, ...]:
+    """Path prefixes as decoded text: servers undo percent-escapes in the request path,
+    so ``/caf%C3%A9`` and ``/café`` both mean the path a browser shows as ``/café``."""
+    return tuple(unquote(path) for path in _parse_list(option, value))
+
+
 def _parse_path(option: str, value: Any) -> str | None:
     text = os.fspath(value).strip() if value is not None else ""
     return text or None
@@ -156,32 +210,73 @@ def _parse_callable(option: str, value: Any) -> Any:
             raise ValueError(text)
         found = getattr(importlib.import_module(module_name), attr)
     except Exception:
-        raise _fail(option, "a callable or the dotted path of one (package.module:function)", value)
+        raise _fail(
+            option, "a callable or the dotted path of one (package.module:function)", value
+        ) from None
     if not callable(found):
         raise _fail(option, "a callable or the dotted path of one (package.module:function)", value)
     return found
 
 
+_URL_ACCEPTS = (
+    "an http:// or https:// URL such as http://localhost:8002: a host, a port from 1 to "
+    "65535 if any, no spaces"
+)
+
+
 def _parse_url(option: str, value: Any) -> str:
-    text = str(value).strip().rstrip("/")
+    text = str(value).strip()
+    # user:password@ would be a credential in our logs, and OTAS does not use it.
+    secret = "@" in text
+    why = _unsendable_character(text)
+    if why:
+        raise _fail(option, _URL_ACCEPTS, value, secret=secret, why=why)
     parts = urlsplit(text)
-    try:
-        _ = parts.port  # raises for a port that is not a number from 0 to 65535
-    except ValueError:
-        parts = parts._replace(netloc="")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _fail(option, "an http:// or https:// URL such as http://localhost:8002", value)
+        raise _fail(option, _URL_ACCEPTS, value, secret=secret)
+    if "@" in parts.netloc:
+        raise _fail(option, _URL_ACCEPTS, secret=True, why="this one has a user name or password")
+    try:
+        port = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise _fail(option, _URL_ACCEPTS, value, why="its port is not a number from 1 to 65535")
     if parts.query or parts.fragment:
         raise _fail(option, "a base URL without query or fragment", value)
-    return text
+    try:
+        parts.hostname.encode("idna")  # how http.client sends a non-ASCII host
+    except UnicodeError:
+        raise _fail(option, _URL_ACCEPTS, value, why="its host is not a valid name")
+    # http.client sends the request line as ASCII: percent-encode any other path text.
+    try:
+        path = quote(parts.path, safe="/%!$&'()*+,;=:@-._~")
+    except UnicodeError:  # a lone surrogate, from an environment that is not UTF-8
+        raise _fail(option, _URL_ACCEPTS, why="its path is not valid text") from None
+    return parts._replace(path=path).geturl().rstrip("/")
+
+
+_KEY_ACCEPTS = (
+    "a backend SDK key of the form otas_<prefix>_<secret>, made of Latin-1 characters "
+    "without spaces or control characters, as an HTTP header requires"
+)
 
 
 def _parse_sdk_key(option: str, value: Any) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     text = str(value).strip()
-    if not is_sdk_key(text):
-        raise _fail(option, "a backend SDK key of the form otas_<prefix>_<secret>", secret=True)
+    why = _unsendable_character(text)
+    if not why and not is_sdk_key(text):
+        why = "this one has fewer than two underscores"
+    if not why:
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            why = "this one has a character outside Latin-1"
+    if why:
+        # Never the value: this is a credential, and it ends up in logs.
+        raise _fail(option, _KEY_ACCEPTS, secret=True, why=why)
     return text
 
 
@@ -199,6 +294,10 @@ def _parse_project_id(option: str, value: Any) -> str | None:
 @dataclass(frozen=True)
 class Config:
     """The checked settings of one middleware. Build it with :meth:`Config.load`."""
+
+    # Not a setting: the OTAS_* variables whose values were refused (each logged once,
+    # then replaced as the module docstring says), so the caller can tell why it is off.
+    env_refused: tuple[str, ...] = ()
 
     sdk_key: str | None = None
     project_id: str | None = None
@@ -240,7 +339,11 @@ class Config:
 
     @classmethod
     def load(cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
-        """Merge ``options`` over ``OTAS_*`` variables of ``environ`` over the defaults."""
+        """Merge ``options`` over ``OTAS_*`` variables of ``environ`` over the defaults.
+
+        A bad option raises :class:`ConfigError`; a bad variable is logged and replaced
+        (see the module docstring), so that loading from the environment never raises.
+        """
         environ = os.environ if environ is None else environ
         unknown = sorted(set(options) - set(_PARSERS))
         if unknown:
@@ -248,22 +351,49 @@ class Config:
                 f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(_PARSERS))}"
             )
         values: dict[str, Any] = {}
+        refused: list[str] = []
         for name, parse in _PARSERS.items():
             if name in options and options[name] is not None:
-                raw = options[name]
-            elif _env_name(name) in environ:
-                raw = environ[_env_name(name)]
-            else:
-                continue
-            values[name] = parse(name, raw)
+                values[name] = parse(name, options[name])
+            elif environ.get(_env_name(name), "").strip():
+                # An empty variable counts as unset (``OTAS_X=${X}`` with X unset).
+                try:
+                    values[name] = parse(name, environ[_env_name(name)])
+                except Exception as error:  # whatever it is, the host app must start
+                    refused.append(name)
+                    _log_refused(name, error, getattr(cls, name))
+        if any(name in _SHIP_NOTHING_WHEN_REFUSED for name in refused):
+            values["enabled"] = False
         for name in ("sensitive_headers", "sensitive_fields"):
             builtin = getattr(cls, name)
             extra = {item.lower() for item in values.get(name, ())}
-            if name == "sensitive_fields":
+            if name == "sensitive_headers":
+                extra = {header_key(item) for item in extra}
+            else:
                 # Field names match with - and _ alike (see redaction.normalize_name).
                 extra = {item.replace("-", "_") for item in extra}
             values[name] = frozenset(builtin | extra)
-        return cls(**values)
+        return cls(env_refused=tuple(_env_name(name) for name in refused), **values)
+
+
+# Settings whose default, taken in place of a refused value, could send data where the
+# user did not mean it to go (or unfiltered): refusing one of them ships nothing.
+_SHIP_NOTHING_WHEN_REFUSED = frozenset(
+    {"sdk_key", "brain_url", "uasam_url", "enabled", "before_send"}
+)
+
+
+def _log_refused(name: str, error: Exception, default: Any) -> None:
+    if name in _SHIP_NOTHING_WHEN_REFUSED:
+        outcome = "nothing is sent to OTAS until it is fixed; requests pass through untouched"
+    else:
+        outcome = f"using the default ({'none' if default is None else default!r}) instead"
+    if isinstance(error, ConfigError):
+        problem = error.detail
+    else:
+        # Not one of our checks: name the kind of error only, the value may be a secret.
+        problem = f"could not be read ({type(error).__name__})"
+    logger.error("otas-capture: %s %s; %s", _env_name(name), problem, outcome)
 
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
@@ -275,7 +405,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "max_body_bytes": lambda o, v: _parse_int(o, v, 0, MAX_BODY_BYTES_LIMIT),
     "sensitive_headers": _parse_list,
     "sensitive_fields": _parse_list,
-    "skip_paths": _parse_list,
+    "skip_paths": _parse_skip_paths,
     "sample_rate": lambda o, v: _parse_float(o, v, 0.0, 1.0),
     "queue_size": lambda o, v: _parse_int(o, v, 1),
     "queue_max_bytes": lambda o, v: _parse_int(o, v, 1024),

@@ -43,8 +43,9 @@ class OtasMiddleware:
     :param app: the WSGI application to wrap.
     :param options: any setting of :class:`~otas_capture.config.Config` by its lower-case
         name (``sdk_key``, ``brain_url``, ``sample_rate``, ...). Each one not given is read
-        from its ``OTAS_*`` environment variable, else takes its default. A bad value
-        raises :class:`~otas_capture.ConfigError` here, at start-up.
+        from its ``OTAS_*`` environment variable, else takes its default. A bad option
+        raises :class:`~otas_capture.ConfigError` here, at start-up; a bad variable never
+        does: it is logged, then replaced (see :mod:`otas_capture.config`).
 
     Without an SDK key (or with ``enabled=False``) the middleware passes every request
     through untouched and ships nothing.
@@ -61,7 +62,9 @@ class OtasMiddleware:
         self.config = Config.load(options)
         self._stats = Stats()
         self._sender: Sender | None = None
-        if not self.config.enabled:
+        if not self.config.enabled and self.config.env_refused:
+            pass  # off because a variable was refused: config logged that, naming it
+        elif not self.config.enabled:
             logger.info("otas-capture: disabled by OTAS_ENABLED; requests pass through")
         elif self.config.sdk_key is None:
             logger.warning(

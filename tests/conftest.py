@@ -97,7 +97,11 @@ def serve_app() -> Iterator[Callable[[Any], str]]:
             server = wsgiref_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
         else:
             server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the loop to notice, and the
+        # default half second per server was half of the suite's wall time.
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
         thread.start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}"

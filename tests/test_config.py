@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import secrets
+import uuid
 
 import pytest
+import requests
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
@@ -18,7 +22,11 @@ from otas_capture.config import (
     MAX_BODY_BYTES_LIMIT,
     Config,
     ConfigError,
+    header_key,
 )
+from otas_capture.contract import LOGGER_NAME, SDK_KEY_PREFIX, SESSION_TOKEN_HEADER
+
+from .conftest import settle
 
 KEY = "otas_pk123_s3cr3tS3cr3t"
 PROJECT = "123e4567-e89b-12d3-a456-426614174000"
@@ -67,7 +75,10 @@ EXPECTED_DEFAULTS = {
     "spool_dir": None,
     "safe_fields": frozenset(),
     "before_send": None,
+    # Not a setting: the variables refused while loading.
+    "env_refused": (),
 }
+SETTINGS = sorted(set(EXPECTED_DEFAULTS) - {"env_refused"})
 
 
 def test_the_expected_defaults_cover_every_setting():
@@ -149,7 +160,7 @@ FROM_ENVIRONMENT = {
 
 
 def test_the_environment_table_covers_every_setting():
-    assert set(FROM_ENVIRONMENT) == set(EXPECTED_DEFAULTS)
+    assert sorted(FROM_ENVIRONMENT) == SETTINGS
 
 
 @pytest.mark.parametrize("name", sorted(FROM_ENVIRONMENT))
@@ -182,7 +193,7 @@ def test_enabled_accepts_python_booleans(value):
 
 @pytest.mark.parametrize("text", ["", "maybe", "2", "enabled", "y", "t"])
 def test_enabled_refuses_other_words_and_lists_the_spellings(text):
-    message = error_of(environ={"OTAS_ENABLED": text})
+    message = error_of({"enabled": text})
     assert "OTAS_ENABLED" in message and "enabled=" in message
     assert "true/false" in message and "1/0" in message
     assert "yes/no" in message and "on/off" in message
@@ -351,9 +362,9 @@ def test_a_list_setting_that_is_not_a_list_is_refused():
     assert "comma-separated string or a list of strings" in message
 
 
-def test_sensitive_headers_extend_the_builtin_list_lower_cased():
+def test_sensitive_headers_extend_the_builtin_list_as_http_compares_names():
     config = load(sensitive_headers="X-Tenant-Secret, X_Other")
-    assert config.sensitive_headers == BUILTIN_SENSITIVE_HEADERS | {"x-tenant-secret", "x_other"}
+    assert config.sensitive_headers == BUILTIN_SENSITIVE_HEADERS | {"x-tenant-secret", "x-other"}
 
 
 def test_sensitive_headers_given_as_a_list_also_extend():
@@ -448,7 +459,7 @@ def test_an_empty_sdk_key_means_not_set(value):
     ],
 )
 def test_a_malformed_sdk_key_is_refused_without_repeating_it(value):
-    message = error_of(environ={"OTAS_SDK_KEY": value})
+    message = error_of({"sdk_key": value})
     assert "OTAS_SDK_KEY" in message and "sdk_key=" in message
     assert "otas_<prefix>_<secret>" in message
     assert value not in message
@@ -523,10 +534,17 @@ def test_middleware_refuses_a_bad_option_at_construction():
         OtasMiddleware(hello_app, sample_rate=2)
 
 
-def test_middleware_refuses_a_bad_environment_variable_at_construction(monkeypatch):
+def test_middleware_starts_despite_a_bad_environment_variable(monkeypatch, caplog):
+    monkeypatch.setenv("OTAS_SDK_KEY", KEY)
     monkeypatch.setenv("OTAS_CONCURRENCY", "many")
-    with pytest.raises(otas_capture.ConfigError, match="OTAS_CONCURRENCY"):
-        OtasMiddleware(hello_app)
+    with caplog.at_level(logging.WARNING, logger="otas_capture"):
+        middleware = OtasMiddleware(hello_app)
+    try:
+        assert middleware.config.concurrency == 4 and middleware.config.shipping
+        [error] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "OTAS_CONCURRENCY" in error.getMessage()
+    finally:
+        middleware.close(timeout=0.1)
 
 
 def test_middleware_refuses_an_unknown_option_at_construction():
@@ -611,3 +629,273 @@ def test_middleware_disabled_by_environment_passes_requests_through(monkeypatch)
         _assert_passes_through(middleware)
     finally:
         middleware.close(timeout=0.1)
+
+
+# -- real SDK keys, as UASAM makes them ----------------------------------------------------
+
+
+def uasam_key() -> str:
+    """A key exactly as UASAM makes one, with a ``_`` inside both random parts."""
+    while True:
+        prefix, secret = secrets.token_urlsafe(8), secrets.token_urlsafe(32)
+        if "_" in prefix and "_" in secret:
+            return SDK_KEY_PREFIX + "_" + prefix + "_" + secret
+
+
+UASAM_KEYS = [uasam_key() for _ in range(50)]
+
+
+def test_uasam_keys_used_here_have_underscores_in_both_random_parts():
+    for key in UASAM_KEYS:
+        assert key.count("_") >= 4
+
+
+@pytest.mark.parametrize("key", UASAM_KEYS)
+def test_every_key_uasam_makes_is_accepted_in_code_and_in_the_environment(key, caplog):
+    with caplog.at_level(logging.WARNING, logger="otas_capture"):
+        assert load(sdk_key=key).sdk_key == key
+        config = Config.load({}, {"OTAS_SDK_KEY": key})
+    assert config.sdk_key == key and config.shipping
+    assert not caplog.records
+
+
+def test_a_uasam_key_from_the_environment_starts_the_app_and_ships(
+    monkeypatch, collector_server, collector, serve_app, token
+):
+    key = uasam_key()
+    project_id = str(uuid.uuid4())
+    collector.add_sdk_key(key, project_id)
+    monkeypatch.setenv("OTAS_SDK_KEY", key)
+    monkeypatch.setenv("OTAS_BRAIN_URL", collector_server.url)
+    monkeypatch.setenv("OTAS_UASAM_URL", collector_server.url)
+    monkeypatch.setenv("OTAS_FLUSH_INTERVAL", "0.01")
+    middleware = OtasMiddleware(hello_app)
+    try:
+        url = serve_app(middleware)
+        response = requests.get(url + "/api/v1/users/", headers={SESSION_TOKEN_HEADER: token})
+        assert response.text == "hello"
+        stats = settle(middleware)
+        assert stats["sent"] == 1, stats
+        [event] = collector.events()
+        assert event["_project_id"] == project_id and event["project_id"] == project_id
+        assert event["path"] == "/api/v1/users/"
+    finally:
+        middleware.close(timeout=2.0)
+        collector.remove_sdk_key(key)
+
+
+# -- a bad environment never stops the app ---------------------------------------------
+
+
+def errors_logged(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == LOGGER_NAME and r.levelno >= logging.WARNING
+    ]
+
+
+def load_environment(caplog, **variables: str) -> Config:
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        return Config.load({}, variables)
+
+
+@pytest.mark.parametrize(
+    "name, text, accepts",
+    [
+        ("concurrency", "many", "whole number from 1 to 64"),
+        ("sample_rate", "2", "from 0 to 1"),
+        ("timeout", "soon", "above 0"),
+        ("max_body_bytes", "-1", "from 0 to 1048576"),
+        ("project_id", "my-project", "UUID"),
+        ("shutdown_timeout", "-1", "from 0 to 600"),
+    ],
+)
+def test_a_bad_variable_logs_one_error_and_takes_the_default(name, text, accepts, caplog):
+    config = load_environment(caplog, **{f"OTAS_{name.upper()}": text, "OTAS_SDK_KEY": KEY})
+    assert getattr(config, name) == EXPECTED_DEFAULTS[name]
+    assert config.shipping and config.env_refused == (f"OTAS_{name.upper()}",)
+    [message] = errors_logged(caplog)
+    assert f"OTAS_{name.upper()}" in message and accepts in message
+    assert "default" in message
+    assert caplog.records[0].levelno == logging.ERROR
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("sdk_key", "otas_nounderscore"),
+        ("sdk_key", "otas_pk_s3cr3t with space"),
+        ("brain_url", "brain.internal:8002"),
+        ("uasam_url", "http://localhost:0"),
+        ("enabled", "maybe"),
+        ("before_send", "no_such_module_here:scrub"),
+    ],
+)
+def test_a_bad_key_url_switch_or_filter_in_the_environment_ships_nothing(name, text, caplog):
+    variables = {"OTAS_SDK_KEY": KEY, f"OTAS_{name.upper()}": text}
+    config = load_environment(caplog, **variables)
+    assert config.shipping is False
+    [message] = errors_logged(caplog)
+    assert f"OTAS_{name.upper()}" in message and "nothing is sent" in message
+
+
+def test_a_refused_key_is_never_repeated_in_the_log(caplog):
+    bad = "otas_pk_s3cr3t\u20acvalue"  # the euro sign cannot travel in a header
+    load_environment(caplog, OTAS_SDK_KEY=bad)
+    [message] = errors_logged(caplog)
+    assert "OTAS_SDK_KEY" in message and "Latin-1" in message
+    assert "s3cr3t" not in caplog.text and bad not in caplog.text
+
+
+def test_a_url_with_a_password_is_never_repeated_in_the_log(caplog):
+    load_environment(caplog, OTAS_BRAIN_URL="http://otas:hunter2@brain.internal:8002")
+    [message] = errors_logged(caplog)
+    assert "OTAS_BRAIN_URL" in message and "hunter2" not in caplog.text
+
+
+def test_each_bad_variable_is_named_in_its_own_error(caplog):
+    config = load_environment(caplog, OTAS_SDK_KEY=KEY, OTAS_BATCH_SIZE="x", OTAS_TIMEOUT="y")
+    messages = errors_logged(caplog)
+    assert len(messages) == 2
+    assert "OTAS_BATCH_SIZE" in messages[0] and "OTAS_TIMEOUT" in messages[1]
+    assert config.env_refused == ("OTAS_BATCH_SIZE", "OTAS_TIMEOUT") and config.shipping
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_an_empty_variable_counts_as_unset(name, caplog):
+    config = load_environment(caplog, **{f"OTAS_{name.upper()}": " "})
+    assert getattr(config, name) == EXPECTED_DEFAULTS[name]
+    assert not errors_logged(caplog)
+
+
+def test_an_error_raised_by_a_filter_module_on_import_is_contained(tmp_path, monkeypatch, caplog):
+    (tmp_path / "otas_broken_filter.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = load_environment(caplog, OTAS_SDK_KEY=KEY, OTAS_BEFORE_SEND="otas_broken_filter:f")
+    assert config.shipping is False
+    [message] = errors_logged(caplog)
+    assert "OTAS_BEFORE_SEND" in message
+
+
+def test_the_same_bad_value_in_code_raises_naming_the_option():
+    message = error_of({"concurrency": "many"})
+    assert "concurrency=" in message and "OTAS_CONCURRENCY" in message
+
+
+def test_a_bad_option_in_code_wins_over_a_good_variable_and_still_raises():
+    with pytest.raises(ConfigError, match="sample_rate="):
+        Config.load({"sample_rate": 2}, {"OTAS_SAMPLE_RATE": "0.5"})
+
+
+def test_a_good_option_in_code_hides_a_bad_variable(caplog):
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        config = Config.load({"concurrency": 8}, {"OTAS_CONCURRENCY": "many"})
+    assert config.concurrency == 8 and not errors_logged(caplog)
+
+
+def test_a_middleware_with_a_bad_key_in_the_environment_passes_requests_through(
+    monkeypatch, caplog
+):
+    monkeypatch.setenv("OTAS_SDK_KEY", "otas-not-a-key")
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        middleware = OtasMiddleware(hello_app)
+    # One message, and the right one: not "OTAS_SDK_KEY is not set" nor "disabled".
+    [message] = [r.getMessage() for r in caplog.records if r.name == LOGGER_NAME]
+    assert "OTAS_SDK_KEY" in message and "otas-not-a-key" not in caplog.text
+    _assert_passes_through(middleware)
+
+
+# -- start-up refuses what cannot work ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, why",
+    [
+        ("otas_pk_s3cr3t\u20ac", "outside Latin-1"),
+        ("otas_pk_s3cr3t\u4e2d\u6587", "outside Latin-1"),
+        ("otas_pk_s3 cr3t", "space"),
+        ("otas_pk_s3cr3t\nX-Injected: 1", "space or line break"),
+        ("otas_pk_s3cr3t\x00", "control character"),
+        ("otas_pk_s3cr3t\x7f", "control character"),
+        ("otas_pk_s3\u00a0cr3t", "space"),
+    ],
+)
+def test_a_key_that_cannot_travel_in_an_http_header_is_refused(key, why):
+    message = error_of({"sdk_key": key})
+    assert "sdk_key=" in message and why in message
+    assert "s3cr3t" not in message
+
+
+def test_a_latin1_key_is_accepted_as_http_allows_it():
+    assert load(sdk_key="otas_pk_s\u00e9cret").sdk_key == "otas_pk_s\u00e9cret"
+
+
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        ("http://localhost:0", "port"),
+        ("http://localhost:65536", "port"),
+        ("http://localhost:-1", "port"),
+        ("http://brain internal:8002", "space"),
+        ("http://brain.internal:8002/base path", "space"),
+        ("http://brain.internal\t:8002", "space"),
+        ("http://brain.internal:8002/\x00", "control character"),
+        ("http://user:pw@brain.internal:8002", "user name or password"),
+        ("http://brain.internal:8002/\udcff", "path is not valid text"),
+    ],
+)
+def test_a_url_that_cannot_be_dialled_is_refused(value, why):
+    message = error_of({"brain_url": value})
+    assert "brain_url=" in message and why in message
+
+
+@pytest.mark.parametrize("port", [1, 8002, 65535])
+def test_ports_from_1_to_65535_are_accepted(port):
+    assert load(brain_url=f"http://localhost:{port}").brain_url == f"http://localhost:{port}"
+
+
+def test_an_ipv6_address_is_a_host():
+    assert load(brain_url="http://[::1]:8002/").brain_url == "http://[::1]:8002"
+
+
+def test_a_non_ascii_base_path_is_sent_percent_encoded():
+    assert load(brain_url="https://otas.example/caf\u00e9/").brain_url == (
+        "https://otas.example/caf%C3%A9"
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["X_Custom_Secret", "x-custom-secret", "X-CUSTOM_SECRET", " x_custom_secret "]
+)
+def test_sensitive_header_names_are_normalised_as_http_compares_them(text):
+    config = Config.load({}, {"OTAS_SENSITIVE_HEADERS": text})
+    assert header_key("X-Custom-Secret") in config.sensitive_headers
+
+
+def test_a_header_named_with_underscores_in_the_environment_is_redacted(
+    monkeypatch, make_middleware, serve_app, collector, token
+):
+    monkeypatch.setenv("OTAS_SENSITIVE_HEADERS", "X_Custom_Secret")
+    middleware = make_middleware(hello_app)
+    url = serve_app(middleware)
+    headers = {SESSION_TOKEN_HEADER: token, "X-Custom-Secret": "hush-hush-value"}
+    assert requests.get(url + "/", headers=headers).text == "hello"
+    assert settle(middleware)["sent"] == 1
+    [event] = collector.events()
+    assert "hush-hush-value" not in json.dumps(event)
+    assert "X-Custom-Secret" in event["request_headers"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("/caf\u00e9", "/caf\u00e9"),
+        ("/caf%C3%A9", "/caf\u00e9"),
+        ("/a%20b,/health", "/a b"),
+        ("/100%", "/100%"),
+    ],
+)
+def test_skip_paths_are_kept_as_decoded_text(text, expected):
+    config = Config.load({}, {"OTAS_SKIP_PATHS": text})
+    assert config.skip_paths[0] == expected

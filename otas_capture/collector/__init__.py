@@ -1,0 +1,56 @@
+"""A local stand-in for the OTAS servers, so the SDK can be tried without an account.
+
+- :mod:`.app`: ``Collector``, the WSGI application answering like UASAM and Brain,
+  with its control surface for tests (``fail_next``, ``uasam_up``, ``issue_token``).
+- :mod:`.rules`: what Brain's database makes of an event body (pure functions).
+- :mod:`.store`: ``EventStore``, where accepted events and answered calls are kept.
+- :mod:`.server`: ``CollectorServer`` and ``serve()``, running it on loopback with
+  waitress in a background thread.
+- :mod:`.cli`: ``python -m otas_capture.collector`` for humans.
+
+Needs the ``collector`` extra (waitress, werkzeug): ``pip install 'otas-capture[collector]'``.
+"""
+
+from __future__ import annotations
+
+# Contract names re-exported for code written against the old single module.
+from ..contract import (
+    AUTHENTICATE_PATH,
+    MAX_REQUEST_BYTES,
+    REQUIRED_FIELDS,
+    SDK_LOG_PATH,
+    SESSION_CREATE_PATH,
+)
+from .app import (
+    DEMO_AGENT_ID,
+    DEMO_AGENT_KEY,
+    DEMO_PROJECT_ID,
+    DEMO_SDK_KEY,
+    DEMO_SECRET,
+    EVENTS_PATH,
+    TOKEN_LIFETIME,
+    Collector,
+)
+from .cli import main
+from .server import CollectorServer, serve
+from .store import EventStore
+
+__all__ = [
+    "AUTHENTICATE_PATH",
+    "DEMO_AGENT_ID",
+    "DEMO_AGENT_KEY",
+    "DEMO_PROJECT_ID",
+    "DEMO_SDK_KEY",
+    "DEMO_SECRET",
+    "EVENTS_PATH",
+    "MAX_REQUEST_BYTES",
+    "REQUIRED_FIELDS",
+    "SDK_LOG_PATH",
+    "SESSION_CREATE_PATH",
+    "TOKEN_LIFETIME",
+    "Collector",
+    "CollectorServer",
+    "EventStore",
+    "main",
+    "serve",
+]
