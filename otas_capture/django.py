@@ -350,13 +350,19 @@ def _parse_bool(value: Any) -> bool | None:
 
 def _core_for(options: dict[str, Any]) -> OtasMiddleware:
     """The shared core middleware for these options and the current environment."""
-    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OTAS_")))
-    key = (tuple(sorted((name, repr(value)) for name, value in options.items())), environment)
+    key = _core_key(options)
     with _cores_lock:
         core = _cores.get(key)
         if core is None:
             core = _cores[key] = OtasMiddleware(_dispatch, **options)
         return core
+
+
+def _core_key(options: dict[str, Any]) -> tuple[Any, ...]:
+    # The environment is part of the key: the core reads what the options leave out
+    # from it, and tests change it between clients.
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OTAS_")))
+    return (tuple(sorted((name, repr(value)) for name, value in options.items())), environment)
 
 
 def _dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -387,10 +393,8 @@ def stats() -> dict[str, Any]:
         options, _ = load_options()
     except ConfigError:
         return {}
-    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OTAS_")))
-    key = (tuple(sorted((name, repr(value)) for name, value in options.items())), environment)
     with _cores_lock:
-        core = _cores.get(key)
+        core = _cores.get(_core_key(options))
     return core.stats() if core is not None else {}
 
 

@@ -98,6 +98,19 @@ def test_a_csrf_failure_says_why(otas):
     assert event["metadata"]["csrf_failure_reason"] == "CSRF cookie not set."
 
 
+def test_the_csrf_failure_view_records_the_reason_when_the_logger_is_silenced(otas):
+    client = Client(enforce_csrf_checks=True)
+    csrf_logger = logging.getLogger("django.security.csrf")
+    csrf_logger.disabled = True
+    try:
+        with override_settings(CSRF_FAILURE_VIEW="otas_capture.django.csrf_failure"):
+            response = client.post("/contact/", {"email": "a@b.c"}, headers=otas.agent_headers())
+    finally:
+        csrf_logger.disabled = False
+    assert response.status_code == 403
+    assert only_event(otas)["metadata"]["csrf_failure_reason"] == "CSRF cookie not set."
+
+
 def test_a_form_post_with_its_csrf_token_is_captured_as_form_data(otas):
     client = Client(enforce_csrf_checks=True)
     client.get("/contact/")
@@ -185,6 +198,14 @@ def test_requests_without_a_token_are_not_captured(client, otas):
 def test_skip_paths_from_the_otas_setting_apply(client, otas):
     assert client.get("/health/", headers=otas.agent_headers()).status_code == 200
     assert otas.events() == []
+
+
+def test_stats_and_flush_act_on_the_middleware_the_settings_configure(client, otas):
+    client.get("/api/items/1/", headers=otas.agent_headers())
+    client.get("/api/items/1/")
+    assert otas_django.flush(timeout=5)
+    counts = otas_django.stats()
+    assert counts["sent"] >= 1 and counts["reasons"]["skipped"]["no_token"] >= 1
 
 
 def test_every_client_shares_one_middleware(otas):
