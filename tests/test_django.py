@@ -57,6 +57,13 @@ def test_a_test_client_request_is_captured_with_route_and_view(client, otas):
     assert event["response_size_bytes"] == len(response.content)
 
 
+def test_an_unmatched_url_is_a_404_without_a_route(client, otas):
+    assert client.get("/nowhere/", headers=otas.agent_headers()).status_code == 404
+    event = only_event(otas)
+    assert (event["status_code"], event["error"]) == (404, "404 Not Found")
+    assert "route" not in event["metadata"]
+
+
 def test_a_class_based_view_is_named_by_its_class(client, otas):
     assert client.get("/contact/", headers=otas.agent_headers()).status_code == 200
     assert only_event(otas)["metadata"]["view"] == "shop.views.ContactView"
