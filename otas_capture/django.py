@@ -120,8 +120,8 @@ class OtasCaptureMiddleware:
             if server_input is not None:
                 environ["wsgi.input"] = server_input
         response = call.response
-        if response is None:  # cannot happen: the core always calls the app or raises
-            raise RuntimeError("otas-capture: the Django handler did not run")
+        if response is None:  # the core did not call Django at all: never lose the request
+            return self.get_response(request)
         if not call.captured:
             return response
         return _attach(response, result)
