@@ -27,6 +27,8 @@ An app built before the test (at import time, say) read its settings then: pass 
 
 from __future__ import annotations
 
+import sys
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,7 @@ class OtasFixture:
         self._header = SESSION_TOKEN_HEADER
         self._token: str | None = None
         self._restores: list[Any] = []
+        self._before: weakref.WeakSet[OtasMiddleware] = weakref.WeakSet()
         self.options: dict[str, Any] = {
             "enabled": True,
             "sdk_key": DEMO_SDK_KEY,
@@ -174,6 +177,9 @@ class OtasFixture:
     def _start(self) -> None:
         from . import _frameworks
 
+        # Middlewares built during the test are closed after it (see _stop): an app
+        # factory run by every test would otherwise leave sender threads behind.
+        self._before = weakref.WeakSet(_frameworks.live_middlewares())
         self.collector.clear()
         for name, value in self.options.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
@@ -185,7 +191,17 @@ class OtasFixture:
         for restore in reversed(self._restores):
             restore()
         self._restores.clear()
+        shared = _django_cores()
+        for middleware in self.middlewares():
+            if middleware not in self._before and middleware not in shared:
+                middleware.close(timeout=2.0)
         self.collector.clear()
+
+
+def _django_cores() -> list[OtasMiddleware]:
+    """The Django integration's shared middlewares: they serve every test, so stay open."""
+    django = sys.modules.get("otas_capture.django")
+    return list(django._cores.values()) if django is not None else []
 
 
 @pytest.fixture(scope="session")

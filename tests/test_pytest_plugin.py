@@ -122,3 +122,42 @@ def test_the_fixture_hands_out_valid_tokens_and_restores_the_environment(
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert os.environ.get("OTAS_BRAIN_URL") == before
+
+
+def test_middlewares_built_during_a_test_are_closed_after_it(
+    pytester: pytest.Pytester, clean_env: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import threading
+
+        from flask import Flask
+
+        from otas_capture.flask import OtasCapture
+
+        built = []
+
+        def sender_threads():
+            return [t for t in threading.enumerate() if t.name.startswith("otas-capture-")]
+
+        def make_app():
+            app = Flask(__name__)
+            built.append(OtasCapture(app).middleware(app))
+            app.get("/")(lambda: "ok")
+            return app
+
+        def test_first(otas):
+            make_app().test_client().get("/", headers=otas.agent_headers(), buffered=True)
+            assert len(otas.events()) == 1 and sender_threads()
+
+        def test_second(otas):
+            assert built[0].stats()["captured"] == 1
+            make_app().test_client().get("/", headers=otas.agent_headers(), buffered=True)
+            assert len(otas.events()) == 1
+
+        def test_after():
+            assert sender_threads() == []
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")  # no other threads
+    result.assert_outcomes(passed=3)
