@@ -105,8 +105,8 @@ class OtasCaptureMiddleware:
             response = self.get_response(request)
             self._describe(request, response, outer)
             return response
-        call = _Call(self, request)
         server_input = environ.get("wsgi.input")
+        call = _Call(self, request, server_input)
         stream = getattr(request, "_stream", None)
         if stream is not None:
             # Django already wrapped the server's stream (it stops at Content-Length);
@@ -119,6 +119,8 @@ class OtasCaptureMiddleware:
             environ.pop(_HANDLER_KEY, None)
             if server_input is not None:
                 environ["wsgi.input"] = server_input
+            elif stream is not None:  # ASGI: there was none
+                environ.pop("wsgi.input", None)
         response = call.response
         if response is None:  # the core did not call Django at all: never lose the request
             return self.get_response(request)
@@ -154,11 +156,14 @@ class OtasCaptureMiddleware:
 class _Call:
     """One captured request: what the core calls as the application, and the result."""
 
-    __slots__ = ("middleware", "request", "response", "captured")
+    __slots__ = ("middleware", "request", "server_input", "response", "captured")
 
-    def __init__(self, middleware: OtasCaptureMiddleware, request: HttpRequest) -> None:
+    def __init__(
+        self, middleware: OtasCaptureMiddleware, request: HttpRequest, server_input: Any
+    ) -> None:
         self.middleware = middleware
         self.request = request
+        self.server_input = server_input
         self.response: HttpResponseBase | None = None
         self.captured = False
 
@@ -169,6 +174,11 @@ class _Call:
             # The core replaced wsgi.input with its tee over Django's stream: read the
             # body through it, so every byte the app reads is counted.
             request._stream = environ["wsgi.input"]
+        # The app sees the server's own stream in request.META, as without us.
+        if self.server_input is not None:
+            environ["wsgi.input"] = self.server_input
+        else:
+            environ.pop("wsgi.input", None)
         response = self.response = self.middleware.get_response(request)
         if exchange is None:  # not captured (no token, skipped, sampled out, disabled)
             return ()

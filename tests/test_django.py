@@ -24,6 +24,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 django.setup()
 
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 from werkzeug.test import Client as WerkzeugClient  # noqa: E402
 
@@ -162,6 +163,26 @@ def test_annotate_without_the_request_logs_and_does_not_raise(caplog):
     with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
         otas_django.annotate(tenant="acme")
     assert "takes the request first" in caplog.text
+
+
+def test_the_view_sees_the_request_meta_it_would_see_without_capture(otas):
+    from django.test import RequestFactory
+
+    seen = {}
+
+    def view(request):
+        seen.update(request.META)
+        return HttpResponse("ok")
+
+    middleware = otas_django.OtasCaptureMiddleware(view)
+    for headers in ({}, otas.agent_headers()):
+        request = RequestFactory().post("/x/", b"{}", "application/json", headers=headers)
+        before = dict(request.META)
+        middleware(request).close()
+        added = set(seen) - set(before)  # only the key annotate() reads, when captured
+        assert added == ({otas_django.EXCHANGE_ENVIRON_KEY} if headers else set())
+        assert all(seen[key] is before[key] for key in before)
+    assert len(otas.events()) == 1
 
 
 def test_an_upload_passes_through_and_is_counted_exactly(client, otas):
