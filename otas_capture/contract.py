@@ -67,6 +67,7 @@ CONTENT_TYPE_LIMIT = 255  # characters
 # Brain's btree index on path holds about 2,700 bytes after compression; longer paths
 # fail with 500 event_capture_failed on every retry. 2,048 bytes is safe.
 PATH_LIMIT = 2048  # bytes of UTF-8
+PATH_INDEX_BYTES = 2700  # about where Brain's index refuses a path (bytes of UTF-8)
 MAX_REQUEST_BYTES = 2_621_440  # Brain refuses larger bodies with an HTML 400
 MAX_INTEGER = 2**63 - 1  # no integer column holds more
 

@@ -17,7 +17,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from otas_capture import OtasMiddleware
-from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector, CollectorServer
+from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
 
 TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
 
@@ -32,12 +32,9 @@ def collector_server() -> Iterator[CollectorServer]:
 def collector(collector_server: CollectorServer) -> Iterator[Collector]:
     """The collector, emptied and healthy before and after each test."""
     collector = collector_server.collector
-    collector.clear()
-    collector.uasam_up = True
+    collector.reset()
     yield collector
-    collector.clear()
-    collector.uasam_up = True
-    collector.add_sdk_key(DEMO_SDK_KEY, DEMO_PROJECT_ID)
+    collector.reset()
 
 
 @pytest.fixture

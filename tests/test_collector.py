@@ -6,11 +6,15 @@ Every test talks to one real CollectorServer over loopback HTTP with ``requests`
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from werkzeug.wrappers import Response
 
 from otas_capture.collector import (
     AUTHENTICATE_PATH,
@@ -50,10 +55,9 @@ def server():
 
 @pytest.fixture(autouse=True)
 def fresh(server):
-    server.collector.clear()
-    server.collector.uasam_up = True
+    server.collector.reset()
     yield
-    server.collector.uasam_up = True
+    server.collector.reset()
 
 
 @pytest.fixture
@@ -87,6 +91,7 @@ def post_log(
     key: str | None = DEMO_SDK_KEY,
     token: str | None = "issue",
     path: str = SDK_LOG_PATH,
+    timeout: float = 5,
     **kwargs: Any,
 ):
     headers = {"Content-Type": "application/json"}
@@ -98,7 +103,7 @@ def post_log(
         headers["X-OTAS-AGENT-SESSION-TOKEN"] = token
     if data is None:
         data = json.dumps(event() if body is None else body)
-    return requests.post(server.url + path, data=data, headers=headers, timeout=5, **kwargs)
+    return requests.post(server.url + path, data=data, headers=headers, timeout=timeout, **kwargs)
 
 
 def assert_failure(response, status: int, description: str) -> None:
@@ -259,6 +264,34 @@ def test_chunked_body_over_max_request_bytes_is_html_400(server):
 
 def test_chunked_body_within_the_limit_is_accepted(server):
     assert post_log(server, data=iter([json.dumps(event()).encode()])).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"zz\r\nabc\r\n0\r\n\r\n",
+        b"-5\r\nabc\r\n0\r\n\r\n",
+        b"0x3\r\nabc\r\n0\r\n\r\n",
+        b"3 \r\nabc\r\n0\r\n\r\n",
+        b"3\r\nabcXY0\r\n\r\n",
+    ],
+    ids=["not-hex", "negative", "0x-prefix", "trailing-space", "data-not-terminated"],
+)
+def test_a_malformed_chunked_body_is_answered_400_not_a_traceback(server, collector, body, caplog):
+    head = (
+        f"POST {SDK_LOG_PATH} HTTP/1.1\r\nHost: collector\r\nTransfer-Encoding: chunked\r\n"
+        f"X-OTAS-SDK-KEY: {DEMO_SDK_KEY}\r\n"
+        f"X-OTAS-AGENT-SESSION-TOKEN: {collector.issue_token()}\r\n\r\n"
+    )
+    with socket.create_connection((server.host, server.port), timeout=5) as raw:
+        raw.sendall(head.encode("ascii") + body)
+        answer = b""
+        while chunk := raw.recv(65536):  # the server closes the connection after it
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert collector.events() == []
+    assert post_log(server).status_code == 201  # and it goes on serving
 
 
 def test_body_that_is_not_utf8_is_html_500(server):
@@ -477,6 +510,28 @@ def test_collector_events_endpoint_lists_and_clears(server, collector):
     assert collector.events() == [] and collector.calls == []
 
 
+def test_extra_routes_and_mounted_apps_answer_beside_the_otas_endpoints():
+    collector = Collector()
+    collector.add_route("/collector/ping", "GET", lambda request: Response("pong"))
+
+    def viewer(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{environ['SCRIPT_NAME']}|{environ['PATH_INFO']}".encode()]
+
+    collector.mount("/", viewer)
+    collector.mount("/ui/", viewer)
+    with CollectorServer(collector) as running:
+
+        def get(path):
+            return requests.get(running.url + path, timeout=5)
+
+        assert get("/collector/ping").text == "pong"
+        assert get("/ui/sessions/1").text == "/ui|/sessions/1"  # the longest prefix wins
+        assert get("/").text == "|/"
+        assert get(SDK_LOG_PATH).status_code == 405  # routes come before mounts
+        assert requests.post(running.url + "/collector/ping", timeout=5).status_code == 405
+
+
 def test_events_are_copies(server, collector):
     post_log(server)
     collector.events()[0]["custom_properties"]["team"] = "changed"
@@ -518,21 +573,14 @@ def test_cli_rejects_bad_arguments_with_a_usage_error(argv, capsys):
     assert "error: argument" in capsys.readouterr().err
 
 
-def test_cli_prints_a_banner_and_serves_until_interrupted():
+@contextmanager
+def cli(*args: str) -> Iterator[tuple[str, str, str]]:
+    """Run ``python -m otas_capture.collector ARGS``; yield (banner, URL, session token)
+    once it serves, then stop it with Ctrl-C and check that it exits cleanly."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "otas_capture.collector",
-            "--port",
-            "0",
-            "--sdk-key",
-            "otas_cli_secretpart",
-            "--project-id",
-            OTHER_PROJECT_ID.upper(),
-        ],
+        [sys.executable, "-m", "otas_capture.collector", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -544,18 +592,9 @@ def test_cli_prints_a_banner_and_serves_until_interrupted():
             line = process.stdout.readline()
             assert line, "collector exited before printing its banner"
             lines.append(line.rstrip("\n"))
-        banner = "\n".join(lines)
         url = next(x.split("=", 1)[1] for x in lines if "OTAS_BRAIN_URL=" in x)
         token = next(x.split(":", 1)[1].strip() for x in lines if "session token:" in x)
-        assert "OTAS_SDK_KEY=otas_cli_secretpart" in banner and "OTAS_UASAM_URL=" in banner
-        assert OTHER_PROJECT_ID in banner and DEMO_AGENT_KEY in banner
-        response = requests.post(
-            url + SDK_LOG_PATH,
-            data=json.dumps(event()),
-            timeout=5,
-            headers={"X-OTAS-SDK-KEY": "otas_cli_secretpart", "X-OTAS-AGENT-SESSION-TOKEN": token},
-        )
-        assert response.status_code == 201
+        yield "\n".join(lines), url, token
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 0
     finally:
@@ -563,3 +602,38 @@ def test_cli_prints_a_banner_and_serves_until_interrupted():
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+def test_cli_prints_a_banner_and_serves_until_interrupted():
+    key = "otas_cli_secretpart"
+    with cli("--sdk-key", key, "--project-id", OTHER_PROJECT_ID.upper()) as (banner, url, token):
+        assert f"OTAS_SDK_KEY={key}" in banner and "OTAS_UASAM_URL=" in banner
+        assert OTHER_PROJECT_ID in banner and DEMO_AGENT_KEY in banner
+        assert "kept in memory" in banner
+        response = requests.post(
+            url + SDK_LOG_PATH,
+            data=json.dumps(event()),
+            timeout=5,
+            headers={"X-OTAS-SDK-KEY": key, "X-OTAS-AGENT-SESSION-TOKEN": token},
+        )
+        assert response.status_code == 201
+
+
+def test_cli_with_a_database_keeps_events_across_restarts(tmp_path):
+    db = str(tmp_path / "events.db")
+    with cli("--db", db) as (banner, url, token):
+        assert f"kept in {db} (0 so far)" in banner
+        headers = {"X-OTAS-SDK-KEY": DEMO_SDK_KEY, "X-OTAS-AGENT-SESSION-TOKEN": token}
+        response = requests.post(
+            url + SDK_LOG_PATH, data=json.dumps(event()), headers=headers, timeout=5
+        )
+        assert response.status_code == 201
+    with cli("--db", db) as (banner, url, token):
+        assert f"kept in {db} (1 so far)" in banner
+        [kept] = requests.get(url + "/collector/events", timeout=5).json()
+        assert kept["path"] == event()["path"]
+
+
+def test_cli_reports_a_database_it_cannot_open(tmp_path, capsys):
+    assert main(["--port", "0", "--db", str(tmp_path / "missing-dir" / "events.db")]) == 1
+    assert "cannot open the database" in capsys.readouterr().err

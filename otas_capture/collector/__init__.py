@@ -2,8 +2,12 @@
 
 - :mod:`.app`: ``Collector``, the WSGI application answering like UASAM and Brain,
   with its control surface for tests (``fail_next``, ``uasam_up``, ``issue_token``).
+  Extra routes and whole WSGI apps (a viewer) mount on it: ``add_route``, ``mount``.
 - :mod:`.rules`: what Brain's database makes of an event body (pure functions).
-- :mod:`.store`: ``EventStore``, where accepted events and answered calls are kept.
+- :mod:`.emulation`: how the emulated Brain misbehaves right now (faults, outage,
+  hangs, bounded capacity, latency), behind the switches ``Collector`` exposes.
+- :mod:`.store`: ``EventStore``, accepted events and answered calls in SQLite (in
+  memory, or a file that survives restarts), with the queries a viewer needs.
 - :mod:`.server`: ``CollectorServer`` and ``serve()``, running it on loopback with
   waitress in a background thread.
 - :mod:`.cli`: ``python -m otas_capture.collector`` for humans.

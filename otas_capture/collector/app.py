@@ -10,7 +10,8 @@ and it can be told to fail (``fail_next``, ``uasam_up``) to exercise the SDK's r
 paths.
 
 Routes live in a table (``Collector.routes``), so tools built on the collector (a
-viewer, JSON endpoints) mount theirs with :meth:`Collector.add_route`.
+viewer, JSON endpoints) add theirs with :meth:`Collector.add_route`, or hand a whole
+path prefix to another WSGI app with :meth:`Collector.mount`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -49,6 +49,7 @@ from ..contract import (
     SESSION_TOKEN_HEADER,
     is_sdk_key,
 )
+from .emulation import Answer, BrainConditions, Fault
 from .rules import database_refuses, stored_form
 from .store import EventStore
 
@@ -92,6 +93,18 @@ def _html_error(status: int) -> Response:
     return Response(page, status=status, mimetype="text/html")
 
 
+def _answer(status: int, body: dict[str, Any] | None, retry_after: str | None) -> Answer:
+    if body is None:
+        phrase = HTTP_STATUS_CODES.get(status, "error").lower().replace(" ", "_")
+        body = {"status": 0, "status_description": _FAULT_DESCRIPTIONS.get(status, phrase)}
+    return Answer(status, body, retry_after)
+
+
+def _answer_response(answer: Answer) -> Response:
+    headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+    return json_response(answer.status, answer.body, headers)
+
+
 def _read_body(request: Request) -> bytes | None:
     """Return the request body, or None if it is over MAX_REQUEST_BYTES.
 
@@ -112,14 +125,6 @@ def _read_body(request: Request) -> bytes | None:
     return None if total > MAX_REQUEST_BYTES else b"".join(chunks)
 
 
-@dataclass
-class _Fault:
-    status: int | None
-    body: dict[str, Any] | None
-    retry_after: str | None
-    delay: float
-
-
 class Collector:
     """WSGI app that answers like OTAS UASAM and Brain and remembers accepted events.
 
@@ -129,11 +134,18 @@ class Collector:
         secret: HS256 secret that signs and verifies agent-session JWTs.
         sdk_keys: SDK key -> project id. Default ``{DEMO_SDK_KEY: DEMO_PROJECT_ID}``.
         agent_keys: agent key -> agent id. Default ``{DEMO_AGENT_KEY: DEMO_AGENT_ID}``.
-        store: where accepted events go; a new in-memory ``EventStore()`` if None.
+        store: where accepted events go; a new in-memory ``EventStore()`` if None,
+            ``EventStore(path)`` to keep them in a SQLite file across restarts.
 
     Attributes:
         uasam_up: while False, every SDK key is refused with ``401 invalid_sdk_key`` by
             the log endpoint (as Brain does while UASAM is down) and UASAM answers 503.
+        brain_up: while False, every log call is answered ``500 event_capture_failed``
+            (or what :meth:`brain_down` said), as while Brain's database is down.
+        brain_hangs: while True, log calls get no answer; they go on when it is False.
+        uasam_hangs: while True, UASAM's endpoints and (as Brain asks UASAM about the
+            key) log calls get no answer; they go on when it is False.
+        conditions: the :class:`BrainConditions` behind these switches.
         store: the :class:`EventStore` holding the accepted events.
         routes: path -> HTTP method -> handler; see :meth:`add_route`.
 
@@ -160,10 +172,12 @@ class Collector:
             dict(agent_keys) if agent_keys is not None else {DEMO_AGENT_KEY: DEMO_AGENT_ID}
         )
         self.store = store if store is not None else EventStore()
+        self._initial_sdk_keys = dict(self._sdk_keys)
         self.uasam_up = True
+        self.conditions = BrainConditions()
         self._lock = threading.Lock()
-        self._faults: list[_Fault] = []
         self.routes: dict[str, dict[str, Handler]] = {}
+        self._mounts: list[tuple[str, Callable[..., Any]]] = []
         self.add_route(SDK_LOG_PATH, "POST", self._log_event)
         self.add_route(SDK_LOG_PATH.rstrip("/"), "POST", self._log_without_slash)
         self.add_route(AUTHENTICATE_PATH, "POST", self._authenticate)
@@ -178,6 +192,16 @@ class Collector:
         another method 405, as Django would answer.
         """
         self.routes.setdefault(path, {})[method.upper()] = handler
+
+    def mount(self, prefix: str, app: Callable[..., Any]) -> None:
+        """Hand requests under ``prefix`` that no route answers to another WSGI app.
+
+        The longest matching prefix wins; ``"/"`` catches everything else (a viewer
+        served at the root). As with any WSGI mount, the prefix moves from
+        ``PATH_INFO`` to ``SCRIPT_NAME``.
+        """
+        self._mounts.append((prefix.rstrip("/"), app))
+        self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)
 
     # -- control surface for tests and demos -------------------------------------------
 
@@ -224,14 +248,81 @@ class Collector:
         """
         if count < 0 or delay < 0:
             raise ValueError("count and delay must not be negative")
-        if status is not None and body is None:
-            phrase = HTTP_STATUS_CODES.get(status, "error").lower().replace(" ", "_")
-            body = {"status": 0, "status_description": _FAULT_DESCRIPTIONS.get(status, phrase)}
-        with self._lock:
-            self._faults.extend(_Fault(status, body, retry_after, delay) for _ in range(count))
+        answer = None if status is None else _answer(status, body, retry_after)
+        self.conditions.add_faults([Fault(answer, delay) for _ in range(count)])
+
+    @property
+    def brain_up(self) -> bool:
+        return self.conditions.outage is None
+
+    @brain_up.setter
+    def brain_up(self, up: bool) -> None:
+        self.conditions.outage = None if up else _answer(500, None, None)
+
+    def brain_down(
+        self,
+        status: int = 500,
+        *,
+        body: dict[str, Any] | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        """Answer every log call ``status`` (after any ``fail_next`` faults) until
+        ``brain_up`` is set True again. Bodies as for :meth:`fail_next`."""
+        self.conditions.outage = _answer(status, body, retry_after)
+
+    @property
+    def brain_hangs(self) -> bool:
+        return self.conditions.brain_hang.on
+
+    @brain_hangs.setter
+    def brain_hangs(self, hangs: bool) -> None:
+        self.conditions.brain_hang.on = hangs
+
+    @property
+    def uasam_hangs(self) -> bool:
+        return self.conditions.uasam_hang.on
+
+    @uasam_hangs.setter
+    def uasam_hangs(self, hangs: bool) -> None:
+        self.conditions.uasam_hang.on = hangs
+
+    def set_capacity(self, workers: int | None, service_time: float = 0.0) -> None:
+        """Serve log calls with ``workers`` slots (None: one per call), each call holding
+        its slot ``service_time`` seconds; calls beyond the slots queue, first come
+        first served. Models the public Brain, whose throughput is bound by a key check
+        per call whatever the number of calls in flight."""
+        if workers is not None and workers < 1:
+            raise ValueError("workers must be at least 1, or None for unbounded")
+        if service_time < 0:
+            raise ValueError("service_time must not be negative")
+        self.conditions.capacity = (workers, service_time)
+
+    def set_latency(self, seconds: float) -> None:
+        """Hold back every log call's answer ``seconds`` after it is decided (and its
+        event stored): a client timing out meanwhile has had its event stored anyway,
+        as with the public Brain, and a retry stores a duplicate."""
+        if seconds < 0:
+            raise ValueError("latency must not be negative")
+        self.conditions.latency = seconds
+
+    @property
+    def in_flight(self) -> int:
+        """Log calls received and not yet answered."""
+        return self.conditions.in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most log calls in flight at once since the last clear() or reset()."""
+        return self.conditions.peak_in_flight
 
     def events(self) -> list[dict[str, Any]]:
-        """Copies of the accepted events, oldest first."""
+        """Copies of the accepted events, oldest first.
+
+        Each is the body as Brain stores it plus ``_id`` (the store's id),
+        ``_project_id`` (the SDK key's project), ``_agent_session_id`` and ``_agent_id``
+        (from the session token), ``_received_at`` (ISO 8601, UTC) and ``_connection``
+        (the client's address and port: shows whether connections are reused).
+        The store (``self.store``) has the queries: filters, sessions, one event."""
         return self.store.events()
 
     @property
@@ -240,10 +331,25 @@ class Collector:
         return self.store.calls()
 
     def clear(self) -> None:
-        """Forget events, calls and pending faults (keys and ``uasam_up`` stay)."""
-        with self._lock:
-            self._faults.clear()
+        """Forget events, calls, pending faults and the in-flight peak (keys and the
+        switches stay)."""
+        self.conditions.clear_faults()
+        self.conditions.reset_peak()
         self.store.clear()
+
+    def reset(self) -> None:
+        """Back to as constructed: the initial keys, every switch healthy (UASAM and
+        Brain up, no hang, unbounded capacity, no latency), no events, calls or faults.
+        Releases any call held by a hang."""
+        with self._lock:
+            self._sdk_keys = dict(self._initial_sdk_keys)
+        self.uasam_up = True
+        self.brain_up = True
+        self.brain_hangs = False
+        self.uasam_hangs = False
+        self.set_capacity(None, 0.0)
+        self.set_latency(0.0)
+        self.clear()
 
     def wait_for_events(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Block until ``count`` events are accepted or ``timeout`` passes; return events()."""
@@ -256,6 +362,9 @@ class Collector:
         try:
             handlers = self.routes.get(request.path)
             if handlers is None:
+                mounted = self._mounted(environ)
+                if mounted is not None:
+                    return mounted(environ, start_response)
                 raise NotFound()
             handler = handlers.get(request.method)
             if handler is None:
@@ -264,6 +373,15 @@ class Collector:
         except HTTPException as exc:  # 404, 405, or a client that hung up mid-body
             response = exc
         return response(environ, start_response)
+
+    def _mounted(self, environ: dict[str, Any]) -> Callable[..., Any] | None:
+        path = environ.get("PATH_INFO", "")
+        for prefix, app in self._mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+                environ["PATH_INFO"] = path[len(prefix) :]
+                return app
+        return None
 
     def _record_call(self, response: Response) -> Response:
         description = "html"
@@ -274,15 +392,26 @@ class Collector:
         return response
 
     def _log_event(self, request: Request) -> Response:
-        with self._lock:
-            fault = self._faults.pop(0) if self._faults else None
-        if fault is not None:
-            # Sleep outside the lock so other requests and the test thread carry on.
-            time.sleep(fault.delay)
-            if fault.status is not None:
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
-                return self._record_call(json_response(fault.status, fault.body, headers))
-        return self._record_call(self._ingest(request))
+        conditions = self.conditions
+        with conditions.call():
+            fault = conditions.next_fault()
+            if fault is not None:
+                # Sleep outside any lock so other requests and the test thread carry on.
+                time.sleep(fault.delay)
+                if fault.answer is not None:
+                    return self._record_call(_answer_response(fault.answer))
+            conditions.brain_hang.wait()
+            outage = conditions.outage
+            if outage is not None:
+                response = self._record_call(_answer_response(outage))
+            else:
+                with conditions.worker():
+                    conditions.uasam_hang.wait()  # Brain's key check asks UASAM
+                    response = self._record_call(self._ingest(request))
+            latency = conditions.latency
+            if latency > 0:
+                time.sleep(latency)
+            return response
 
     def _log_without_slash(self, request: Request) -> Response:
         # Django's APPEND_SLASH cannot redirect a POST and fails with a 500 page.
@@ -356,6 +485,7 @@ class Collector:
             return None
 
     def _authenticate(self, request: Request) -> Response:
+        self.conditions.uasam_hang.wait()
         if not self.uasam_up:
             return _failure(503, "service_unavailable")
         key = request.headers.get(SDK_KEY_HEADER)
@@ -378,6 +508,7 @@ class Collector:
         )
 
     def _create_session(self, request: Request) -> Response:
+        self.conditions.uasam_hang.wait()
         if not self.uasam_up:
             return _failure(503, "service_unavailable")
         agent_key = request.headers.get(AGENT_KEY_HEADER)

@@ -1,12 +1,14 @@
 """``python -m otas_capture.collector``: the local collector in the foreground, for humans.
 
 Prints what to configure (URL, SDK key, project id, a session token, the environment
-for the app) and serves until Ctrl-C.
+for the app) and serves until Ctrl-C. ``--db PATH`` keeps the events in a SQLite file,
+so that they survive a restart.
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 import uuid
@@ -22,6 +24,7 @@ from .app import (
     Collector,
 )
 from .server import CollectorServer
+from .store import MEMORY, EventStore
 
 
 def _sdk_key_arg(value: str) -> str:
@@ -53,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         help="backend SDK key to accept (otas_<prefix>_<secret>)",
     )
     parser.add_argument(
+        "--db",
+        default=MEMORY,
+        metavar="PATH",
+        help="SQLite file keeping the events across restarts (default :memory:, forgotten)",
+    )
+    parser.add_argument(
         "--project-id",
         type=_project_id_arg,
         default=DEMO_PROJECT_ID,
@@ -68,12 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         # anyway, so the warning would only clutter the banner.
         warnings.filterwarnings("ignore", message="The HMAC key is", category=UserWarning)
 
-    collector = Collector(secret=args.secret, sdk_keys={args.sdk_key: args.project_id})
+    try:
+        store = EventStore(args.db)
+    except sqlite3.Error as exc:
+        print(f"error: cannot open the database {args.db}: {exc}", file=sys.stderr)
+        return 1
+    collector = Collector(secret=args.secret, sdk_keys={args.sdk_key: args.project_id}, store=store)
     try:
         server = CollectorServer(collector, args.host, args.port, log_requests=True).start()
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        store.close()
         return 1
+    kept = "in memory" if args.db == MEMORY else f"in {args.db} ({store.count()} so far)"
     print(
         f"OTAS local collector (UASAM and Brain) on {server.url}\n"
         f"  SDK key:       {args.sdk_key}\n"
@@ -85,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  export OTAS_SDK_KEY={args.sdk_key}\n"
         f"  export OTAS_BRAIN_URL={server.url}\n"
         f"  export OTAS_UASAM_URL={server.url}\n\n"
-        f"Accepted events: GET {server.url}{EVENTS_PATH} (DELETE clears them)\n"
+        f"Accepted events, kept {kept}:\n"
+        f"  GET {server.url}{EVENTS_PATH} (DELETE clears them)\n"
         f"Press Ctrl-C to stop.",
         flush=True,
     )
@@ -96,4 +113,5 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.stop()
+        store.close()
     return 0

@@ -17,6 +17,7 @@ from ..contract import (
     JSON_OBJECT_FIELDS,
     MAX_INTEGER,
     METHOD_LIMIT,
+    PATH_INDEX_BYTES,
     SIZE_FIELDS,
     TEXT_FIELDS,
 )
@@ -82,6 +83,10 @@ def database_refuses(body: dict[str, Any], stored: dict[str, Any]) -> bool:
     if any(isinstance(v, str) and unstorable_string(v) for v in scalars(body)):
         return True
     if body["path"] is None or body["method"] is None:  # NOT NULL columns
+        return True
+    # The btree index on path: the real limit applies after PostgreSQL's compression,
+    # which is not emulated; raw UTF-8 length is what a random, incompressible path meets.
+    if len(stored["path"].encode("utf-8")) > PATH_INDEX_BYTES:
         return True
     if len(stored["method"]) > METHOD_LIMIT:
         return True

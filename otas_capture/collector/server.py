@@ -30,7 +30,7 @@ __all__ = ["CollectorServer", "serve"]
 
 # Enough worker threads that the SDK's calls in flight queue inside the collector's
 # own capacity emulation, never in waitress's task queue.
-DEFAULT_THREADS = 64
+DEFAULT_THREADS = 100
 
 
 class _AccessLog:
