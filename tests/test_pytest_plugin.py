@@ -161,3 +161,28 @@ def test_middlewares_built_during_a_test_are_closed_after_it(
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")  # no other threads
     result.assert_outcomes(passed=3)
+
+
+def test_configure_points_a_plain_wsgi_app_at_the_collector(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from werkzeug.test import Client
+
+        from otas_capture import OtasMiddleware
+
+        def hello(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"hello"]
+
+        production = OtasMiddleware(hello, sdk_key="otas_live_elsewhere")  # built at import
+
+        def test_plain_app(otas):
+            for app in (otas.configure(hello), otas.configure(production)):
+                response = Client(app).get("/", headers=otas.agent_headers())
+                assert response.get_data() == b"hello"
+                response.close()
+            assert [e["response_body"] for e in otas.events(count=2)] == ["hello", "hello"]
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
