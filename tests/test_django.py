@@ -293,3 +293,18 @@ def test_a_bad_capture_user_setting_raises_but_a_bad_env_value_is_logged(monkeyp
     with override_settings(OTAS={}), caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
         assert otas_django.load_options()[1] is False
     assert "OTAS_CAPTURE_USER" in caplog.text
+
+
+def test_enabled_false_in_settings_turns_capture_off():
+    from django.test import RequestFactory
+
+    from otas_capture.collector import DEMO_SDK_KEY
+    from otas_capture.contract import SESSION_TOKEN_HEADER
+
+    with override_settings(OTAS={"ENABLED": False, "SDK_KEY": DEMO_SDK_KEY}):
+        middleware = otas_django.OtasCaptureMiddleware(lambda request: HttpResponse("ok"))
+    request = RequestFactory().get("/", headers={SESSION_TOKEN_HEADER: "a.b.c"})
+    response = middleware(request)
+    assert response.content == b"ok"
+    assert otas_django.EXCHANGE_ENVIRON_KEY not in request.META
+    assert middleware.core.stats()["captured"] == 0
