@@ -5,23 +5,51 @@ names are restored from the environ, secrets are redacted, bodies are decoded an
 masked, query strings and forms are parsed, and everything is made safe for the real
 server. The contract's rules for "safe" are strict: text must be valid UTF-8 with no
 NUL characters and no lone surrogates, every text field must be a string (Brain would
-store the ``str()`` of anything else), sizes must not be negative, and the whole body
-must stay under Brain's 2.5 MiB limit.
+store the ``str()`` of anything else), sizes must not be negative, the path must fit
+Brain's index, the status code must have three digits, and the whole body must stay
+under Brain's 2.5 MiB limit. What cannot be shipped as is goes into ``metadata``.
+
+After masking (see :mod:`otas_capture.redaction`), every secret the event is known to
+hold (the SDK key, the session token, redacted header values, masked values) is
+scrubbed from all of its fields. Each event gets a ``metadata.event_id`` here, once:
+the sender keeps the payload for retries, so a retry carries the same id. Last, the
+user's ``before_send`` may edit or drop the event; what it returns is checked again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import uuid
 from datetime import datetime, timezone
-from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from typing import Any, Callable
 
 from ._version import __version__
 from .capture import BodyBuffer, Exchange, is_textual
-from .config import Config
-from .contract import CONTENT_TYPE_LIMIT, METHOD_LIMIT
-from .redaction import TextMasker, mask_json, mask_pairs, redact_headers
+from .config import BUILTIN_SENSITIVE_FIELDS, Config
+from .contract import (
+    CONTENT_TYPE_LIMIT,
+    JSON_OBJECT_FIELDS,
+    MAX_INTEGER,
+    METHOD_LIMIT,
+    PATH_LIMIT,
+    REQUIRED_FIELDS,
+    SIZE_FIELDS,
+    TEXT_FIELDS,
+)
+from .redaction import (
+    Found,
+    Rule,
+    Scrubber,
+    looks_like_form,
+    mask_assignments,
+    mask_form,
+    mask_json,
+    mask_multipart,
+    mask_text,
+    redact_headers,
+)
 
 SDK_NAME = "otas-capture"
 # Brain refuses bodies over 2,621,440 bytes; leave room for the HTTP layer's slack.
@@ -59,24 +87,102 @@ def wsgi_text(value: str) -> str:
     return clean_text(raw.decode("utf-8", "replace"))
 
 
-def clean_json(value: Any, depth: int = 0) -> Any:
-    """A JSON-safe copy of user data: clean strings, finite numbers, string keys."""
+# Annotations are the user's objects: bound what they may cost the sender thread.
+_ANNOTATION_DEPTH = 16
+_ANNOTATION_NODES = 2_000
+_ANNOTATION_CHARS = 64 * 1024
+_TRUNCATED = "<truncated>"
+
+
+class _Budget:
+    """What a serialisation may still spend: values visited and characters of text."""
+
+    __slots__ = ("nodes", "chars", "exhausted")
+
+    def __init__(self, nodes: int, chars: int) -> None:
+        self.nodes = nodes
+        self.chars = chars
+        self.exhausted = False
+
+
+def bounded_json(
+    value: Any,
+    max_depth: int = _ANNOTATION_DEPTH,
+    max_nodes: int = _ANNOTATION_NODES,
+    max_chars: int = _ANNOTATION_CHARS,
+) -> tuple[Any, bool]:
+    """A JSON-safe copy of user data, and whether a bound cut it.
+
+    Strings are cleaned, numbers made finite, keys made strings, other objects turned
+    into their ``str()``. The copy is bounded in depth, in the number of values visited
+    and in characters, so that neither a cycle nor a small structure that repeats
+    references (a list holding the same list twice, forty levels deep, is 2**40 values
+    when expanded) can keep the sender busy: what is past a bound becomes a marker.
+    """
+    budget = _Budget(max_nodes, max_chars)
+    return _bounded(value, 0, max_depth, budget, set()), budget.exhausted
+
+
+def clean_json(value: Any) -> Any:
+    """:func:`bounded_json` without saying whether it was cut."""
+    return bounded_json(value)[0]
+
+
+def _bounded(value: Any, depth: int, max_depth: int, budget: _Budget, path: set[int]) -> Any:
+    budget.nodes -= 1
+    if budget.nodes < 0:
+        budget.exhausted = True
+        return _TRUNCATED
     if isinstance(value, str):
-        return clean_text(value)
+        return _spend_text(clean_text(value), budget)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         # Brain's JSON columns hold 64-bit integers; bigger ones travel as text.
-        return value if -(2**63) <= value < 2**63 else _safe_str(value)
+        return value if -(2**63) <= value < 2**63 else _spend_text(_safe_str(value), budget)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
-    if depth >= _JSON_DEPTH_LIMIT:
+    if not isinstance(value, (dict, list, tuple, set, frozenset)):
+        return _spend_text(_safe_str(value), budget)
+    if depth >= max_depth:
+        budget.exhausted = True
         return "<nested too deep>"
-    if isinstance(value, dict):
-        return {_safe_str(k): clean_json(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [clean_json(v, depth + 1) for v in value]
-    return _safe_str(value)
+    if id(value) in path:
+        return "<cycle>"  # a container inside itself
+    path.add(id(value))
+    try:
+        if isinstance(value, dict):
+            result: dict[str, Any] = {}
+            for key, item in value.items():
+                if budget.nodes <= 0 or budget.chars <= 0:
+                    budget.exhausted = True
+                    result[_TRUNCATED] = True
+                    break
+                name = _spend_text(_safe_str(key), budget)
+                result[name] = _bounded(item, depth + 1, max_depth, budget, path)
+            return result
+        items = []
+        for item in value:
+            if budget.nodes <= 0 or budget.chars <= 0:
+                budget.exhausted = True
+                items.append(_TRUNCATED)
+                break
+            items.append(_bounded(item, depth + 1, max_depth, budget, path))
+        return items
+    except Exception:  # a container whose iteration raises (a dict changed meanwhile)
+        return "<unprintable>"
+    finally:
+        path.discard(id(value))
+
+
+def _spend_text(text: str, budget: _Budget) -> str:
+    if len(text) <= budget.chars:
+        budget.chars -= len(text)
+        return text
+    budget.exhausted = True
+    kept = text[: max(budget.chars, 0)]
+    budget.chars = 0
+    return kept + "..."
 
 
 def _safe_str(value: Any) -> str:
@@ -112,14 +218,41 @@ def find_header(headers: list[tuple[str, str]], name: str) -> str:
 
 
 def status_code(status: str | None) -> int:
-    """The code of a WSGI status line; 500 when the app never sent one (it raised)."""
+    """The code of a WSGI status line; 500 when there is no code Brain can store."""
+    return parse_status(status)[0]
+
+
+def parse_status(status: str | None) -> tuple[int, bool]:
+    """(code, usable) of a WSGI status line.
+
+    Brain stores three-digit codes. Anything else (no status because the app raised, a
+    word, ``99999999999999999999 Huge``, ``42``) is reported as 500, and ``usable`` is
+    False when the app did send a line, so that the line itself goes into metadata
+    instead of failing the event on every retry.
+    """
     if not status:
-        return 500
-    try:
-        code = int(status.split(" ", 1)[0])
-    except ValueError:
-        return 500
-    return code if code >= 0 else 500
+        return 500, status is None
+    head = status.split(" ", 1)[0]
+    if len(head) == 3 and head.isascii() and head.isdigit() and head[0] != "0":
+        return int(head), True
+    return 500, False
+
+
+def cut_path(path: str, metadata: dict[str, Any]) -> str:
+    """``path`` within Brain's index limit, never splitting a character.
+
+    A cut path keeps its full length and a hash of the whole in metadata, so that two
+    long paths that differ only past the cut can still be told apart.
+    """
+    if len(path) * 4 <= PATH_LIMIT:  # cannot exceed the limit: skip encoding
+        return path
+    raw = path.encode("utf-8")
+    if len(raw) <= PATH_LIMIT:
+        return path
+    metadata["path_truncated"] = True
+    metadata["path_bytes"] = len(raw)
+    metadata["path_sha256"] = hashlib.sha256(raw).hexdigest()
+    return raw[:PATH_LIMIT].decode("utf-8", "ignore")
 
 
 def utc_iso(timestamp: float) -> str:
@@ -131,12 +264,34 @@ class EventBuilder:
 
     def __init__(self, config: Config) -> None:
         self._config = config
-        self._text_masker = TextMasker(config.sensitive_fields)
+        # The built-in names are the rule's own; only the user's additions are extra,
+        # so that OTAS_SAFE_FIELDS can exempt a built-in name.
+        self._rule = Rule(
+            config.sensitive_fields - BUILTIN_SENSITIVE_FIELDS,
+            config.safe_fields,
+            config.sensitive_headers,
+        )
+
+    @property
+    def rule(self) -> Rule:
+        return self._rule
 
     def build(self, ex: Exchange, project_id: str) -> bytes:
-        """The UTF-8 JSON body of the log call for ``ex``."""
-        config = self._config
-        fields = config.sensitive_fields
+        """The UTF-8 JSON body of the log call for ``ex``.
+
+        Raises :class:`EventRefused` when the user's ``before_send`` drops the event or
+        fails (the event is then not shipped: fail closed).
+        """
+        event = self.event(ex, project_id)
+        before_send = self._config.before_send
+        if before_send is not None:
+            event = self._run_before_send(before_send, event)
+        return encode_event(event)
+
+    def event(self, ex: Exchange, project_id: str) -> dict[str, Any]:
+        """The event for ``ex`` as a dict, masked and scrubbed, before ``before_send``."""
+        rule = self._rule
+        found = Found()
         metadata: dict[str, Any] = {
             "sdk": SDK_NAME,
             "sdk_version": __version__,
@@ -146,90 +301,151 @@ class EventBuilder:
         if ex.first_byte is not None:
             metadata["time_to_first_byte_ms"] = round((ex.first_byte - ex.start) * 1000, 3)
 
-        request_headers = [
-            (header_name(key), wsgi_text(value)) for key, value in ex.request_headers
-        ]
-        response_headers = [(str(k), clean_text(str(v))) for k, v in ex.response_headers]
+        request_headers = redact_headers(
+            [(header_name(key), wsgi_text(value)) for key, value in ex.request_headers],
+            rule,
+            found,
+        )
+        response_headers = redact_headers(
+            [(_safe_str(k), _safe_str(v)) for k, v in ex.response_headers], rule, found
+        )
         request_type = find_header(request_headers, "content-type")
         response_type = find_header(response_headers, "content-type")
 
-        query_pairs, _ = mask_pairs(
-            parse_qsl(wsgi_text(ex.query_string), keep_blank_values=True), fields
-        )
+        _, query_pairs, _ = mask_form(wsgi_text(ex.query_string), rule, found)
         request_body, form_pairs = self._body_text(
-            ex.request_body, request_type, "request", metadata
+            ex.request_body, request_type, "request", metadata, found
         )
-        response_body, _ = self._body_text(ex.response_body, response_type, "response", metadata)
+        response_body, _ = self._body_text(
+            ex.response_body, response_type, "response", metadata, found
+        )
 
-        code = status_code(ex.status)
+        code, usable = parse_status(ex.status)
+        if not usable:
+            metadata["status_line"] = wsgi_text(ex.status or "")[:_STATUS_LINE_LIMIT]
         error = ex.error or ""
         if not error and code >= 400:
-            error = wsgi_text(ex.status or str(code))
-        if ex.metadata:
-            metadata.update(ex.metadata)
+            error = wsgi_text(ex.status or str(code))[:_STATUS_LINE_LIMIT]
+        error = clean_text(error)
+        if error and rule.may_contain(error):
+            # Validation errors quote the input: "password=hunter2", {'token': '...'}.
+            error = mask_text(error, rule, found)[0]
+        path = wsgi_text(ex.script_name + ex.path_info) or "/"
+        if "=" in path:  # matrix parameters: /reset;token=...
+            path = mask_assignments(path, rule, found)[0]
 
-        event = {
+        custom_properties, cut = bounded_json(ex.custom_properties or {})
+        if cut:
+            metadata["custom_properties_truncated"] = True
+        # Annotations are the app's own words, but an annotated api_key is still a key.
+        mask_json(custom_properties, rule, found)
+        if ex.metadata:
+            metadata.update(bounded_json(ex.metadata)[0])
+        # One id per event, made once: a retry sends the same payload, so the same id.
+        metadata.setdefault("event_id", str(uuid.uuid4()))
+
+        # Everything this request is known to hold secret, wherever else it shows up.
+        secrets = found.values
+        if self._config.sdk_key:
+            secrets.add(self._config.sdk_key)
+        if ex.token:
+            secrets.add(ex.token)
+        scrub = Scrubber(secrets)
+        request_headers = [(k, scrub.text(v)) for k, v in request_headers]
+        response_headers = [(k, scrub.text(v)) for k, v in response_headers]
+        query_pairs = [(k, scrub.text(v)) for k, v in query_pairs]
+        form_pairs = [(k, scrub.text(v)) for k, v in form_pairs]
+
+        return {
             "project_id": project_id,
-            "path": wsgi_text(ex.script_name + ex.path_info) or "/",
+            "path": cut_path(scrub.text(path), metadata),
             "method": wsgi_text(ex.method)[:METHOD_LIMIT],
             "status_code": code,
             "latency_ms": round(max(0.0, end - ex.start) * 1000, 3),
             "request_size_bytes": ex.request_body.size,
             "response_size_bytes": ex.response_body.size if ex.response_body else 0,
-            "request_headers": headers_json(
-                redact_headers(request_headers, config.sensitive_headers)
-            ),
-            "request_body": request_body,
+            "request_headers": headers_json(request_headers),
+            "request_body": scrub.text(request_body),
             "query_params": json.dumps(_group(query_pairs), ensure_ascii=False),
             "post_data": json.dumps(_group(form_pairs), ensure_ascii=False),
-            "response_headers": headers_json(
-                redact_headers(response_headers, config.sensitive_headers)
-            ),
-            "response_body": response_body,
+            "response_headers": headers_json(response_headers),
+            "response_body": scrub.text(response_body),
             "request_content_type": request_type[:CONTENT_TYPE_LIMIT],
             "response_content_type": response_type[:CONTENT_TYPE_LIMIT],
-            "custom_properties": clean_json(ex.custom_properties or {}),
-            "error": clean_text(error),
-            "metadata": clean_json(metadata),
+            "custom_properties": scrub.json(custom_properties),
+            "error": scrub.text(error),
+            "metadata": scrub.json(metadata),
         }
-        return encode_event(event)
+
+    def _run_before_send(
+        self, before_send: Callable[[dict[str, Any]], Any], event: dict[str, Any]
+    ) -> dict[str, Any]:
+        # The user may edit the event in place: keep what restoring it needs.
+        original = dict(event, metadata=dict(event["metadata"]))
+        try:
+            result = before_send(event)
+        except Exception:
+            # Fail closed: an event the user's filter could not judge is not shipped.
+            raise EventRefused("dropped", "before_send_error") from None
+        if result is None:
+            raise EventRefused("skipped", "before_send")
+        if not isinstance(result, dict):
+            raise EventRefused("dropped", "before_send_error")
+        try:
+            return storable(result, original)
+        except Exception:
+            raise EventRefused("dropped", "before_send_error") from None
 
     def _body_text(
-        self, body: BodyBuffer | None, content_type: str, side: str, metadata: dict[str, Any]
+        self,
+        body: BodyBuffer | None,
+        content_type: str,
+        side: str,
+        metadata: dict[str, Any],
+        found: Found,
     ) -> tuple[str, list[tuple[str, str]]]:
         """(text to ship, parsed form pairs) of a captured body, masked."""
         if body is None or body.size == 0:
             return "", []
-        if body.limit == 0 or not is_textual(content_type):
+        ctype = content_type.lower()
+        multipart = ctype.startswith("multipart/form-data")
+        if body.limit == 0 or not (multipart or is_textual(content_type)):
             metadata[f"{side}_body_omitted"] = "binary or compressed content"
             return "", []
         raw = body.getvalue()
-        if not content_type and b"\x00" in raw:
+        if (multipart or not content_type) and b"\x00" in raw:
             metadata[f"{side}_body_omitted"] = "binary content"
             return "", []
         if body.truncated:
             metadata[f"{side}_body_truncated"] = True
         text = clean_text(raw.decode("utf-8", "replace"))
-        ctype = content_type.lower()
-        fields = self._config.sensitive_fields
-        if ctype.startswith("application/x-www-form-urlencoded"):
-            pairs, changed = mask_pairs(parse_qsl(text, keep_blank_values=True), fields)
-            return (urlencode(pairs, safe="[]") if changed else text), pairs
-        if not self._text_masker.may_contain(text):
+        rule = self._rule
+        if multipart:
+            masked, pairs, _ = mask_multipart(text, rule, found)
+            return masked, pairs
+        if ctype.startswith("application/x-www-form-urlencoded") or (
+            not ctype and looks_like_form(text)
+        ):
+            masked, pairs, _ = mask_form(text, rule, found)
+            return masked, pairs
+        if not rule.may_contain(text):
             return text, []  # no sensitive name in it: nothing to parse or mask
         # A body without a content type is masked as JSON when it looks like JSON.
         if "json" in ctype or (not ctype and text.lstrip()[:1] in ("{", "[")):
             try:
                 parsed = json.loads(text)
             except (ValueError, RecursionError):
-                return self._text_masker.mask(text)[0], []
-            masked, changed = mask_json(parsed, fields)
+                return mask_text(text, rule, found)[0], []
+            masked, changed = mask_json(parsed, rule, found)
             if not changed:
                 return text, []
             # Parsing turned any "\ud800" escape into a real lone surrogate: clean again.
             return clean_text(json.dumps(masked, ensure_ascii=False)), []
-        # Other text may still embed JSON ("key": value pairs): mask those too.
-        return self._text_masker.mask(text)[0], []
+        # Other text may embed JSON ("key": value pairs) or name=value pairs: mask those.
+        return mask_text(text, rule, found)[0], []
+
+
+_STATUS_LINE_LIMIT = 200
 
 
 def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -237,6 +453,71 @@ def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     for key, value in pairs:
         grouped.setdefault(key, []).append(value)
     return grouped
+
+
+_JSON_TEXT_FIELDS = ("request_headers", "response_headers", "query_params", "post_data")
+
+
+def _json_object_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(clean_json(value), ensure_ascii=False)
+    if isinstance(value, str) and value.lstrip()[:1] == "{":
+        try:
+            if isinstance(json.loads(value), dict):
+                return value
+        except (ValueError, RecursionError):
+            pass
+    return "{}"
+
+
+def storable(event: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
+    """What ``before_send`` returned, made into an event Brain can store.
+
+    Only the contract's fields are kept. A required field that is missing or of the
+    wrong type gets its value from ``original`` (the event before ``before_send``);
+    text is cleaned and cut to the contract's limits; sizes and codes must be in range;
+    ``metadata`` keeps the event's id.
+    """
+    result: dict[str, Any] = {}
+    for field in REQUIRED_FIELDS:
+        result[field] = event.get(field, original[field])
+    for field in TEXT_FIELDS:
+        value = event.get(field, original.get(field, ""))
+        if field in _JSON_TEXT_FIELDS:
+            # These hold a JSON object in a string; anything else the user put there is
+            # replaced by an empty one (not by the original: they may have meant to hide it).
+            value = _json_object_text(value)
+        elif value is None:
+            value = ""
+        result[field] = clean_text(value if isinstance(value, str) else _safe_str(value))
+    result["project_id"] = _safe_str(result["project_id"]) or original["project_id"]
+    result["path"] = cut_path(result["path"], original["metadata"]) or original["path"]
+    result["method"] = result["method"][:METHOD_LIMIT] or original["method"]
+    for field in ("request_content_type", "response_content_type"):
+        result[field] = result[field][:CONTENT_TYPE_LIMIT]
+    code = result["status_code"]
+    if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 999:
+        result["status_code"] = original["status_code"]
+    latency = result["latency_ms"]
+    if (
+        isinstance(latency, bool)
+        or not isinstance(latency, (int, float))
+        or not math.isfinite(latency)
+        or latency < 0
+    ):
+        result["latency_ms"] = original["latency_ms"]
+    for field in SIZE_FIELDS:
+        size = event.get(field, original[field])
+        ok = isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_INTEGER
+        result[field] = size if ok else original[field]
+    for field in JSON_OBJECT_FIELDS:
+        value = event.get(field, {})
+        result[field] = clean_json(value) if isinstance(value, dict) else {}
+    metadata = result["metadata"]
+    for key in ("event_id", "path_truncated", "path_bytes", "path_sha256"):
+        if key in original["metadata"]:
+            metadata[key] = original["metadata"][key]
+    return result
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
+import uuid
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs
 
@@ -14,9 +16,11 @@ from werkzeug.test import EnvironBuilder
 import otas_capture
 from otas_capture.capture import BodyBuffer, Exchange
 from otas_capture.config import Config
+from otas_capture.contract import PATH_LIMIT
 from otas_capture.event import (
     MAX_EVENT_BYTES,
     EventBuilder,
+    EventRefused,
     clean_json,
     clean_text,
     encode_event,
@@ -642,14 +646,14 @@ def test_a_body_that_is_not_a_form_gives_empty_post_data():
 
 def test_json_bodies_are_masked_on_both_sides():
     ex = exchange(
-        body=b'{"user": "bob", "credentials": [{"password": "hunter2"}]}',
+        body=b'{"user": "bob", "profile": [{"password": "hunter2"}]}',
         content_type="application/json",
         response_body=b'{"access_token": "tok-789", "expires": 3600}',
     )
     event = build(ex)
     assert json.loads(event["request_body"]) == {
         "user": "bob",
-        "credentials": [{"password": REDACTED}],
+        "profile": [{"password": REDACTED}],
     }
     assert json.loads(event["response_body"]) == {"access_token": REDACTED, "expires": 3600}
     assert "hunter2" not in json.dumps(event) and "tok-789" not in json.dumps(event)
@@ -870,3 +874,468 @@ def test_a_deeply_nested_password_in_a_json_body_is_never_shipped():
         body = f'{{"a": {body}}}'
     event = build(exchange(body=body.encode(), content_type="application/json", limit=1024 * 1024))
     assert "s3cret-deep" not in json.dumps(event)
+
+
+# -- masking by meaning, in a built event (issue 8) --------------------------------------
+
+LEAKY_NAMES = [
+    "new_password",
+    "user_password",
+    "newPassword",
+    "currentPassword",
+    "password_confirmation",
+    "accessToken",
+    "refreshToken",
+    "idToken",
+    "auth_token",
+    "sessionToken",
+    "clientSecret",
+    "cardNumber",
+    "private_key",
+    "secret_key",
+    "cvc",
+    "otp",
+]
+USEFUL_NAMES = ["max_tokens", "prompt_tokens", "total_tokens", "token_type", "keyboard", "author"]
+
+
+@pytest.mark.parametrize("name", LEAKY_NAMES)
+def test_credential_names_are_masked_in_json_forms_and_query_strings(name):
+    secret = f"leak-{name}-value"
+    json_event = build(
+        exchange(
+            body=json.dumps({"data": {name: secret}}).encode(),
+            content_type="application/json",
+            query_string=f"{name}={secret}x",
+        )
+    )
+    form_event = build(
+        exchange(
+            body=f"a=1&{name}={secret}".encode(), content_type="application/x-www-form-urlencoded"
+        )
+    )
+    assert json.loads(json_event["request_body"]) == {"data": {name: REDACTED}}
+    assert json.loads(json_event["query_params"]) == {name: [REDACTED]}
+    assert json.loads(form_event["post_data"]) == {"a": ["1"], name: [REDACTED]}
+    assert secret not in json.dumps(json_event) + json.dumps(form_event)
+
+
+def test_names_that_are_not_credentials_keep_their_values():
+    body = {name: f"{name}-kept" for name in USEFUL_NAMES}
+    event = build(exchange(body=json.dumps(body).encode(), content_type="application/json"))
+    assert json.loads(event["request_body"]) == body
+
+
+@pytest.mark.parametrize("key", ["password[]", "user[password]", "user[password][]"])
+def test_bracketed_form_and_query_keys_are_masked(key):
+    event = build(
+        exchange(
+            query_string=f"{key}=q-secret-1",
+            body=f"{key}=f-secret-1".encode(),
+            content_type="application/x-www-form-urlencoded",
+        )
+    )
+    text = json.dumps(event)
+    assert "q-secret-1" not in text and "f-secret-1" not in text
+
+
+def test_a_form_separated_by_semicolons_is_masked():
+    event = build(
+        exchange(
+            body=b"user=bob;password=hunter22", content_type="application/x-www-form-urlencoded"
+        )
+    )
+    assert json.loads(event["post_data"]) == {"user": ["bob"], "password": [REDACTED]}
+    assert "hunter22" not in json.dumps(event)
+
+
+def test_a_form_posted_without_a_content_type_is_parsed_and_masked():
+    event = build(exchange(body=b"user=bob&password=hunter22", content_type=None))
+    assert json.loads(event["post_data"]) == {"user": ["bob"], "password": [REDACTED]}
+    assert event["request_body"] == f"user=bob&password={REDACTED}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-Auth-Token",
+        "X-Access-Token",
+        "Api-Key",
+        "X-Csrf-Token",
+        "X-Amz-Security-Token",
+        "X-Goog-Api-Key",
+        "Proxy-Authorization",
+    ],
+)
+def test_credential_request_headers_are_redacted(name):
+    event = build(exchange(headers={name: "hdr-secret-123"}))
+    assert json.loads(event["request_headers"])[name] == REDACTED
+    assert "hdr-secret-123" not in json.dumps(event)
+
+
+@pytest.mark.parametrize("mark", ["?", "#"])
+def test_tokens_in_referer_and_location_urls_are_masked(mark):
+    url = f"https://app.example/cb{mark}access_token=url-secret-9&state=s1"
+    ex = exchange(
+        headers={"Referer": url}, response_headers=[("Location", url)], status="302 Found"
+    )
+    event = build(ex)
+    assert "url-secret-9" not in json.dumps(event)
+    assert "state=s1" in json.loads(event["request_headers"])["Referer"]
+    assert "state=s1" in json.loads(event["response_headers"])["Location"]
+
+
+def test_json_cut_at_the_limit_is_masked_to_the_real_end_of_each_value():
+    body = json.dumps(
+        {
+            "user": "bob",
+            "credentials": {"user": "bob", "password": "nested-secret", "otp": "123456"},
+            "after": "kept",
+            "newPassword": "cut-secret-" + "x" * 100,
+        }
+    ).encode()
+    limit = body.index(b"cut-secret-") + 20
+    event = build(exchange(body=body, content_type="application/json", limit=limit))
+    text = event["request_body"]
+    assert "nested-secret" not in text and "cut-secret" not in text and "123456" not in text
+    assert '"after": "kept"' in text
+    assert text.endswith(f'"newPassword": "{REDACTED}"')
+
+
+# -- scrubbing what the SDK knows is secret, everywhere ----------------------------------
+
+
+def test_the_session_token_echoed_in_a_response_is_scrubbed():
+    ex = exchange(response_body=json.dumps({"headers": {TOKEN_HEADER: TOKEN}}).encode())
+    assert TOKEN not in json.dumps(build(ex))
+
+
+def test_the_sdk_key_dumped_by_an_endpoint_is_scrubbed():
+    key = "otas_abcd_efghijklmnop"
+    ex = exchange(
+        response_body=json.dumps({"config": {"OTAS_SDK_KEY": key}}).encode(),
+        response_headers=[("Content-Type", "application/json"), ("X-Debug", f"k={key}")],
+    )
+    ex.fail(RuntimeError(f"cannot reach OTAS with {key}"))
+    event = build(ex, sdk_key=key)
+    assert key not in json.dumps(event)
+    assert REDACTED in event["error"]
+
+
+def test_a_masked_value_quoted_in_an_exception_and_echoed_back_is_scrubbed():
+    ex = exchange(
+        body=b'{"user": "bob", "newPassword": "tooShort1!"}',
+        content_type="application/json",
+        response_body=b'{"detail": "password tooShort1! is too weak"}',
+        status="422 Unprocessable Entity",
+    )
+    ex.fail(ValueError("invalid value 'tooShort1!' for field newPassword"))
+    event = build(ex)
+    assert "tooShort1!" not in json.dumps(event)
+    assert event["error"] == f"ValueError: invalid value '{REDACTED}' for field newPassword"
+
+
+def test_redacted_header_values_are_scrubbed_from_bodies_properties_and_query():
+    ex = exchange(
+        headers={"Authorization": "Bearer bearer-secret-77", "Cookie": "sid=cookie-secret-88"},
+        query_string="echo=bearer-secret-77",
+        response_body=b'{"you_sent": "Bearer bearer-secret-77", "c": "cookie-secret-88"}',
+    )
+    ex.annotate({"debug": "auth was bearer-secret-77"})
+    ex.add_metadata(note="cookie-secret-88")
+    event = build(ex)
+    text = json.dumps(event)
+    assert "bearer-secret-77" not in text and "cookie-secret-88" not in text
+    assert event["custom_properties"] == {"debug": f"auth was {REDACTED}"}
+
+
+def test_a_secret_in_the_path_is_scrubbed():
+    ex = exchange(path="/reset;token=path-secret-1/next")
+    event = build(ex)
+    assert "path-secret-1" not in json.dumps(event)
+
+
+def test_a_secret_percent_encoded_in_a_form_is_scrubbed_from_the_json_response():
+    ex = exchange(
+        body=b"password=p%40ss+word%21",
+        content_type="application/x-www-form-urlencoded",
+        response_body=b'{"echo": "p@ss word!"}',
+    )
+    assert "p@ss word!" not in json.dumps(build(ex))
+
+
+# -- before_send -------------------------------------------------------------------------
+
+
+def build_with(before_send, ex=None):
+    ex = ex if ex is not None else exchange()
+    return EventBuilder(Config.load({"before_send": before_send}, {})).build(ex, PROJECT)
+
+
+def test_before_send_sees_the_finished_event_and_its_edits_are_shipped():
+    seen = {}
+
+    def before_send(event):
+        seen.update(event)
+        event["custom_properties"]["reviewed"] = True
+        event["response_body"] = ""
+        return event
+
+    ex = exchange(body=b'{"password": "hunter22"}', content_type="application/json")
+    event = json.loads(build_with(before_send, ex))
+    assert json.loads(seen["request_body"]) == {"password": REDACTED}
+    assert seen["metadata"]["event_id"] == event["metadata"]["event_id"]
+    assert event["custom_properties"] == {"reviewed": True}
+    assert event["response_body"] == ""
+
+
+def test_before_send_returning_none_skips_the_event():
+    with pytest.raises(EventRefused) as refused:
+        build_with(lambda event: None)
+    assert (refused.value.kind, refused.value.reason) == ("skipped", "before_send")
+
+
+@pytest.mark.parametrize("result", [RuntimeError("boom"), "not a dict", ["a"]])
+def test_before_send_failing_drops_the_event(result):
+    def before_send(event):
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    with pytest.raises(EventRefused) as refused:
+        build_with(before_send)
+    assert (refused.value.kind, refused.value.reason) == ("dropped", "before_send_error")
+    assert "boom" not in str(refused.value)
+
+
+def test_before_send_given_as_a_dotted_path_in_the_environment():
+    config = Config.load({}, {"OTAS_BEFORE_SEND": "tests.test_event:drop_health_checks"})
+    builder = EventBuilder(config)
+    with pytest.raises(EventRefused):
+        builder.build(exchange(path="/health"), PROJECT)
+    assert json.loads(builder.build(exchange(path="/api"), PROJECT))["path"] == "/api"
+
+
+def drop_health_checks(event):
+    return None if event["path"] == "/health" else event
+
+
+def test_before_send_cannot_make_the_event_unstorable():
+    def vandal(event):
+        del event["path"]
+        del event["project_id"]
+        event["method"] = "X" * 100
+        event["status_code"] = "99999999999999999999"
+        event["latency_ms"] = math.nan
+        event["request_size_bytes"] = -5
+        event["response_size_bytes"] = True
+        event["request_headers"] = {"A": "b"}
+        event["post_data"] = "password=not-json"
+        event["query_params"] = None
+        event["error"] = False
+        event["request_body"] = "nul\x00 and \ud800"
+        event["custom_properties"] = ["not", "an", "object"]
+        event["metadata"] = {"n": math.inf}
+        event["request_content_type"] = "t" * 1000
+        event["unknown_field"] = 1
+        return event
+
+    payload = build_with(vandal)
+    event = json.loads(payload.decode("utf-8"))
+    assert_contract_types(event)
+    assert event["path"] == "/api/v1/users/" and event["project_id"] == PROJECT
+    assert event["status_code"] == 200 and event["latency_ms"] >= 0
+    assert event["request_size_bytes"] == 0 and event["response_size_bytes"] == 12
+    assert json.loads(event["request_headers"]) == {"A": "b"}
+    assert event["query_params"] == event["post_data"] == "{}"
+    assert event["error"] == "False"
+    assert "\x00" not in event["request_body"]
+    assert event["custom_properties"] == {}
+    assert event["metadata"]["n"] == "inf"
+    uuid.UUID(event["metadata"]["event_id"])
+    assert "unknown_field" not in event
+
+
+def test_before_send_cannot_remove_the_event_id_in_place():
+    def forget(event):
+        event["metadata"].clear()
+        return event
+
+    uuid.UUID(json.loads(build_with(forget))["metadata"]["event_id"])
+
+
+def test_before_send_cannot_make_the_path_too_long():
+    def lengthen(event):
+        event["path"] = "/" + "p" * 5000
+        return event
+
+    event = json.loads(build_with(lengthen))
+    assert len(event["path"].encode()) == PATH_LIMIT
+    assert event["metadata"]["path_truncated"] is True
+
+
+# -- status codes Brain can store --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status", ["99999999999999999999 Huge", "42 Odd", "1000 Big", "099 Low", "-1 Neg", "x Y", ""]
+)
+def test_an_unusual_status_is_recorded_in_metadata_not_shipped(status):
+    event = build(exchange(status=status))
+    assert event["status_code"] == 500
+    assert event["metadata"]["status_line"] == status
+
+
+@pytest.mark.parametrize("status, code", [("600 Custom", 600), ("999 Max", 999), ("100 Go", 100)])
+def test_any_three_digit_status_is_shipped_as_is(status, code):
+    event = build(exchange(status=status))
+    assert event["status_code"] == code and "status_line" not in event["metadata"]
+
+
+def test_no_status_because_the_app_raised_is_500_without_a_note():
+    ex = exchange()
+    ex.status = None
+    ex.fail(RuntimeError("boom"))
+    event = build(ex)
+    assert event["status_code"] == 500 and "status_line" not in event["metadata"]
+
+
+# -- the path within Brain's index (issue 5) ---------------------------------------------
+
+
+def test_a_long_path_is_cut_to_the_limit_with_its_length_and_hash_in_metadata():
+    path = "/api/" + "a" * 3006
+    event = build(exchange(path=path))
+    assert event["path"] == path[:PATH_LIMIT]
+    assert event["metadata"]["path_truncated"] is True
+    assert event["metadata"]["path_bytes"] == len(path)
+    assert event["metadata"]["path_sha256"] == hashlib.sha256(path.encode()).hexdigest()
+
+
+def test_a_long_path_is_never_cut_inside_a_character():
+    path = "/" + "é" * 2000  # 4,001 bytes
+    event = build(exchange(path=path))
+    cut = event["path"].encode()
+    assert len(cut) <= PATH_LIMIT and len(cut) >= PATH_LIMIT - 1
+    assert path.startswith(event["path"])
+
+
+def test_a_path_at_the_limit_is_not_cut():
+    path = "/" + "p" * (PATH_LIMIT - 1)
+    event = build(exchange(path=path))
+    assert event["path"] == path and "path_truncated" not in event["metadata"]
+
+
+# -- one id per event (issue 7) ----------------------------------------------------------
+
+
+def test_every_event_has_its_own_uuid4_event_id():
+    ids = {build(exchange())["metadata"]["event_id"] for _ in range(5)}
+    assert len(ids) == 5
+    assert all(uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_an_event_id_given_by_the_capture_is_kept():
+    ex = exchange()
+    given = str(uuid.uuid4())
+    ex.add_metadata(event_id=given)
+    assert build(ex)["metadata"]["event_id"] == given
+
+
+# -- annotations that repeat references or cycle (issue 7) -------------------------------
+
+
+def test_annotations_repeating_references_are_bounded_and_flagged():
+    shared: object = "leaf"
+    for _ in range(40):  # 2**40 leaves when expanded
+        shared = [shared, shared]
+    ex = exchange()
+    ex.annotate({"tree": shared, "tenant": "acme"})
+    event = build(ex)
+    assert event["metadata"]["custom_properties_truncated"] is True
+    assert len(json.dumps(event["custom_properties"])) < 200_000
+
+
+def test_annotations_with_cycles_are_serialised():
+    cyclic: dict = {"name": "loop"}
+    cyclic["self"] = cyclic
+    items: list = [1]
+    items.append(items)
+    ex = exchange()
+    ex.annotate({"d": cyclic, "l": items})
+    event = build(ex)
+    assert event["custom_properties"] == {
+        "d": {"name": "loop", "self": "<cycle>"},
+        "l": [1, "<cycle>"],
+    }
+
+
+def test_a_huge_annotation_string_is_cut_and_flagged():
+    ex = exchange()
+    ex.annotate({"blob": "z" * 1_000_000})
+    event = build(ex)
+    assert len(event["custom_properties"]["blob"]) < 100_000
+    assert event["metadata"]["custom_properties_truncated"] is True
+
+
+def test_shared_references_that_are_not_cycles_are_kept_whole():
+    shared = {"k": "v"}
+    ex = exchange()
+    ex.annotate({"a": shared, "b": shared})
+    assert build(ex)["custom_properties"] == {"a": {"k": "v"}, "b": {"k": "v"}}
+
+
+def test_a_captured_multipart_body_has_its_fields_masked_and_listed():
+    body = (
+        b"--b1\r\n"
+        b'Content-Disposition: form-data; name="user"\r\n\r\n'
+        b"bob\r\n"
+        b"--b1\r\n"
+        b'Content-Disposition: form-data; name="user[password]"\r\n\r\n'
+        b"multi-secret-1\r\n"
+        b"--b1--\r\n"
+    )
+    event = build(exchange(body=body, content_type="multipart/form-data; boundary=b1"))
+    assert "multi-secret-1" not in json.dumps(event)
+    assert json.loads(event["post_data"]) == {"user": ["bob"], "user[password]": [REDACTED]}
+    assert event["request_body"].count("--b1") == 3
+
+
+def test_a_python_repr_quoted_in_an_exception_is_masked():
+    ex = exchange()
+    ex.fail(ValueError("invalid input {'user': 'bob', 'password': 'repr-secret-1'}"))
+    event = build(ex)
+    assert "repr-secret-1" not in json.dumps(event)
+    assert (
+        event["error"] == f"ValueError: invalid input {{'user': 'bob', 'password': '{REDACTED}'}}"
+    )
+
+
+def test_graphql_arguments_inside_a_json_body_are_masked():
+    query = 'mutation { login(user: "bob", password: "gql-secret-1") { token } }'
+    body = json.dumps({"query": query, "variables": {"newPassword": "gql-secret-2"}}).encode()
+    event = build(exchange(body=body, content_type="application/json"))
+    text = json.dumps(event)
+    assert "gql-secret-1" not in text and "gql-secret-2" not in text
+    assert "{ token }" in json.loads(event["request_body"])["query"]
+
+
+def test_yaml_like_text_bodies_are_masked():
+    body = b"user: bob\napi_key: yaml-secret-1\nmax_tokens: 5\n"
+    event = build(exchange(body=body, content_type="application/yaml"))
+    assert event["request_body"] == f"user: bob\napi_key: {REDACTED}\nmax_tokens: 5\n"
+
+
+def test_annotations_are_masked_by_the_rule_too():
+    ex = exchange()
+    ex.annotate({"tenant": "acme", "stripe": {"secret_key": "sk-annot-1"}})
+    event = build(ex)
+    assert event["custom_properties"] == {"tenant": "acme", "stripe": {"secret_key": REDACTED}}
+
+
+def test_an_xml_body_has_its_credential_elements_masked():
+    body = b"<login><user>bob</user><password>xml-secret-1</password></login>"
+    event = build(exchange(body=body, content_type="application/xml"))
+    assert (
+        event["request_body"] == f"<login><user>bob</user><password>{REDACTED}</password></login>"
+    )

@@ -1,43 +1,306 @@
-"""Specification of how secrets are kept out of events: headers, pairs, JSON and raw text."""
+"""Specification of which names are credentials, and of masking their values everywhere."""
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 
-from otas_capture.config import BUILTIN_SENSITIVE_FIELDS, BUILTIN_SENSITIVE_HEADERS
+from otas_capture.config import BUILTIN_SENSITIVE_FIELDS
+from otas_capture.contract import AGENT_KEY_HEADER, SDK_KEY_HEADER, SESSION_TOKEN_HEADER
 from otas_capture.redaction import (
     REDACTED,
-    TextMasker,
+    STANDARD_SENSITIVE_HEADERS,
+    Found,
+    Rule,
+    Scrubber,
+    looks_like_form,
+    mask_assignments,
+    mask_cut_json,
+    mask_elements,
+    mask_form,
     mask_json,
+    mask_labels,
+    mask_multipart,
     mask_pairs,
-    normalize_name,
+    mask_text,
     redact_headers,
+    split_words,
 )
 
-FIELDS = BUILTIN_SENSITIVE_FIELDS | {"security_answer"}
+RULE = Rule()
+
+# -- the table: names that must be masked, and names that must not -----------------------
+
+MASKED = [
+    # passwords, in every spelling
+    "password",
+    "Password",
+    "PASSWORD",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "passcode",
+    "new_password",
+    "user_password",
+    "newPassword",
+    "currentPassword",
+    "old-password",
+    "password_confirmation",
+    "passwordConfirmation",
+    "password2",
+    "db.password",
+    "user[password]",
+    "password[]",
+    "data[0][password]",
+    "newpassword",
+    "one_time_password",
+    "password_hash",
+    "pass",
+    "user_pass",
+    "db_pass",
+    # secrets
+    "secret",
+    "secrets",
+    "client_secret",
+    "clientSecret",
+    "secret_key",
+    "secretKey",
+    "api_secret",
+    "aws_secret_access_key",
+    # tokens (a single token)
+    "token",
+    "access_token",
+    "accessToken",
+    "refreshToken",
+    "refresh_token",
+    "idToken",
+    "id_token",
+    "id_token_hint",
+    "auth_token",
+    "authToken",
+    "sessionToken",
+    "csrf_token",
+    "csrfmiddlewaretoken",
+    "_csrf",
+    "x-auth-token",
+    "bearer_token",
+    "remember_token",
+    "jwt",
+    # API and private keys
+    "api_key",
+    "apiKey",
+    "apikey",
+    "API-KEY",
+    "x-api-key",
+    "private_key",
+    "privateKey",
+    "signing_key",
+    "encryption_key",
+    # authorisation, cookies, sessions, credentials
+    "authorization",
+    "Authorization",
+    "auth",
+    "basic_auth",
+    "credentials",
+    "credential",
+    "cookie",
+    "cookies",
+    "session",
+    "session_id",
+    "sessionId",
+    "sessionid",
+    "JSESSIONID",
+    "PHPSESSID",
+    "session_key",
+    # cards
+    "card_number",
+    "cardNumber",
+    "cardnumber",
+    "credit_card_number",
+    "cc_number",
+    "creditCard",
+    "cvv",
+    "CVV2",
+    "cvc",
+    "security_code",
+    # PINs, one-time codes, SSNs
+    "pin",
+    "PIN",
+    "pin_code",
+    "pinCode",
+    "otp",
+    "totp",
+    "otp_code",
+    "mfa_code",
+    "2fa_code",
+    "verification_code",
+    "recovery_code",
+    "ssn",
+    "social_security_number",
+]
+
+NOT_MASKED = [
+    # LLM usage counts: plural tokens, or about tokens
+    "max_tokens",
+    "prompt_tokens",
+    "total_tokens",
+    "completion_tokens",
+    "input_tokens",
+    "output_tokens",
+    "maxTokens",
+    "max_completion_tokens",
+    "tokens",
+    "token_type",
+    "tokenType",
+    "token_count",
+    "token_usage",
+    "token_limit",
+    "token_expires_in",
+    "expires_in",
+    "tokenizer",
+    "max_token",
+    # keys that are not credentials
+    "key",
+    "keys",
+    "keyboard",
+    "keyword",
+    "monkey",
+    "public_key",
+    "primary_key",
+    "sort_key",
+    "cache_key",
+    "idempotency_key",
+    "api_key_id",
+    "api_version",
+    "apiUrl",
+    # things about a credential, not the credential
+    "password_hint",
+    "password_policy",
+    "password_length",
+    "password_min_length",
+    "password_expires_at",
+    "passwordChangedAt",
+    "has_password",
+    "is_secret",
+    "show_password",
+    "secret_name",
+    "credential_type",
+    "auth_type",
+    "auth_method",
+    "auth_provider",
+    "authorization_url",
+    "cookie_policy",
+    "cookie_consent",
+    "session_count",
+    "session_duration",
+    "sessions",
+    "otp_length",
+    "pin_enabled",
+    "card_type",
+    "card_brand",
+    "card_last4",
+    "ssn_last4",
+    # words that merely contain a credential's letters
+    "author",
+    "author_id",
+    "authors",
+    "authority",
+    "authenticated",
+    "passenger",
+    "passport",
+    "bypass",
+    "boarding_pass",
+    "compass",
+    "secretary",
+    "pinned",
+    "spinner",
+    "shipping",
+    "opinion",
+    "cookbook",
+    "session_start",
+    # ordinary fields
+    "username",
+    "email",
+    "user_id",
+    "id",
+    "name",
+    "code",
+    "status_code",
+    "country_code",
+    "zip_code",
+    "model",
+    "temperature",
+    "content",
+    "message",
+    "description",
+]
 
 
-def test_the_redaction_marker():
-    assert REDACTED == "[REDACTED]"
+def test_the_table_is_large_enough_both_ways():
+    assert len(set(MASKED)) >= 40 and len(set(NOT_MASKED)) >= 40
+    assert not set(MASKED) & set(NOT_MASKED)
 
 
-# -- names -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MASKED)
+def test_names_that_say_they_are_credentials_are_masked(name):
+    assert RULE.field(name) is True
+
+
+@pytest.mark.parametrize("name", NOT_MASKED)
+def test_names_that_are_not_credentials_are_kept(name):
+    assert RULE.field(name) is False
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_SENSITIVE_FIELDS))
+def test_every_name_of_the_old_list_is_still_masked_by_the_rule(name):
+    assert RULE.field(name) is True
 
 
 @pytest.mark.parametrize(
-    "name, normal",
+    "name, words",
     [
-        ("Password", "password"),
-        ("API-KEY", "api_key"),
-        ("api_key", "api_key"),
-        (" Access-Token ", "access_token"),
+        ("newPassword", ("new", "password")),
+        ("new_password", ("new", "password")),
+        ("new-password", ("new", "password")),
+        ("user.new.password", ("user", "new", "password")),
+        ("user[password][]", ("user", "password")),
+        ("APIKey", ("api", "key")),
+        ("XAuthToken", ("x", "auth", "token")),
+        ("CVV2", ("cvv", "2")),
+        ("max_tokens", ("max", "tokens")),
+        ("", ()),
+        ("[]", ()),
     ],
 )
-def test_field_names_match_in_any_case_and_with_dash_or_underscore(name, normal):
-    assert normalize_name(name) == normal
+def test_names_are_split_into_words_in_any_spelling(name, words):
+    assert split_words(name) == words
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def test_user_sensitive_fields_add_names_in_any_spelling():
+    rule = Rule(extra_fields=["security_answer"])
+    for name in ("security_answer", "securityAnswer", "Security-Answer", "user[security_answer]"):
+        assert rule.field(name), name
+    assert rule.field("my_security_answer")  # a name ending with the words
+    assert not rule.field("security")
+
+
+def test_user_sensitive_fields_can_mask_what_the_rule_keeps():
+    assert Rule(extra_fields=["max_tokens"]).field("max_tokens")
+
+
+def test_safe_fields_exempt_names_from_the_rule():
+    rule = Rule(safe_fields=["session_id", "pin"])
+    assert not rule.field("session_id") and not rule.field("sessionId")
+    assert not rule.field("PIN")
+    assert rule.field("password")  # everything else as before
+
+
+def test_a_name_both_added_and_exempted_is_masked():
+    assert Rule(extra_fields=["pin"], safe_fields=["pin"]).field("pin")
 
 
 # -- headers -----------------------------------------------------------------------------
@@ -48,236 +311,317 @@ def test_field_names_match_in_any_case_and_with_dash_or_underscore(name, normal)
     [
         "Authorization",
         "authorization",
-        "AUTHORIZATION",
+        "Proxy-Authorization",
         "Cookie",
         "Set-Cookie",
-        "X-OTAS-SDK-KEY",
+        "X-Api-Key",
+        "Api-Key",
+        "X-Auth-Token",
+        "X-Access-Token",
+        "X-Csrf-Token",
+        "X-XSRF-TOKEN",
+        "X-Amz-Security-Token",
+        "X-Goog-Api-Key",
+        "X_Custom_Secret",
+        "X-Session-Id",
+        SDK_KEY_HEADER,
+        SESSION_TOKEN_HEADER,
+        AGENT_KEY_HEADER,
         "X-Otas-Agent-Session-Token",
-        "x-api-key",
-        "Proxy-Authorization",
     ],
 )
-def test_sensitive_headers_are_redacted_in_any_case(name):
-    assert redact_headers([(name, "secret value")], BUILTIN_SENSITIVE_HEADERS) == [(name, REDACTED)]
+def test_credential_headers_are_redacted(name):
+    assert redact_headers([(name, "value-123456")], RULE) == [(name, REDACTED)]
 
 
-def test_other_headers_keep_their_name_value_and_order():
-    headers = [
-        ("Content-Type", "application/json"),
-        ("Authorization", "Bearer t"),
-        ("X-Request-Id", "r-1"),
-        ("Accept", "*/*"),
-    ]
-    assert redact_headers(headers, BUILTIN_SENSITIVE_HEADERS) == [
-        ("Content-Type", "application/json"),
-        ("Authorization", REDACTED),
-        ("X-Request-Id", "r-1"),
-        ("Accept", "*/*"),
-    ]
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Content-Type",
+        "Accept",
+        "User-Agent",
+        "X-Request-Id",
+        "X-Authorization-Hint",
+        "Cookie-Policy",
+        "Sec-WebSocket-Key",
+        "Idempotency-Key",
+        "X-RateLimit-Remaining-Tokens",
+        "WWW-Authenticate",
+    ],
+)
+def test_other_headers_are_kept(name):
+    assert redact_headers([(name, "v")], RULE) == [(name, "v")]
 
 
-def test_repeated_sensitive_headers_are_each_redacted():
-    headers = [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
-    assert redact_headers(headers, BUILTIN_SENSITIVE_HEADERS) == [
+def test_the_standard_list_holds_the_otas_headers():
+    for header in (SDK_KEY_HEADER, SESSION_TOKEN_HEADER, AGENT_KEY_HEADER):
+        assert header.lower() in STANDARD_SENSITIVE_HEADERS
+
+
+def test_user_sensitive_headers_match_with_dash_or_underscore():
+    rule = Rule(extra_headers=["X_Tenant"])
+    assert redact_headers([("X-Tenant", "acme")], rule) == [("X-Tenant", REDACTED)]
+
+
+def test_safe_fields_never_exempt_a_standard_header():
+    rule = Rule(safe_fields=["authorization", "cookie"])
+    assert redact_headers([("Cookie", "a=b")], rule) == [("Cookie", REDACTED)]
+
+
+def test_headers_keep_their_order_and_repeats():
+    headers = [("Set-Cookie", "a=1"), ("Vary", "A"), ("Set-Cookie", "b=2")]
+    assert redact_headers(headers, RULE) == [
         ("Set-Cookie", REDACTED),
+        ("Vary", "A"),
         ("Set-Cookie", REDACTED),
     ]
 
 
-def test_user_sensitive_headers_are_redacted_too():
-    sensitive = BUILTIN_SENSITIVE_HEADERS | {"x-tenant-secret"}
-    assert redact_headers([("X-Tenant-Secret", "s")], sensitive) == [("X-Tenant-Secret", REDACTED)]
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://app.example/cb?access_token=tok-SECRET-1&state=ok",
+        "https://app.example/cb#access_token=tok-SECRET-1&state=ok",
+        "https://app.example/cb?state=ok&id_token=tok-SECRET-1",
+        "/login?next=%2Fhome&password=tok-SECRET-1",
+    ],
+)
+def test_tokens_in_urls_inside_header_values_are_masked(value):
+    found = Found()
+    [(name, masked)] = redact_headers([("Referer", value)], RULE, found)
+    assert "tok-SECRET-1" not in masked and REDACTED in masked
+    assert "state=ok" in masked or "next=%2Fhome" in masked
+    assert "tok-SECRET-1" in found.values
 
 
-def test_a_header_that_merely_contains_a_sensitive_name_is_kept():
-    headers = [("X-Authorization-Hint", "bearer"), ("Cookie-Policy", "strict")]
-    assert redact_headers(headers, BUILTIN_SENSITIVE_HEADERS) == headers
+def test_redacted_header_values_and_their_credentials_are_collected():
+    found = Found()
+    redact_headers(
+        [
+            ("Authorization", "Bearer abcdef123456"),
+            ("Cookie", "theme=dark; sid=session-abc-123"),
+            ("Set-Cookie", "sid=session-xyz-789; Path=/; HttpOnly"),
+        ],
+        RULE,
+        found,
+    )
+    assert {"abcdef123456", "session-abc-123", "session-xyz-789"} <= found.values
+    assert "HttpOnly" not in found.values and "Bearer" not in found.values
 
 
-# -- pairs (forms and query strings) -----------------------------------------------------
+def test_the_password_of_basic_authorization_is_collected():
+    found = Found()
+    redact_headers(
+        [("Authorization", "Basic YWxpY2U6czNjcmV0LXB3")], RULE, found
+    )  # alice:s3cret-pw
+    assert "s3cret-pw" in found.values
 
 
-def test_mask_pairs_masks_sensitive_keys_and_says_so():
-    pairs = [("user", "bob"), ("password", "hunter2"), ("next", "/home")]
-    assert mask_pairs(pairs, FIELDS) == (
-        [("user", "bob"), ("password", REDACTED), ("next", "/home")],
+# -- forms and query strings -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("separator", ["&", ";"])
+def test_forms_are_masked_with_either_separator(separator):
+    text = separator.join(["user=bob", "new_password=hunter22", "password%5B%5D=abc123456"])
+    masked, pairs, changed = mask_form(text, RULE, Found())
+    assert changed
+    assert "hunter22" not in masked and "abc123456" not in masked
+    assert masked.startswith("user=bob" + separator)
+    assert pairs == [("user", "bob"), ("new_password", REDACTED), ("password[]", REDACTED)]
+
+
+def test_a_form_without_secrets_is_returned_as_sent():
+    text = "user=bob&note=hello+world%21&flag"
+    masked, pairs, changed = mask_form(text, RULE, Found())
+    assert masked is text and not changed
+    assert pairs == [("user", "bob"), ("note", "hello world!"), ("flag", "")]
+
+
+def test_a_form_value_holding_its_own_pairs_is_masked_inside():
+    masked, _, changed = mask_form("next=/cb?token=abcdef123", RULE, Found())
+    assert changed and "abcdef123" not in masked
+
+
+def test_mask_pairs_masks_decoded_pairs():
+    assert mask_pairs([("user", "bob"), ("accessToken", "t")], RULE) == (
+        [("user", "bob"), ("accessToken", REDACTED)],
         True,
     )
 
 
 @pytest.mark.parametrize(
-    "key", ["PASSWORD", "Password", "api-key", "API_KEY", "Access-Token", "security-answer"]
+    "text, form",
+    [
+        ("user=bob&password=x", True),
+        ("a=1;b=2", True),
+        ("password=hunter2\n", True),
+        ("just text", False),
+        ('{"a": 1}', False),
+        ("a = 1", False),
+        ("", False),
+    ],
 )
-def test_mask_pairs_matches_keys_in_any_case_and_dash_or_underscore(key):
-    masked, changed = mask_pairs([(key, "s3cret")], FIELDS)
-    assert masked == [(key, REDACTED)] and changed is True
+def test_a_form_is_recognised_without_a_content_type(text, form):
+    assert looks_like_form(text) is form
 
 
-def test_mask_pairs_masks_every_value_of_a_repeated_key():
-    masked, _ = mask_pairs([("token", "a"), ("token", "b")], FIELDS)
-    assert masked == [("token", REDACTED), ("token", REDACTED)]
+def test_assignments_in_free_text_are_masked():
+    text = 'ValueError: bad login (user=bob, password=hunter2) api_key="k e y-123"'
+    masked, changed = mask_assignments(text, RULE, Found())
+    assert changed
+    assert "hunter2" not in masked and "k e y-123" not in masked and "user=bob" in masked
 
 
-def test_mask_pairs_leaves_other_pairs_identical_and_reports_no_change():
-    pairs = [("user", "bob"), ("passwords_hint", "x"), ("tokenizer", "bpe"), ("", "")]
-    masked, changed = mask_pairs(pairs, FIELDS)
-    assert masked == pairs and changed is False
+# -- multipart ---------------------------------------------------------------------------
+
+MULTIPART = (
+    "--XyZ\r\n"
+    'Content-Disposition: form-data; name="username"\r\n\r\n'
+    "bob\r\n"
+    "--XyZ\r\n"
+    'Content-Disposition: form-data; name="newPassword"\r\n\r\n'
+    "hunter2-long\r\n"
+    "--XyZ\r\n"
+    'Content-Disposition: form-data; name="avatar"; filename="a.txt"\r\n'
+    "Content-Type: text/plain\r\n\r\n"
+    "file text\r\n"
+    "--XyZ--\r\n"
+)
 
 
-def test_mask_pairs_does_not_modify_its_input():
-    pairs = [("password", "hunter2")]
-    mask_pairs(pairs, FIELDS)
-    assert pairs == [("password", "hunter2")]
+def test_multipart_form_fields_are_masked():
+    masked, pairs, changed = mask_multipart(MULTIPART, RULE, Found())
+    assert changed and "hunter2-long" not in masked
+    assert masked.count("--XyZ") == 4
+    assert pairs == [("username", "bob"), ("newPassword", REDACTED)]
+
+
+def test_a_multipart_field_cut_at_the_limit_is_masked_to_the_end():
+    cut = MULTIPART[: MULTIPART.index("hunter2-long") + 7]
+    masked, _, changed = mask_multipart(cut, RULE, Found())
+    assert changed and "hunter2" not in masked and masked.endswith(REDACTED)
 
 
 # -- parsed JSON -------------------------------------------------------------------------
-
-
-def test_mask_json_masks_a_top_level_key():
-    assert mask_json({"user": "bob", "password": "hunter2"}, FIELDS) == (
-        {"user": "bob", "password": REDACTED},
-        True,
-    )
 
 
 def test_mask_json_masks_at_any_depth_including_lists_of_dicts():
     document = {
         "data": {
             "users": [
-                {"name": "a", "credentials": {"password": "p1", "api_key": "k1"}},
-                {"name": "b", "tokens": [{"refresh_token": "r1"}, {"kind": "x"}]},
+                {"name": "a", "profile": {"newPassword": "p1", "apiKey": "k1"}},
+                {"name": "b", "tokens": [{"refreshToken": "r1"}, {"kind": "x"}]},
             ]
         },
-        "items": [[{"secret": 1}], "plain", 3],
+        "items": [[{"clientSecret": 1}], "plain", 3],
+        "usage": {"max_tokens": 5, "token_type": "bearer"},
     }
-    masked, changed = mask_json(document, FIELDS)
+    masked, changed = mask_json(document, RULE)
     assert changed is True
     assert masked == {
         "data": {
             "users": [
-                {"name": "a", "credentials": {"password": REDACTED, "api_key": REDACTED}},
-                {"name": "b", "tokens": [{"refresh_token": REDACTED}, {"kind": "x"}]},
+                {"name": "a", "profile": {"newPassword": REDACTED, "apiKey": REDACTED}},
+                {"name": "b", "tokens": [{"refreshToken": REDACTED}, {"kind": "x"}]},
             ]
         },
-        "items": [[{"secret": REDACTED}], "plain", 3],
+        "items": [[{"clientSecret": REDACTED}], "plain", 3],
+        "usage": {"max_tokens": 5, "token_type": "bearer"},
     }
-
-
-@pytest.mark.parametrize(
-    "key", ["Password", "PASSWORD", "Api-Key", "API_KEY", "apiKey", "Client-Secret", "CARD_NUMBER"]
-)
-def test_mask_json_matches_keys_in_any_case_and_dash_or_underscore(key):
-    masked, changed = mask_json({key: "s3cret"}, FIELDS)
-    assert masked == {key: REDACTED} and changed is True
 
 
 @pytest.mark.parametrize("value", [{"nested": "object"}, ["a", "list"], 1234, None, True])
 def test_mask_json_masks_the_whole_value_of_a_sensitive_key_whatever_its_type(value):
-    assert mask_json({"token": value}, FIELDS) == ({"token": REDACTED}, True)
+    assert mask_json({"token": value}, RULE) == ({"token": REDACTED}, True)
 
 
-def test_mask_json_leaves_a_document_without_secrets_identical():
-    document = {
-        "user": "bob",
-        "n": 1.5,
-        "ok": True,
-        "none": None,
-        "list": [{"name": "x"}, [1, 2]],
-        "tokenizer": "bpe",
-    }
-    original = copy.deepcopy(document)
-    masked, changed = mask_json(document, FIELDS)
-    assert changed is False
-    assert masked == original
-    assert json.dumps(masked) == json.dumps(original)  # key order too
-
-
-@pytest.mark.parametrize("value", ["text", 42, 1.5, None, True, []])
-def test_mask_json_leaves_scalars_and_empty_containers_alone(value):
-    assert mask_json(value, FIELDS) == (value, False)
-
-
-def test_mask_json_returns_a_copy_and_leaves_its_input_alone():
-    document = {"a": [{"password": "hunter2"}]}
-    masked, _ = mask_json(document, FIELDS)
-    assert document == {"a": [{"password": "hunter2"}]}
-    assert masked == {"a": [{"password": REDACTED}]}
-
-
-def test_mask_json_sensitive_key_inside_a_list_at_the_top():
-    assert mask_json([{"password": "a"}, {"user": "b"}], FIELDS) == (
-        [{"password": REDACTED}, {"user": "b"}],
-        True,
+def test_mask_json_collects_every_value_it_removed():
+    found = Found()
+    mask_json(
+        {"password": "hunter2-long", "auth": {"a": "nested-secret", "n": 4111111111}}, RULE, found
     )
+    assert {"hunter2-long", "nested-secret", "4111111111"} <= found.values
+
+
+def test_mask_json_leaves_a_document_without_secrets_unchanged():
+    document = {"user": "bob", "list": [{"name": "x"}, [1, 2]], "tokenizer": "bpe"}
+    masked, changed = mask_json(json.loads(json.dumps(document)), RULE)
+    assert changed is False and masked == document
+
+
+def test_json_kept_as_a_string_inside_json_is_masked_inside():
+    document = {"payload": json.dumps({"user": "bob", "password": "inner-secret"})}
+    masked, changed = mask_json(document, RULE)
+    assert changed and "inner-secret" not in json.dumps(masked)
+    assert json.loads(masked["payload"]) == {"user": "bob", "password": REDACTED}
 
 
 def test_mask_json_never_lets_a_deeply_nested_secret_through():
-    document = {"password": "s3cret-deep"}
+    document: object = {"password": "s3cret-deep"}
     for _ in range(100):
         document = {"a": [document]}
-    masked, changed = mask_json(document, FIELDS)
+    masked, changed = mask_json(document, RULE)
     assert "s3cret-deep" not in json.dumps(masked)
     assert changed is True
 
 
-# -- JSON-like text that could not be parsed ---------------------------------------------
-
-
-@pytest.fixture
-def masker() -> TextMasker:
-    return TextMasker(FIELDS)
+# -- JSON cut at the capture limit -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "text, expected",
     [
         ('{"password": "x"}', '{"password": "[REDACTED]"}'),
-        ('{"password":"hunter2","user":"bob"}', '{"password":"[REDACTED]","user":"bob"}'),
+        ('{"newPassword":"hunter2","user":"bob"}', '{"newPassword":"[REDACTED]","user":"bob"}'),
         ('{"cvv": 123, "n": 4}', '{"cvv": "[REDACTED]", "n": 4}'),
-        ('{"cvv": -1.5e3}', '{"cvv": "[REDACTED]"}'),
+        ('{"cvc": -1.5e3}', '{"cvc": "[REDACTED]"}'),
         ('{"token" :\n  "abc"}', '{"token" :\n  "[REDACTED]"}'),
         (
             '[{"secret": true}, {"secret": null}]',
             '[{"secret": "[REDACTED]"}, {"secret": "[REDACTED]"}]',
         ),
+        ('{"a": "x", "password": "hunter2-and-mo', '{"a": "x", "password": "[REDACTED]"'),
+        ('{"card_number": 41111111', '{"card_number": "[REDACTED]"'),
+        ('{"password":', '{"password":"[REDACTED]"'),
     ],
 )
-def test_text_masker_masks_string_and_scalar_values(masker, text, expected):
-    assert masker.mask(text) == (expected, True)
+def test_cut_json_masks_each_value_to_its_real_end_or_the_end_of_the_text(text, expected):
+    assert mask_cut_json(text, RULE, Found()) == (expected, True)
 
 
-def test_text_masker_masks_a_string_with_escaped_quotes_entirely(masker):
-    text = r'{"password": "a\"b\\\"c", "user": "bob"}'
-    assert masker.mask(text) == ('{"password": "[REDACTED]", "user": "bob"}', True)
+def test_cut_json_masks_a_string_with_escaped_quotes_entirely():
+    text = r'{"password": "a\"b\\\"c", "user": "bob", "n": [1'
+    assert mask_cut_json(text, RULE, Found()) == (
+        '{"password": "[REDACTED]", "user": "bob", "n": [1',
+        True,
+    )
 
 
-def test_text_masker_masks_an_unterminated_string_at_the_end_of_cut_json(masker):
-    text = '{"user": "bob", "items": [1, 2], "password": "hunter2-and-mo'
-    masked, changed = masker.mask(text)
-    assert masked == '{"user": "bob", "items": [1, 2], "password": "[REDACTED]"'
-    assert changed is True
+def test_cut_json_masks_a_nested_value_whole_to_its_matching_bracket():
+    text = '{"credentials": {"user": "u", "pw": ["a", "}"], "k": {"x": 1}}, "next": "kept", "z'
+    masked, changed = mask_cut_json(text, RULE, Found())
+    assert changed
+    assert masked == '{"credentials": "[REDACTED]", "next": "kept", "z'
 
 
-def test_text_masker_masks_an_unterminated_string_ending_in_an_escape(masker):
-    masked, changed = masker.mask('{"password": "hunter2\\"more')
-    assert "hunter2" not in masked and "more" not in masked and changed is True
+def test_cut_json_masks_a_nested_value_cut_before_its_end_to_the_end_of_the_text():
+    text = '{"user": "bob", "auth": {"scheme": "basic", "user": "bob", "pass": "zz-sec'
+    masked, changed = mask_cut_json(text, RULE, Found())
+    assert changed and "zz-sec" not in masked and "basic" not in masked
+    assert masked == '{"user": "bob", "auth": "[REDACTED]"'
 
 
-def test_text_masker_masks_an_unterminated_number_at_the_end(masker):
-    assert masker.mask('{"card_number": 41111111') == ('{"card_number": "[REDACTED]"', True)
+def test_cut_json_masks_values_nested_in_unmasked_objects():
+    text = '{"a": {"password": "zz1"}, "b": [{"apiKey": "zz2"}], "c": {"token": "zz3'
+    masked, _ = mask_cut_json(text, RULE, Found())
+    assert "zz" not in masked and masked.count(REDACTED) == 3
 
 
-@pytest.mark.parametrize("key", ["PASSWORD", "Password", "api-key", "API_KEY", "Api-Key"])
-def test_text_masker_matches_keys_in_any_case_and_dash_or_underscore(masker, key):
-    masked, changed = masker.mask(f'{{"{key}": "s3cret"')
-    assert masked == f'{{"{key}": "[REDACTED]"' and changed is True
-
-
-def test_text_masker_masks_every_occurrence_at_any_depth(masker):
-    text = '{"a": {"password": "zz1"}, "b": [{"password": "zz2"}], "c": {"token": "zz3'
-    masked, _ = masker.mask(text)
-    assert "zz" not in masked
-    assert masked.count(REDACTED) == 3
+def test_cut_json_masks_escaped_json_inside_a_string():
+    inner = json.dumps({"password": "inner-secret"})
+    text = '{"log": ' + json.dumps(inner) + ', "more": "cut her'
+    masked, changed = mask_cut_json(text, RULE, Found())
+    assert changed and "inner-secret" not in masked
 
 
 @pytest.mark.parametrize(
@@ -285,46 +629,104 @@ def test_text_masker_masks_every_occurrence_at_any_depth(masker):
     [
         '{"user": "bob", "email": "bob@example.com"',
         '{"username": "bob", "my_password_hint": "dog"}',
-        '{"tokenizer": "bpe", "passwords": 3}',
+        '{"tokenizer": "bpe", "max_tokens": 3, "token_type": "bearer"}',
         '{"note": "the password is in the vault"}',
-        "password=hunter2",
         "",
         "plain text, no JSON at all",
     ],
 )
-def test_text_masker_leaves_other_text_alone(masker, text):
-    assert masker.mask(text) == (text, False)
+def test_cut_json_leaves_other_text_alone(text):
+    assert mask_cut_json(text, RULE, Found()) == (text, False)
 
 
-def test_text_masker_without_fields_changes_nothing():
-    text = '{"password": "hunter2"}'
-    assert TextMasker(()).mask(text) == (text, False)
-
-
-def test_text_masker_result_of_complete_json_is_still_json(masker):
-    text = '{"password": "a\\"b", "cvv": 12, "list": [{"token": null}], "ok": "yes"}'
-    masked, _ = masker.mask(text)
-    assert json.loads(masked) == {
-        "password": REDACTED,
-        "cvv": REDACTED,
-        "list": [{"token": REDACTED}],
-        "ok": "yes",
-    }
-
-
-def test_mask_pairs_masks_bracketed_form_keys_by_their_innermost_name():
-    pairs, changed = mask_pairs(
-        [("user[password]", "hunter2"), ("user[name]", "bob")], {"password"}
+def test_mask_text_handles_json_then_pairs():
+    assert (
+        mask_text("password=hunter22 and more", RULE, Found())[0] == f"password={REDACTED} and more"
     )
-    assert changed
-    assert pairs == [("user[password]", REDACTED), ("user[name]", "bob")]
+    masked, changed = mask_text('{"password": "hunter22"}', RULE, Found())
+    assert changed and json.loads(masked) == {"password": REDACTED}
+
+
+# -- the cheap pre-check -----------------------------------------------------------------
 
 
 def test_may_contain_is_false_only_when_no_sensitive_name_can_be_present():
-    masker = TextMasker({"password", "api_key"})
-    assert masker.may_contain('{"user": "bob"}') is False
-    assert masker.may_contain('{"Password": "x"}') is True
-    assert masker.may_contain("api-key=1") is True
+    assert RULE.may_contain('{"user": "bob", "n": 1}') is False
+    assert RULE.may_contain('{"newPassword": "x"}') is True
+    assert RULE.may_contain("api-key=1") is True
     # Escaped spellings are only visible after parsing, so they count as "maybe".
-    assert masker.may_contain('{"pass\\u0077ord": "x"}') is True
-    assert masker.may_contain("pass%77ord=x") is True
+    assert RULE.may_contain('{"pass\\u0077ord": "x"}') is True
+    assert RULE.may_contain("pass%77ord=x") is True
+
+
+def test_may_contain_sees_the_users_own_names():
+    assert Rule(extra_fields=["tenant_answer"]).may_contain('{"tenantAnswer": 1}') is True
+
+
+@pytest.mark.parametrize("name", MASKED)
+def test_may_contain_never_misses_a_name_of_the_table(name):
+    assert RULE.may_contain(json.dumps({name: "v"}))
+
+
+# -- scrubbing known secrets -------------------------------------------------------------
+
+
+def test_the_scrubber_replaces_every_spelling_of_a_secret():
+    scrub = Scrubber(['p@ss w/rd"1'])
+    assert scrub.text('raw p@ss w/rd"1 here') == f"raw {REDACTED} here"
+    assert scrub.text(json.dumps({"x": 'p@ss w/rd"1'})) == '{"x": "[REDACTED]"}'
+    assert scrub.text("a=p%40ss+w%2Frd%221") == f"a={REDACTED}"
+    assert scrub.text("a=p%40ss%20w%2Frd%221") == f"a={REDACTED}"
+
+
+def test_the_scrubber_ignores_short_values():
+    scrub = Scrubber(["abc", "true"])
+    assert not scrub and scrub.text("abc true") == "abc true"
+
+
+def test_the_scrubber_replaces_the_longest_secret_first():
+    scrub = Scrubber(["secret-one", "secret-one-two"])
+    assert scrub.text("x secret-one-two y") == f"x {REDACTED} y"
+
+
+def test_the_scrubber_walks_json_values():
+    scrub = Scrubber(["token-123456"])
+    assert scrub.json({"a": ["x token-123456 y", 1, {"b": "token-123456"}]}) == {
+        "a": [f"x {REDACTED} y", 1, {"b": REDACTED}]
+    }
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{'password': 'abc d'}", f"{{'password': '{REDACTED}'}}"),
+        ('login(password: "x\\"y", user: "bob")', f'login(password: "{REDACTED}", user: "bob")'),
+        ("api_key: k-1\nuser: bob", f"api_key: {REDACTED}\nuser: bob"),
+        ("at 12:30 the author: bob", "at 12:30 the author: bob"),
+        ("max_tokens: 5", "max_tokens: 5"),
+    ],
+)
+def test_labels_in_free_text_are_masked(text, expected):
+    assert mask_labels(text, RULE, Found())[0] == expected
+
+
+def test_xml_elements_with_credential_names_are_masked():
+    text = (
+        '<login><user>bob</user><ns:Password type="x">xml-secret</ns:Password>'
+        "<max_tokens>5</max_tokens><apiKey>cut-he"
+    )
+    masked, changed = mask_elements(text, RULE, Found())
+    assert changed
+    assert masked == (
+        f'<login><user>bob</user><ns:Password type="x">{REDACTED}</ns:Password>'
+        f"<max_tokens>5</max_tokens><apiKey>{REDACTED}"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["2[fa][code]", "credit[card][number]", "x[cc][number]", "user[api][key]", "a[security][code]"],
+)
+def test_may_contain_finds_names_spelled_with_brackets(name):
+    assert RULE.field(name)
+    assert RULE.may_contain(json.dumps({name: 1})[:-2])

@@ -1,0 +1,288 @@
+"""Property tests: fuzzed names, bodies and requests against the masking table and Brain's limits.
+
+Bounded for CI (50 examples a property); set ``OTAS_FUZZ_EXAMPLES`` for a longer run, e.g.
+``OTAS_FUZZ_EXAMPLES=5000 pytest tests/test_masking_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.test import EnvironBuilder
+
+from otas_capture.capture import BodyBuffer, Exchange
+from otas_capture.config import Config
+from otas_capture.contract import MAX_REQUEST_BYTES, PATH_LIMIT
+from otas_capture.event import MAX_EVENT_BYTES, EventBuilder
+from otas_capture.redaction import Rule, split_words
+
+from .test_event import PROJECT, TOKEN, TOKEN_HEADER, assert_contract_types
+from .test_redaction import MASKED, NOT_MASKED
+
+FUZZ = settings(
+    max_examples=int(os.environ.get("OTAS_FUZZ_EXAMPLES", "50")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+RULE = Rule()
+BUILDER = EventBuilder(Config.load({}, {}))
+
+# -- spellings ---------------------------------------------------------------------------
+
+
+def spell(words: tuple[str, ...], style: str) -> str:
+    if style == "camel":
+        return words[0] + "".join(w.capitalize() for w in words[1:])
+    if style == "pascal":
+        return "".join(w.capitalize() for w in words)
+    if style == "upper":
+        return "_".join(words).upper()
+    if style == "bracket":
+        return words[0] + "".join(f"[{w}]" for w in words[1:])
+    return {"snake": "_", "kebab": "-", "dotted": "."}[style].join(words)
+
+
+STYLES = st.sampled_from(["snake", "kebab", "dotted", "camel", "pascal", "upper", "bracket"])
+# Names whose words survive respelling (glued words like "jsessionid" stay one word).
+MASKED_WORDS = st.sampled_from(sorted({split_words(n) for n in MASKED if split_words(n)}))
+KEPT_WORDS = st.sampled_from(sorted({split_words(n) for n in NOT_MASKED if split_words(n)}))
+
+
+@FUZZ
+@given(MASKED_WORDS, STYLES)
+def test_a_masked_name_is_masked_in_every_spelling(words, style):
+    assert RULE.field(spell(words, style)), spell(words, style)
+
+
+@FUZZ
+@given(KEPT_WORDS, STYLES)
+def test_a_kept_name_is_kept_in_every_spelling(words, style):
+    assert not RULE.field(spell(words, style)), spell(words, style)
+
+
+# -- bodies ------------------------------------------------------------------------------
+
+SECRET_MARK = "QQ"  # no generated text holds a Q: its presence means a leak
+SAFE_TEXT = st.text(alphabet="abcdefghijklmnoprstuvwxyz0123456789 -_.é日", max_size=12)
+SECRETS = st.text(alphabet="abcdefXYZ0123456789-_!@ ", min_size=6, max_size=24).map(
+    lambda s: SECRET_MARK + s
+)
+KEPT_KEYS = st.sampled_from(["user", "items", "data", "max_tokens", "author", "id", "meta"])
+
+
+@st.composite
+def documents_with_a_secret(draw: Any) -> Any:
+    """A JSON document holding one credential, at any depth, inside other values."""
+    words = draw(MASKED_WORDS)
+    name = spell(words, draw(STYLES))
+    secret_value = draw(
+        st.one_of(
+            SECRETS,
+            st.lists(SECRETS, min_size=1, max_size=3),
+            st.dictionaries(KEPT_KEYS, SECRETS, min_size=1, max_size=3),
+        )
+    )
+    document: Any = {name: secret_value}
+    for _ in range(draw(st.integers(0, 6))):
+        siblings = draw(st.dictionaries(KEPT_KEYS, SAFE_TEXT, max_size=3))
+        if draw(st.booleans()):
+            document = [draw(SAFE_TEXT), document]
+        else:
+            document = {**siblings, draw(KEPT_KEYS) + "_x": document}
+    return document
+
+
+def exchange_with(
+    body: bytes,
+    content_type: str | None,
+    limit: int = 1 << 20,
+    response_body: bytes = b"{}",
+    **environ: Any,
+) -> Exchange:
+    builder = EnvironBuilder(
+        path=environ.get("path", "/fuzz"),
+        method="POST",
+        query_string=environ.get("query_string", ""),
+        headers={TOKEN_HEADER: TOKEN, **environ.get("headers", {})},
+        data=body,
+        content_type=content_type,
+    )
+    start = time.perf_counter()
+    ex = Exchange(TOKEN, time.time(), start, builder.get_environ(), BodyBuffer(limit))
+    ex.request_body.add(body)
+    ex.status = environ.get("status", "200 OK")
+    ex.response_headers = [("Content-Type", "application/json")]
+    ex.response_body = BodyBuffer(limit)
+    ex.response_body.add(response_body)
+    ex.end = start + 0.001
+    return ex
+
+
+def shipped(ex: Exchange, builder: EventBuilder = BUILDER) -> dict[str, Any]:
+    payload = builder.build(ex, PROJECT)
+    assert len(payload) <= MAX_EVENT_BYTES < MAX_REQUEST_BYTES
+    event: dict[str, Any] = json.loads(payload.decode("utf-8"))
+    assert_contract_types(event)
+    assert "\x00" not in payload.decode("utf-8")
+    return event
+
+
+@FUZZ
+@given(documents_with_a_secret(), st.sampled_from(["application/json", None, "text/plain"]))
+def test_any_json_nesting_of_a_credential_never_leaks_its_value(document, content_type):
+    body = json.dumps(document).encode()
+    event = shipped(exchange_with(body, content_type, response_body=body))
+    assert SECRET_MARK not in json.dumps(event, ensure_ascii=False)
+
+
+@FUZZ
+@given(documents_with_a_secret(), st.data())
+def test_json_cut_anywhere_never_leaks_a_credential(document, data):
+    body = json.dumps(document, ensure_ascii=False).encode()
+    limit = data.draw(st.integers(1, len(body)))
+    event = shipped(exchange_with(body, "application/json", limit=limit))
+    assert SECRET_MARK not in event["request_body"]
+
+
+@FUZZ
+@given(MASKED_WORDS, STYLES, SECRETS, st.sampled_from(["&", ";"]), st.booleans())
+def test_forms_and_query_strings_never_leak_a_credential(words, style, secret, sep, typed):
+    name = spell(words, style)
+    from urllib.parse import quote_plus
+
+    form = sep.join(["a=1", f"{quote_plus(name)}={quote_plus(secret)}", "b=2"])
+    ex = exchange_with(
+        form.encode(),
+        "application/x-www-form-urlencoded" if typed else None,
+        query_string=form,
+    )
+    assert SECRET_MARK not in json.dumps(shipped(ex), ensure_ascii=False)
+
+
+@FUZZ
+@given(st.dictionaries(KEPT_KEYS, SAFE_TEXT, max_size=5))
+def test_a_body_without_credentials_is_shipped_unchanged(document):
+    body = json.dumps(document, ensure_ascii=False).encode()
+    event = shipped(exchange_with(body, "application/json"))
+    assert event["request_body"] == body.decode()
+
+
+# -- anything at all still makes an event Brain can store --------------------------------
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@FUZZ
+@given(
+    body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode),
+    content_type=st.sampled_from(
+        [
+            None,
+            "application/json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ]
+    ),
+    limit=st.integers(0, 400),
+    status=st.text(max_size=30),
+    path=st.text(min_size=1, max_size=3000).map(lambda p: "/" + p),
+    query=st.text(max_size=100),
+    annotations=st.dictionaries(st.text(max_size=8), JSONISH, max_size=4),
+    header_value=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=60),
+)
+def test_any_request_gives_valid_utf8_json_within_brains_limits(
+    body, content_type, limit, status, path, query, annotations, header_value
+):
+    ex = exchange_with(
+        body,
+        content_type,
+        limit=limit,
+        response_body=body,
+        path=path.replace("?", "").replace("#", ""),
+        query_string=query.encode("utf-8", "surrogatepass").decode("latin-1"),
+        headers={"Referer": header_value, "X-Auth-Token": header_value},
+        status=status,
+    )
+    ex.annotate(annotations)
+    event = shipped(ex)
+    assert 100 <= event["status_code"] <= 999
+    assert len(event["path"].encode("utf-8")) <= PATH_LIMIT
+
+
+# -- the cheap pre-check never hides a name the rule masks -------------------------------
+
+PIECES = st.sampled_from(
+    sorted(
+        {word for name in MASKED + NOT_MASKED for word in split_words(name)}
+        | {"user", "new", "x", "api", "credit", "debit", "mfa", "2", "fa", "social", "data"}
+    )
+)
+
+
+@FUZZ
+@given(st.lists(PIECES, min_size=1, max_size=4), STYLES)
+def test_the_pre_check_finds_every_name_the_rule_masks(words, style):
+    name = spell(tuple(words), style)
+    if RULE.field(name):
+        assert RULE.may_contain(json.dumps({name: 1})), name
+        assert RULE.may_contain(f"{name}=1"), name
+
+
+# -- whatever before_send returns, the event stays storable ------------------------------
+
+FIELDS = sorted(
+    {
+        "project_id",
+        "path",
+        "method",
+        "status_code",
+        "latency_ms",
+        "request_size_bytes",
+        "response_size_bytes",
+        "request_headers",
+        "request_body",
+        "query_params",
+        "post_data",
+        "response_headers",
+        "response_body",
+        "request_content_type",
+        "response_content_type",
+        "custom_properties",
+        "error",
+        "metadata",
+        "something_else",
+    }
+)
+ANY_VALUE = JSONISH | st.text(min_size=200, max_size=3000) | st.integers(-(2**70), 2**70)
+
+
+@FUZZ
+@given(
+    st.dictionaries(st.sampled_from(FIELDS), ANY_VALUE, max_size=8),
+    st.sets(st.sampled_from(FIELDS)),
+)
+def test_whatever_before_send_returns_is_made_storable(changes, removed):
+    def before_send(event: dict[str, Any]) -> dict[str, Any]:
+        for field in removed:
+            event.pop(field, None)
+        event.update(changes)
+        return event
+
+    builder = EventBuilder(Config.load({"before_send": before_send}, {}))
+    event = shipped(exchange_with(b'{"a": 1}', "application/json"), builder)
+    assert 100 <= event["status_code"] <= 999
+    assert len(event["path"].encode("utf-8")) <= PATH_LIMIT
+    assert "something_else" not in event
