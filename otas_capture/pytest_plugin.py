@@ -63,6 +63,7 @@ class OtasFixture:
             "uasam_url": server.url,
             "flush_interval": _FLUSH_INTERVAL,
             "retry_backoff": _FLUSH_INTERVAL,
+            "sample_rate": 1.0,  # every agent request, so that tests are deterministic
         }
         """The middleware settings that ship to this collector."""
 
