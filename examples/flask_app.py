@@ -1,12 +1,13 @@
 """A small Flask JSON API instrumented with otas-capture, as a real backend would be.
 
-It is the app the README demo drives (``examples/demo.py``), and a template for your own:
-one call, ``init_app(app)``, and every request an AI agent makes (those carrying
+It is a template for your own (``otas-capture demo`` runs these endpoints, but the crash,
+packaged as ``otas_capture/cli/demo_app.py`` so it works without a checkout): one call,
+``init_app(app)``, and every request an AI agent makes (those carrying
 ``X-OTAS-AGENT-SESSION-TOKEN``) is reported to OTAS. Nothing is configured in code; the
 settings come from the environment, so the same app ships to the local collector or to
 OTAS depending only on where it runs::
 
-    export OTAS_SDK_KEY=otas_demo_localcollectorkey   # see python -m otas_capture.collector
+    export OTAS_SDK_KEY=otas_demo_localcollectorkey   # see: otas-capture collector
     export OTAS_BRAIN_URL=http://127.0.0.1:8002 OTAS_UASAM_URL=http://127.0.0.1:8002
     python examples/flask_app.py                       # listens on 127.0.0.1:5000 (PORT=...)
 

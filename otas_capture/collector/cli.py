@@ -25,6 +25,7 @@ from .app import (
 )
 from .server import CollectorServer
 from .store import MEMORY, EventStore
+from .viewer import mount_viewer
 
 
 def _sdk_key_arg(value: str) -> str:
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot open the database {args.db}: {exc}", file=sys.stderr)
         return 1
     collector = Collector(secret=args.secret, sdk_keys={args.sdk_key: args.project_id}, store=store)
+    mount_viewer(collector)
     try:
         server = CollectorServer(collector, args.host, args.port, log_requests=True).start()
     except OSError as exc:
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = "in memory" if args.db == MEMORY else f"in {args.db} ({store.count()} so far)"
     print(
         f"OTAS local collector (UASAM and Brain) on {server.url}\n"
+        f"  live viewer:   {server.url}/\n"
         f"  SDK key:       {args.sdk_key}\n"
         f"  project id:    {args.project_id}\n"
         f"  agent key:     {DEMO_AGENT_KEY}\n"
