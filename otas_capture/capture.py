@@ -12,6 +12,7 @@ same bytes, and nothing is read ahead of it or held beyond the capture limit.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import IO, Any, Callable
 
@@ -90,8 +91,10 @@ class BodyBuffer:
 class InputTee:
     """A file-like stand-in for ``wsgi.input`` that copies what the application reads.
 
-    Every read method returns exactly what the wrapped stream returns. Iteration works
-    line by line, as on the real stream.
+    Every read method takes the same arguments as the wrapped stream's (keywords
+    included) and returns exactly what it returns. Iteration works line by line, as on
+    the real stream. Anything else (``close``, ``fileno``, ``seekable``, a server's own
+    attribute) is the wrapped stream's, looked up on it: forwarded, not emulated.
     """
 
     def __init__(self, stream: IO[bytes], buffer: BodyBuffer) -> None:
@@ -109,20 +112,20 @@ class InputTee:
             if hasattr(stream, name):
                 setattr(self, name, _copying_read(getattr(stream, name), buffer))
 
-    def read(self, *args: Any) -> bytes:
-        data = self._stream.read(*args)
+    def read(self, *args: Any, **kwargs: Any) -> bytes:
+        data = self._stream.read(*args, **kwargs)
         if data:
             self._buffer.add(data)
         return data
 
-    def readline(self, *args: Any) -> bytes:
-        data = self._stream.readline(*args)
+    def readline(self, *args: Any, **kwargs: Any) -> bytes:
+        data = self._stream.readline(*args, **kwargs)
         if data:
             self._buffer.add(data)
         return data
 
-    def readlines(self, *args: Any) -> list[bytes]:
-        lines = self._stream.readlines(*args)
+    def readlines(self, *args: Any, **kwargs: Any) -> list[bytes]:
+        lines = self._stream.readlines(*args, **kwargs)
         for line in lines:
             self._buffer.add(line)
         return lines
@@ -136,17 +139,45 @@ class InputTee:
             raise StopIteration
         return line
 
+    # Special methods are looked up on the type, never through __getattr__, so the
+    # context-manager and copy protocols are forwarded explicitly.
+
+    def __enter__(self) -> InputTee:
+        enter = getattr(type(self._stream), "__enter__", None)
+        if enter is None:  # the same refusal the bare stream gets from a with statement
+            raise TypeError(
+                f"{type(self._stream).__name__!r} object does not support the context "
+                "manager protocol"
+            )
+        enter(self._stream)
+        return self  # reads inside the with block still go through the tee
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return type(self._stream).__exit__(self._stream, *exc_info)
+
+    def __copy__(self) -> InputTee:
+        # A copy of the stream (or the stream's own refusal to be copied), still teed.
+        return InputTee(copy.copy(self._stream), self._buffer)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> InputTee:
+        return InputTee(copy.deepcopy(self._stream, memo), self._buffer)
+
     def __getattr__(self, name: str) -> Any:
-        # Anything else a server or framework may look for (close, fileno, seekable,
-        # readinto, a custom attribute) is the real stream's.
-        return getattr(self._stream, name)
+        # Only called for what the tee itself lacks. Read the stream from __dict__: on
+        # an instance built without __init__ (pickle, copy protocols), self._stream
+        # would call __getattr__ again, forever.
+        try:
+            stream = self.__dict__["_stream"]
+        except KeyError:
+            raise AttributeError(name) from None
+        return getattr(stream, name)
 
 
 def _copying_readinto(
-    real: Callable[[Any], int | None], body: BodyBuffer
-) -> Callable[[Any], int | None]:
-    def readinto(buffer: Any) -> int | None:
-        count = real(buffer)
+    real: Callable[..., int | None], body: BodyBuffer
+) -> Callable[..., int | None]:
+    def readinto(buffer: Any, *args: Any, **kwargs: Any) -> int | None:
+        count = real(buffer, *args, **kwargs)
         if count:
             body.add(memoryview(buffer)[:count])
         return count
@@ -155,8 +186,8 @@ def _copying_readinto(
 
 
 def _copying_read(real: Callable[..., bytes], body: BodyBuffer) -> Callable[..., bytes]:
-    def read(*args: Any) -> bytes:
-        data = real(*args)
+    def read(*args: Any, **kwargs: Any) -> bytes:
+        data = real(*args, **kwargs)
         if data:
             body.add(data)
         return data
@@ -181,6 +212,7 @@ class Exchange:
         "query_string",
         "request_headers",
         "request_body",
+        "content_length",
         "status",
         "response_headers",
         "response_body",
@@ -189,6 +221,7 @@ class Exchange:
         "error",
         "custom_properties",
         "metadata",
+        "sealed",
     )
 
     def __init__(
@@ -211,10 +244,13 @@ class Exchange:
         self.request_headers: list[tuple[str, str]] = [
             (key, value) for key, value in environ.items() if key[:5] == "HTTP_"
         ]
-        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            value = environ.get(key)
-            if value:
-                self.request_headers.append((key, value))
+        content_type = environ.get("CONTENT_TYPE")
+        if content_type:
+            self.request_headers.append(("CONTENT_TYPE", content_type))
+        # Kept apart too: the request's declared size when the app never reads the body.
+        self.content_length: str | None = environ.get("CONTENT_LENGTH")
+        if self.content_length:
+            self.request_headers.append(("CONTENT_LENGTH", self.content_length))
         self.request_body = request_body
         self.status: str | None = None
         self.response_headers: list[tuple[str, str]] = []
@@ -224,6 +260,9 @@ class Exchange:
         self.error: str | None = None
         self.custom_properties: dict[str, Any] | None = None
         self.metadata: dict[str, Any] | None = None
+        # Set when the exchange is handed to the sender: from then on the sender thread
+        # reads it, so late additions (annotate() after the response ended) are ignored.
+        self.sealed = False
 
     def fail(self, exc: BaseException) -> None:
         """Record the exception the application raised (the first one wins).
@@ -231,23 +270,97 @@ class Exchange:
         Only its text is kept: the exception's traceback holds the application's frames
         and everything they reference.
         """
-        if self.error is None:
+        if self.error is None and not self.sealed:
             self.error = describe_exception(exc)
 
     def annotate(self, props: dict[str, Any]) -> None:
+        if self.sealed:
+            return
         if self.custom_properties is None:
             self.custom_properties = {}
         self.custom_properties.update(props)
 
     def add_metadata(self, **values: Any) -> None:
+        if self.sealed:
+            return
         if self.metadata is None:
             self.metadata = {}
         self.metadata.update(values)
 
     def approx_size(self) -> int:
-        """Bytes this exchange holds, for the queue's memory budget."""
-        response = self.response_body.kept if self.response_body is not None else 0
-        return 1024 + self.request_body.kept + response
+        """Bytes this exchange holds, for the queue's memory budget: everything it keeps.
+
+        Runs on the request thread, so it adds lengths rather than asking each object
+        for its size. The constants are CPython's object overheads rounded up: a str
+        about 56 bytes, a header (two strs, a tuple, a list slot) about 176, the exchange
+        with its lists and buffers about 512. Bodies count their allocated buffers,
+        which grow in steps beyond what they keep. Annotations are walked up to 10,000
+        nodes, so a cycle or a huge structure cannot stall the request; the unwalked
+        rest counts 1 KiB a node.
+        """
+        request, response = self.request_headers, self.response_headers
+        size = (
+            512
+            + 5 * 56
+            + len(self.token)
+            + len(self.method)
+            + len(self.script_name)
+            + len(self.path_info)
+            + len(self.query_string)
+            + self.request_body.data.__sizeof__()
+            + 176 * (len(request) + len(response))
+            + sum([len(name) + len(value) for name, value in request])
+            + _headers_size(response)
+        )
+        if self.response_body is not None:
+            size += self.response_body.data.__sizeof__()
+        if self.error is not None:
+            size += 56 + len(self.error)
+        if not (self.custom_properties or self.metadata):
+            return size
+        # Annotations are usually a few flat strings and numbers: count those directly
+        # and walk only what nests.
+        stack: list[Any] = []
+        for extra in (self.custom_properties, self.metadata):
+            if not extra:
+                continue
+            size += 64 + 32 * len(extra)
+            for key, value in extra.items():
+                if type(key) is str and type(value) is str:
+                    size += 112 + len(key) + len(value)
+                else:
+                    stack.append(key)
+                    stack.append(value)
+        walked = 0
+        while stack:
+            walked += 1
+            if walked > 10_000:
+                return size + 1024 * len(stack)
+            item = stack.pop()
+            if isinstance(item, (str, bytes)):
+                size += 56 + len(item)
+            elif isinstance(item, dict):
+                size += 64 + 32 * len(item)
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple, set, frozenset)):
+                size += 64 + 16 * len(item)
+                stack.extend(item)
+            else:
+                size += 32  # numbers, None, and anything else shallow
+        return size
+
+
+def _headers_size(headers: Any) -> int:
+    """Characters in the app's response headers, whatever odd values it handed over.
+
+    The app may pass anything to ``start_response`` (bytes, None, a non-pair); the
+    server, not this count, is the one to refuse it.
+    """
+    try:
+        return sum([len(name) + len(value) for name, value in headers])
+    except (TypeError, ValueError):
+        return sum(len(repr(pair)) for pair in headers) if isinstance(headers, list) else 1024
 
 
 def describe_exception(exc: BaseException) -> str:

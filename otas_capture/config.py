@@ -313,8 +313,8 @@ class Config:
     queue_max_bytes: int = 64 * 1024 * 1024
     batch_size: int = 100
     flush_interval: float = 1.0
-    concurrency: int = 4
-    timeout: float = 5.0
+    concurrency: int = 16
+    timeout: float = 10.0
     max_retries: int = 5
     retry_backoff: float = 0.5
     shutdown_timeout: float = 2.0

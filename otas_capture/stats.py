@@ -1,7 +1,7 @@
 """Counters of what happened to every request and event, for ``OtasMiddleware.stats()``.
 
 Nothing is lost silently: each request the middleware sees ends up counted exactly once
-as skipped, dropped, failed or sent (or is still pending), with the reason, and each
+as skipped, dropped, failed, unknown or sent (or is still pending), with the reason, and each
 loss is logged on the ``otas_capture`` logger at most once a minute per reason so that
 an outage cannot flood the host application's logs.
 """
@@ -17,9 +17,24 @@ from .contract import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
 
-COUNTS = ("captured", "sent", "failed", "retried", "dropped", "skipped")
+COUNTS = (
+    "captured",
+    "sent",
+    "failed",
+    "retried",
+    "dropped",
+    "skipped",
+    # In flight when time ran out at shutdown: Brain may or may not have stored it.
+    "unknown",
+    # Sent again after a call that timed out once fully sent: Brain may hold it twice.
+    "possible_duplicate",
+    # Kept in OTAS_SPOOL_DIR at shutdown, for the next process to ship.
+    "spooled",
+    # Taken from OTAS_SPOOL_DIR, left there by an earlier process, and queued here.
+    "restored",
+)
 # Outcomes that carry reasons: the ones a user needs to tell apart to fix something.
-WITH_REASONS = ("failed", "dropped", "skipped")
+WITH_REASONS = ("failed", "dropped", "skipped", "unknown")
 LOG_EVERY_SECONDS = 60.0
 
 

@@ -67,8 +67,8 @@ EXPECTED_DEFAULTS = {
     "queue_max_bytes": 64 * 1024 * 1024,
     "batch_size": 100,
     "flush_interval": 1.0,
-    "concurrency": 4,
-    "timeout": 5.0,
+    "concurrency": 16,
+    "timeout": 10.0,
     "max_retries": 5,
     "retry_backoff": 0.5,
     "shutdown_timeout": 2.0,
@@ -540,7 +540,7 @@ def test_middleware_starts_despite_a_bad_environment_variable(monkeypatch, caplo
     with caplog.at_level(logging.WARNING, logger="otas_capture"):
         middleware = OtasMiddleware(hello_app)
     try:
-        assert middleware.config.concurrency == 4 and middleware.config.shipping
+        assert middleware.config.concurrency == Config.concurrency and middleware.config.shipping
         [error] = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert "OTAS_CONCURRENCY" in error.getMessage()
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import threading
 import time
 
 import jwt
@@ -142,3 +144,64 @@ def test_many_distinct_tokens_are_all_still_judged_correctly(checker):
     assert all(checker.problem(token, now=NOW) is None for token in tokens)
     assert checker.problem(session_token(exp=NOW - 1), now=NOW) == "token_expired"
     assert checker.problem(tokens[0], now=NOW) is None
+
+
+def raw_token(payload: bytes) -> str:
+    """A token whose claims segment is exactly ``payload``, signed with any key."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(b'{"alg":"HS256","typ":"JWT"}')
+    return f"{header}.{b64(payload)}.{b64(b'sig')}"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"agent_session_id": "s", "agent_id": "a", "exp": 1e400}',
+        b'{"agent_session_id": "s", "agent_id": "a", "exp": -1e400}',
+        b'{"agent_session_id": "s", "agent_id": "a", "exp": NaN}',
+        b'{"agent_session_id": "s", "agent_id": "a", "exp": 1' + b"0" * 400 + b"}",
+        b'{"agent_session_id": "s", "agent_id": "a", "exp": 1' + b"0" * 5000 + b"}",
+        b'["agent_session_id", "agent_id"]',
+        b'"a string"',
+        b"12",
+        b"null",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+)
+def test_hostile_claims_are_a_reason_to_skip_never_an_error(checker, payload):
+    assert checker.problem(raw_token(payload), now=NOW) == "token_malformed"
+
+
+def test_the_cache_is_bounded_in_bytes_whatever_the_tokens_weigh():
+    checker = TokenChecker(max_bytes=64 * 1024)
+    for i in range(100):
+        junk = session_token(agent_session_id=f"s{i}", padding="x" * 2000)
+        assert checker.problem(junk, now=NOW) is None
+        huge = session_token(agent_session_id=f"h{i}", padding="x" * 100_000)
+        assert checker.problem(huge, now=NOW) is None
+    assert 0 < checker.cached_bytes <= 64 * 1024
+
+
+def test_one_checker_is_shared_safely_by_threads():
+    checker = TokenChecker(max_bytes=16 * 1024)
+    tokens = [session_token(agent_session_id=f"s{i}") for i in range(200)]
+    expired = session_token(exp=NOW - 1)
+    wrong: list[str] = []
+
+    def use() -> None:
+        for token in tokens:
+            if checker.problem(token, now=NOW) is not None:
+                wrong.append(token)
+            if checker.problem(expired, now=NOW) != "token_expired":
+                wrong.append(expired)
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    assert checker.cached_bytes <= 16 * 1024

@@ -1,0 +1,169 @@
+"""Where the sender's CPU goes, per event: building, JSON, HTTP, and the rest.
+
+The real middleware captures ``--events`` requests of the benchmark's Flask app (1 KB
+JSON in and out) with shipping held back (``batch_size`` above the count), then
+``flush()`` sends them all to the bundled collector in another process, over loopback,
+as Brain would receive them. While it runs, the CPU clock of the calling thread
+(``time.thread_time``) is read around the pieces of the sender's work, from wrappers
+installed on the real functions:
+
+* ``EventBuilder.build``: the whole event, masking and JSON included;
+* ``event._dumps``: JSON serialisation alone (part of build);
+* ``BrainConnection.post``: the HTTP call, answer included (``http.client``, or
+  ``otas_capture.wire`` with ``--transport wire``);
+
+and the sender threads' own CPU clocks (``time.pthread_getcpuclockid``) give their total.
+What is left after build and post is queueing, locks, token checks, counting, and
+handing the interpreter lock between threads; running with ``--concurrency 1`` and
+``4`` shows how much the hand-offs add. The process's whole CPU during the flush is
+shown too (the application is idle then).
+
+    python benchmarks/breakdown.py                    # http.client, 1 and 4 threads
+    python benchmarks/breakdown.py --transport wire   # the same with otas_capture.wire
+
+Runs in any environment with this checkout and Flask installed (benchmarks/.venv has
+both). The wrappers cost about a microsecond each; they are the same in every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from apps import PATH, REQUEST_BODY, make_flask_app  # noqa: E402
+from run import start_collector  # noqa: E402
+from werkzeug.test import EnvironBuilder  # noqa: E402
+
+from otas_capture import OtasMiddleware, event, sender, wire  # noqa: E402
+from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector  # noqa: E402
+
+TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+
+_spent: dict[str, float] = {}
+_lock = threading.Lock()
+
+
+def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent = time.thread_time() - start
+            with _lock:
+                _spent[name] = _spent.get(name, 0.0) + spent
+
+    return wrapper
+
+
+def install(transport: str) -> None:
+    if transport == "wire":
+        sender.BrainConnection = wire.BrainConnection  # type: ignore[misc]
+    sender.BrainConnection.post = timed("post", sender.BrainConnection.post)  # type: ignore[method-assign]
+    event.EventBuilder.build = timed("build", event.EventBuilder.build)  # type: ignore[method-assign]
+    event._dumps = timed("json", event._dumps)
+
+
+def sender_threads_cpu() -> float:
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name.startswith("otas-capture-sender") and thread.ident is not None:
+            total += time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return total
+
+
+def one_run(url: str, concurrency: int, events: int, token: str) -> dict[str, float]:
+    middleware = OtasMiddleware(
+        make_flask_app().wsgi_app,
+        sdk_key=DEMO_SDK_KEY,
+        project_id=DEMO_PROJECT_ID,
+        brain_url=url,
+        uasam_url=url,
+        concurrency=concurrency,
+        queue_size=events + 10,
+        queue_max_bytes=(events + 10) * 16 * 1024,
+        batch_size=events + 1,  # nothing is sent before flush()
+        flush_interval=600.0,
+    )
+    base = EnvironBuilder(
+        path=PATH,
+        method="POST",
+        data=REQUEST_BODY,
+        content_type="application/json",
+        headers={TOKEN_HEADER: token},
+    ).get_environ()
+    for _ in range(events):
+        environ = dict(base)
+        environ["wsgi.input"] = io.BytesIO(REQUEST_BODY)
+        result = middleware(environ, lambda status, headers, exc_info=None: None)
+        b"".join(result)
+        result.close()  # type: ignore[attr-defined]
+    _spent.clear()
+    threads_before = sender_threads_cpu()  # started by the first event, idle since
+    wall, cpu = time.perf_counter(), time.process_time()
+    if not middleware.flush(120):
+        raise SystemExit("flush timed out")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    threads = sender_threads_cpu() - threads_before
+    sent = middleware.stats()["sent"]
+    middleware.close(2)
+    if sent != events:
+        raise SystemExit(f"only {sent} of {events} events were sent")
+    per = 1e6 / events
+    build, post, dumps = _spent.get("build", 0.0), _spent.get("post", 0.0), _spent.get("json", 0)
+    return {
+        "build (event dict, masking)": (build - dumps) * per,
+        "JSON (json.dumps + encode)": dumps * per,
+        "HTTP call (send, answer)": post * per,
+        "rest (queue, locks, token check, counting, hand-offs)": (threads - build - post) * per,
+        "sender threads, total": threads * per,
+        "process, total during flush": cpu * per,
+        "events/s": events / wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Where the sender's CPU goes, per event.")
+    parser.add_argument("--transport", choices=("http.client", "wire"), default="http.client")
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", default="1,4", help="thread counts to compare (1,4)")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds the collector adds to each call"
+    )
+    args = parser.parse_args(argv)
+    install(args.transport)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    collector = start_collector(args.latency)
+    try:
+        token = Collector().issue_token()
+        one_run(collector.url, 1, 100, token)  # warm up
+        runs: dict[int, list[dict[str, float]]] = {c: [] for c in levels}
+        for round_number in range(args.rounds):
+            for concurrency in levels[round_number % 2 :] + levels[: round_number % 2]:
+                runs[concurrency].append(one_run(collector.url, concurrency, args.events, token))
+    finally:
+        collector.stop()
+    print(
+        f"transport {args.transport}; {args.latency * 1000:g} ms added per call; "
+        f"{args.events} events per run, {args.rounds} rounds, "
+        "medians; µs of CPU per event\n"
+    )
+    print("| piece | " + " | ".join(f"{c} thread{'s' * (c > 1)}" for c in levels) + " |")
+    print("|---|" + "---:|" * len(levels))
+    for key in runs[levels[0]][0]:
+        values = [statistics.median(run[key] for run in runs[c]) for c in levels]
+        print(f"| {key} | " + " | ".join(f"{v:.0f}" for v in values) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

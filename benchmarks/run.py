@@ -1,0 +1,853 @@
+"""One command that measures otas-capture against the bare app and OpenTelemetry.
+
+    python benchmarks/run.py            # 7 to 9 minutes on 2 shared cores
+    python benchmarks/run.py --quick    # about 3 minutes, fewer and shorter rounds
+
+It makes its own virtual environment (``benchmarks/.venv``, gitignored) with this
+checkout installed in editable mode and what it compares against: Flask, gunicorn, the
+OpenTelemetry SDK with its WSGI instrumentation and OTLP/HTTP exporter. It uses
+Debian's ``wrk`` as the load generator (installing it with apt-get when run as root and
+it is missing), or a small Python load generator otherwise. Then it re-runs itself in
+that environment and measures, each variant in a process of its own, everything shipped
+over loopback to a sink in another process (the bundled collector for otas-capture, a
+span-counting OTLP sink for OpenTelemetry), and checks that every event arrived. Besides
+bare, otas-capture and OpenTelemetry it runs "otas-capture + wire", the sender with the
+prototype transport ``otas_capture.wire`` swapped in (``--no-wire`` leaves it out).
+
+* request path: time of one call of the Flask app (in-process, no server), median and
+  p99, while shipping runs; bare, otas-capture, OpenTelemetry;
+* CPU per request: process CPU (all threads, sender included) from the first timed
+  request until everything is delivered, per request, minus the bare app's;
+* gunicorn (gthread, 1 worker, 4 threads) driven over loopback: throughput and latency,
+  bare and wrapped, every request captured and delivered;
+* delivery rate against the collector with 50 ms and 200 ms added to each log call, at
+  ``concurrency`` 4 and 16, against the ideal ``concurrency / latency``;
+* idle CPU of a process whose middleware has started its sender; ``import otas_capture``
+  time; peak memory while OTAS is unreachable, against the queue bound.
+
+Variants run interleaved (each round runs every variant once, in a rotating order) and
+the table shows the median of the rounds: the machine is shared and noisy, so a single
+run means little. Load is bounded: a few seconds per variant per round, loopback only.
+See benchmarks/README.md for what each number means and the latest results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VENV = HERE / ".venv"
+STAMP = VENV / "bench-requirements.txt"
+# Installed first: setup.cfg reads the version by importing the package.
+BOOTSTRAP = ["setuptools", "wheel", "requests", "werkzeug", "PyJWT"]
+REQUIREMENTS = [
+    "Flask",
+    "gunicorn",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation-wsgi",
+    "opentelemetry-exporter-otlp-proto-http",
+]
+TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+GUNICORN_CONNECTIONS = 8
+GUNICORN_THREADS = 4
+LATENCIES = (0.05, 0.2)
+CONCURRENCIES = (4, 16)
+
+
+# -- the environment ------------------------------------------------------------------------
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def ensure_env(args: argparse.Namespace) -> None:
+    """Create benchmarks/.venv with what the benchmark needs, then re-run inside it."""
+    if in_venv() or args.no_venv:
+        return
+    project = f"{ROOT}[collector]"  # the local collector needs its extra (waitress)
+    wanted = "\n".join(BOOTSTRAP + REQUIREMENTS + [project]) + "\n"
+    if not STAMP.exists() or STAMP.read_text() != wanted:
+        say(f"setting up {VENV} (once) ...")
+        if not venv_python().exists():
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        pip = [str(venv_python()), "-m", "pip", "install", "-q"]
+        subprocess.run(pip + BOOTSTRAP, check=True)
+        subprocess.run(pip + ["--no-build-isolation", "-e", project], check=True)
+        subprocess.run(pip + REQUIREMENTS, check=True)
+        STAMP.write_text(wanted)
+    os.execv(str(venv_python()), [str(venv_python()), str(Path(__file__).resolve())] + sys.argv[1:])
+
+
+def ensure_wrk(args: argparse.Namespace) -> str | None:
+    found = shutil.which("wrk")
+    if found or args.python_loadgen:
+        return None if args.python_loadgen else found
+    if not args.no_apt and shutil.which("apt-get") and os.geteuid() == 0:
+        say("installing wrk with apt-get ...")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        if subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], **quiet).returncode:
+            subprocess.run(["apt-get", "update", "-q"], **quiet)
+            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], **quiet)
+        found = shutil.which("wrk")
+    if not found:
+        say("wrk not found: using the Python load generator")
+    return found
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- helper processes ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http(method: str, url: str, timeout: float = 30) -> str:
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return str(response.read().decode())
+
+
+class Process:
+    """A child process serving HTTP on a loopback port; ready once ``probe`` answers."""
+
+    def __init__(self, argv: list[str], port: int, probe: str, env: dict[str, str] | None = None):
+        self.url = f"http://127.0.0.1:{port}"
+        self._proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                http("GET", self.url + probe, timeout=5)
+                return
+            except (OSError, HTTPException):
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{argv[:3]} did not start")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+def me() -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve())]
+
+
+def start_collector(latency: float = 0.0) -> Process:
+    port = free_port()
+    argv = me() + ["--serve", "collector", "--port", str(port), "--latency", str(latency)]
+    return Process(argv, port, "/bench/count")
+
+
+def start_sink() -> Process:
+    port = free_port()
+    return Process(me() + ["--serve", "sink", "--port", str(port)], port, "/")
+
+
+def delivered(variant: str, collector: Process, sink: Process) -> int:
+    if variant.startswith("otas"):
+        return int(http("GET", collector.url + "/bench/count"))
+    if variant == "otel":
+        return int(http("GET", sink.url + "/"))
+    return 0
+
+
+def reset(collector: Process, sink: Process) -> None:
+    http("DELETE", collector.url + "/bench/count")
+    http("DELETE", sink.url + "/")
+
+
+def wait_delivered(
+    variant: str, expected: int, collector: Process, sink: Process, timeout: float = 60
+) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        count = delivered(variant, collector, sink)
+        if variant == "bare" or count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.2)
+
+
+def run_worker(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run ``worker_<name>(params)`` in a fresh process; return what it printed (JSON)."""
+    argv = me() + ["--worker", name, "--params", json.dumps(params)]
+    out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def token() -> str:
+    from otas_capture.collector import Collector
+
+    return Collector().issue_token()
+
+
+# -- workers (each in a process of its own) -----------------------------------------------
+
+
+def worker_request_path(p: dict[str, Any]) -> dict[str, Any]:
+    """Time calls of one variant of the Flask app in-process; CPU until all delivered."""
+    import io
+
+    from apps import PATH, REQUEST_BODY, RESPONSE_BODY, make_app
+    from werkzeug.test import EnvironBuilder
+
+    total = p["warmup"] + p["iterations"]
+    wrapped = make_app(p["variant"], p["collector"], p["sink"], events=total)
+    app = wrapped.app
+    base = EnvironBuilder(
+        path=PATH,
+        method="POST",
+        data=REQUEST_BODY,
+        content_type="application/json",
+        headers={TOKEN_HEADER: p["token"]},
+    ).get_environ()
+
+    def noop(data: bytes) -> None:
+        pass
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[..., None]:
+        return noop
+
+    def call() -> bytes:
+        environ = dict(base)
+        environ["wsgi.input"] = io.BytesIO(REQUEST_BODY)
+        result = app(environ, start_response)
+        try:
+            return b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    for _ in range(p["warmup"]):
+        if call() != RESPONSE_BODY:
+            raise SystemExit("the app did not answer as expected")
+    wrapped.flush(120)  # the warm-up's events are not part of the measure
+    samples = []
+    now = time.perf_counter_ns
+    gc.collect()
+    gc.disable()  # so that a collection pause does not land on a random variant
+    cpu = time.process_time()
+    try:
+        for _ in range(p["iterations"]):
+            environ = dict(base)  # outside the timed span
+            environ["wsgi.input"] = io.BytesIO(REQUEST_BODY)
+            start = now()
+            result = app(environ, start_response)
+            b"".join(result)
+            if hasattr(result, "close"):
+                result.close()
+            samples.append(now() - start)
+    finally:
+        gc.enable()
+    flushed = wrapped.flush(600)
+    cpu = time.process_time() - cpu
+    samples.sort()
+    return {
+        "median_us": samples[len(samples) // 2] / 1000,
+        "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1000,
+        "cpu_per_request_us": cpu / p["iterations"] * 1e6,
+        "flushed": bool(flushed),
+        "events": total,
+        "stats": {k: v for k, v in wrapped.stats().items() if k != "reasons"},
+    }
+
+
+def worker_delivery(p: dict[str, Any]) -> dict[str, Any]:
+    """Queue ``events`` captured requests, then time flush() against a slow collector."""
+    import io
+
+    from apps import PATH, REQUEST_BODY, make_flask_app
+    from werkzeug.test import EnvironBuilder
+
+    from otas_capture import OtasMiddleware
+    from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY
+
+    events = p["events"]
+    if p["transport"] == "wire":
+        from apps import use_wire_transport
+
+        use_wire_transport()
+    options: dict[str, Any] = {
+        "sdk_key": DEMO_SDK_KEY,
+        "project_id": DEMO_PROJECT_ID,
+        "brain_url": p["collector"],
+        "uasam_url": p["collector"],
+        "concurrency": p["concurrency"],
+        "queue_size": events + 100,
+        "queue_max_bytes": (events + 100) * 16 * 1024,
+        # Nothing starts before flush(): the flush measures sending alone.
+        "batch_size": events + 1,
+        "flush_interval": 600.0,
+    }
+    middleware = OtasMiddleware(make_flask_app().wsgi_app, **options)
+    base = EnvironBuilder(
+        path=PATH,
+        method="POST",
+        data=REQUEST_BODY,
+        content_type="application/json",
+        headers={TOKEN_HEADER: p["token"]},
+    ).get_environ()
+    for _ in range(events):
+        environ = dict(base)
+        environ["wsgi.input"] = io.BytesIO(REQUEST_BODY)
+        result = middleware(environ, lambda status, headers, exc_info=None: None)
+        b"".join(result)
+        result.close()  # type: ignore[attr-defined]  # queues the event
+    wall, cpu = time.perf_counter(), time.process_time()
+    flushed = middleware.flush(300)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    stats = middleware.stats()
+    middleware.close(1)
+    return {
+        "rate": stats["sent"] / wall if wall else 0.0,
+        "cpu_per_event_us": cpu / max(1, stats["sent"]) * 1e6,
+        "sent": stats["sent"],
+        "events": events,
+        "flushed": bool(flushed),
+    }
+
+
+def worker_idle(p: dict[str, Any]) -> dict[str, Any]:
+    """CPU a process spends while its middleware has nothing to do."""
+    from apps import make_app
+
+    wrapped = make_app("otas", p["collector"], events=10)
+    client = wrapped.app.test_client()  # type: ignore[attr-defined]
+    from apps import PATH, REQUEST_BODY
+
+    client.post(
+        PATH,
+        data=REQUEST_BODY,
+        headers={TOKEN_HEADER: p["token"], "Content-Type": "application/json"},
+    ).close()  # the event is queued when the response is closed
+    if not wrapped.flush(30) or wrapped.stats()["sent"] != 1:
+        raise SystemExit(f"idle: the request was not delivered: {wrapped.stats()}")
+    time.sleep(0.5)
+    threads = threading.active_count()
+    cpu, wall = time.process_time(), time.perf_counter()
+    time.sleep(p["seconds"])
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"cpu_us_per_s": cpu / wall * 1e6, "threads": threads}
+
+
+def worker_import(p: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    import otas_capture  # noqa: F401
+
+    return {"ms": (time.perf_counter() - start) * 1000}
+
+
+def worker_memory(p: dict[str, Any]) -> dict[str, Any]:
+    """memory.py's OTAS-unreachable scenario: peak traced memory against its bound."""
+    import logging
+    import tracemalloc
+
+    import memory
+
+    logging.getLogger("otas_capture").setLevel(logging.CRITICAL)
+    args = argparse.Namespace(hold=1.0, close_timeout=1.0, hang_timeout=1.0)
+    tracemalloc.start()
+    result = memory.run_queue(
+        "unreachable",
+        "unreachable",
+        memory.whole_body_workload(),
+        p["requests"],
+        p["queue_max_bytes"],
+        args,
+    )
+    tracemalloc.stop()
+    return {
+        "peak_mib": result.watch.peak / memory.MiB,
+        "bound_mib": result.bound / memory.MiB,
+        "queue_mib": p["queue_max_bytes"] / memory.MiB,
+        "failures": result.failures,
+    }
+
+
+WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "request_path": worker_request_path,
+    "delivery": worker_delivery,
+    "idle": worker_idle,
+    "import": worker_import,
+    "memory": worker_memory,
+}
+
+
+# -- load generators ----------------------------------------------------------------------
+
+
+def wrk_load(wrk: str, url: str, seconds: float, connections: int, tok: str) -> dict[str, Any]:
+    from apps import REQUEST_BODY
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            f"wrk.body = [==[{REQUEST_BODY.decode()}]==]\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["{TOKEN_HEADER}"] = "{tok}"\n'
+        )
+    try:
+        out = subprocess.run(
+            [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+            + ["-s", script.name, url],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+
+    def latency(label: str) -> float:
+        match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            raise RuntimeError(f"no {label} latency in wrk output:\n{out}")
+        return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match[2]]
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rate is not None, out
+    return {"rps": float(rate[1]), "p50_ms": latency("50%"), "p99_ms": latency("99%")}
+
+
+def python_load(url: str, seconds: float, connections: int, tok: str) -> dict[str, Any]:
+    """A small keep-alive load generator: ``connections`` threads, POST after POST."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from apps import REQUEST_BODY
+
+    parts = urlsplit(url)
+    headers = {"Content-Type": "application/json", TOKEN_HEADER: tok}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        mine = []
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            conn.request("POST", parts.path, REQUEST_BODY, headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 201:
+                raise RuntimeError(f"answer {response.status}")
+            mine.append(time.perf_counter() - start)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+# -- phases --------------------------------------------------------------------------------
+
+
+VARIANTS: tuple[str, ...] = ("bare", "otas", "otel")
+WIRE = "otas-wire"  # otas-capture with the prototype transport (otas_capture.wire)
+
+
+def rotated(items: tuple[str, ...], round_number: int) -> list[str]:
+    k = round_number % len(items)
+    return list(items[k:] + items[:k])
+
+
+def phase_request_path(
+    args: argparse.Namespace, collector: Process, sink: Process, tok: str, problems: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+    for round_number in range(args.rounds):
+        for variant in rotated(args.variants, round_number):
+            say(f"request path, round {round_number + 1}/{args.rounds}: {variant} ...")
+            reset(collector, sink)
+            result = run_worker(
+                "request_path",
+                {
+                    "variant": variant,
+                    "iterations": args.iterations,
+                    "warmup": args.warmup,
+                    "collector": collector.url,
+                    "sink": sink.url,
+                    "token": tok,
+                },
+            )
+            got = wait_delivered(variant, result["events"], collector, sink)
+            if variant != "bare" and got != result["events"]:
+                problems.append(f"request path, {variant}: {got} of {result['events']} delivered")
+            results[variant].append(result)
+    return results
+
+
+def phase_gunicorn(
+    args: argparse.Namespace,
+    collector: Process,
+    sink: Process,
+    tok: str,
+    wrk: str | None,
+    problems: list[str],
+) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+    gunicorn = str(venv_python().parent / "gunicorn") if in_venv() else "gunicorn"
+    for round_number in range(args.rounds):
+        for variant in rotated(args.variants, round_number):
+            say(f"gunicorn, round {round_number + 1}/{args.rounds}: {variant} ...")
+            reset(collector, sink)
+            port = free_port()
+            env = dict(os.environ)
+            env.update(
+                BENCH_VARIANT=variant,
+                BENCH_COLLECTOR=collector.url,
+                BENCH_SINK=sink.url,
+                PYTHONPATH=str(HERE),
+            )
+            argv = [gunicorn, "-k", "gthread", "--threads", str(GUNICORN_THREADS), "-w", "1"]
+            argv += ["-b", f"127.0.0.1:{port}", "--log-level", "warning", "apps:application"]
+            server = Process(argv, port, "/bench/handled", env)
+            try:
+                url = server.url + "/api/items"
+                if wrk:
+                    load = wrk_load(wrk, url, args.seconds, GUNICORN_CONNECTIONS, tok)
+                else:
+                    load = python_load(url, args.seconds, GUNICORN_CONNECTIONS, tok)
+                # Requests still in flight when the load stopped are answered (and
+                # captured) after it: wait for the count to settle.
+                handled = -1
+                while handled != (now := int(http("GET", server.url + "/bench/handled"))):
+                    handled = now
+                    time.sleep(0.3)
+                got = wait_delivered(variant, handled, collector, sink)
+                if variant != "bare" and got != handled:
+                    problems.append(f"gunicorn, {variant}: {got} of {handled} delivered")
+                load["handled"] = handled
+                results[variant].append(load)
+            finally:
+                server.stop()
+    return results
+
+
+def phase_delivery(
+    args: argparse.Namespace, tok: str, problems: list[str]
+) -> dict[tuple[float, int, str], list[dict[str, Any]]]:
+    results: dict[tuple[float, int, str], list[dict[str, Any]]] = {}
+    transports = ("http.client", "wire") if WIRE in args.variants else ("http.client",)
+    for latency in LATENCIES:
+        collector = start_collector(latency)
+        try:
+            for round_number in range(args.delivery_rounds):
+                for concurrency in CONCURRENCIES:
+                    for transport in rotated(transports, round_number):
+                        ideal = concurrency / latency
+                        events = max(40, int(ideal * args.delivery_seconds))
+                        say(
+                            f"delivery, {latency * 1000:.0f} ms x {concurrency}, {transport}, "
+                            f"round {round_number + 1}/{args.delivery_rounds} ({events} events)"
+                        )
+                        http("DELETE", collector.url + "/bench/count")
+                        result = run_worker(
+                            "delivery",
+                            {
+                                "collector": collector.url,
+                                "concurrency": concurrency,
+                                "events": events,
+                                "token": tok,
+                                "transport": transport,
+                            },
+                        )
+                        got = int(http("GET", collector.url + "/bench/count"))
+                        if result["sent"] != events or got != events:
+                            problems.append(
+                                f"delivery {latency}s x {concurrency} {transport}: "
+                                f"{result['sent']} sent, {got} of {events} received"
+                            )
+                        key = (latency, concurrency, transport)
+                        results.setdefault(key, []).append(result)
+        finally:
+            collector.stop()
+    return results
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+def med(rows: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(row[key] for row in rows))
+
+
+def build_table(
+    args: argparse.Namespace,
+    path: dict[str, list[dict[str, Any]]] | None,
+    guni: dict[str, list[dict[str, Any]]] | None,
+    deliv: dict[tuple[float, int, str], list[dict[str, Any]]],
+    idle: dict[str, Any] | None,
+    import_ms: float | None,
+    mem: dict[str, Any] | None,
+) -> list[str]:
+    wire = WIRE in args.variants
+    columns = ["bare app", "otas-capture"] + (["otas-capture + wire"] if wire else [])
+    columns += ["OpenTelemetry", "target"]
+    lines = [
+        "| measure | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * (len(columns) - 1) + "---|",
+    ]
+    shown = ["otas"] + ([WIRE] if wire else []) + ["otel"]
+
+    def row(measure: str, bare: str, cells: dict[str, str], target: str = "") -> None:
+        values = [bare] + [cells.get(variant, "") for variant in shown] + [target]
+        lines.append(f"| {measure} | " + " | ".join(values) + " |")
+
+    if path:
+        for key, label, target in (
+            ("median_us", "request path, median µs (Flask, shipping running)", "otas ≤ +20"),
+            ("p99_us", "request path, p99 µs", ""),
+            (
+                "cpu_per_request_us",
+                "CPU per captured + delivered request, µs (process, all threads)",
+                "otas ≤ +100, below OTel",
+            ),
+        ):
+            bare = med(path["bare"], key)
+            row(
+                label,
+                f"{bare:.1f}",
+                {v: f"{med(path[v], key) - bare:+.1f}" for v in shown},
+                target,
+            )
+    if guni:
+        bare_rps = med(guni["bare"], "rps")
+        row(
+            f"gunicorn gthread, requests/s ({GUNICORN_CONNECTIONS} connections)",
+            f"{bare_rps:.0f}",
+            {v: f"{med(guni[v], 'rps'):.0f} ({med(guni[v], 'rps') / bare_rps:.0%})" for v in shown},
+            "otas ≥ 90% of bare",
+        )
+
+        def latency_ms(variant: str) -> str:
+            rows = guni[variant] if guni else []
+            return f"{med(rows, 'p50_ms'):.2f} / {med(rows, 'p99_ms'):.2f}"
+
+        row(
+            "gunicorn latency p50 / p99, ms",
+            latency_ms("bare"),
+            {v: latency_ms(v) for v in shown},
+        )
+    for latency in LATENCIES:
+        for concurrency in CONCURRENCIES:
+            ideal = concurrency / latency
+            cells = {}
+            for transport, variant in (("http.client", "otas"), ("wire", WIRE)):
+                rows = deliv.get((latency, concurrency, transport))
+                if rows:
+                    rate = med(rows, "rate")
+                    cells[variant] = (
+                        f"{rate:.0f} ({rate / ideal:.0%}); {med(rows, 'cpu_per_event_us'):.0f}"
+                    )
+            if cells:
+                row(
+                    f"delivery at {latency * 1000:.0f} ms per call, concurrency {concurrency}: "
+                    f"events/s (of {ideal:.0f} ideal); CPU µs per event",
+                    "",
+                    cells,
+                    "≥ 80% of ideal",
+                )
+    if idle is not None:
+        row(
+            "idle CPU, µs per second (sender started, nothing to send)",
+            "",
+            {"otas": f"{idle['cpu_us_per_s']:.0f}"},
+            "0",
+        )
+    if import_ms is not None:
+        row("`import otas_capture`, ms", "", {"otas": f"{import_ms:.1f}"}, "< 50")
+    if mem is not None:
+        row(
+            f"peak traced MiB, OTAS unreachable, queue_max_bytes {mem['queue_mib']:.0f} MiB",
+            "",
+            {"otas": f"{mem['peak_mib']:.2f} (bound {mem['bound_mib']:.1f})"},
+            "≤ bound",
+        )
+    return lines
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    return (
+        f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs ({cpu}), Flask {version('flask')}, OpenTelemetry SDK "
+        f"{version('opentelemetry-sdk')}"
+    )
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Measure otas-capture against the bare app and OpenTelemetry "
+        "(request path, CPU, gunicorn throughput, delivery, idle CPU, import time, memory)."
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    parser.add_argument("--rounds", type=int, help="rounds of each variant (5; quick 3)")
+    parser.add_argument("--iterations", type=int, help="timed calls per variant (3000; quick 1000)")
+    parser.add_argument("--seconds", type=float, help="gunicorn load per variant, s (4; quick 2)")
+    parser.add_argument(
+        "--only",
+        default="path,gunicorn,delivery,idle,import,memory",
+        help="comma-separated subset of path,gunicorn,delivery,idle,import,memory",
+    )
+    parser.add_argument(
+        "--no-wire",
+        action="store_true",
+        help="skip the otas-capture + wire variant (the prototype transport)",
+    )
+    parser.add_argument("--python-loadgen", action="store_true", help="do not use wrk")
+    parser.add_argument("--no-apt", action="store_true", help="never apt-get install wrk")
+    parser.add_argument("--no-venv", action="store_true", help="use this interpreter as it is")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--params", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--latency", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.rounds = args.rounds or (3 if quick else 5)
+    args.iterations = args.iterations or (1000 if quick else 3000)
+    args.warmup = 300 if quick else 500
+    args.seconds = args.seconds or (2.0 if quick else 4.0)
+    args.delivery_rounds = 1 if quick else 3
+    args.delivery_seconds = 1.5 if quick else 2.5
+    args.idle_seconds = 2.0 if quick else 5.0
+    args.memory_requests = 300 if quick else 1000
+    args.variants = VARIANTS[:2] + ((WIRE,) if not args.no_wire else ()) + VARIANTS[2:]
+    args.only = {part.strip() for part in args.only.split(",") if part.strip()}
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    if args.serve:
+        import apps
+
+        if args.serve == "collector":
+            apps.serve_collector(args.port, args.latency)
+        else:
+            apps.serve_span_sink(args.port)
+        return 0
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](json.loads(args.params))))
+        return 0
+
+    ensure_env(args)  # re-runs this script in benchmarks/.venv unless already there
+    wrk = ensure_wrk(args) if "gunicorn" in args.only else None
+    started = time.perf_counter()
+    problems: list[str] = []
+    tok = token()
+    collector, sink = start_collector(), start_sink()
+    path: dict[str, list[dict[str, Any]]] | None = None
+    guni: dict[str, list[dict[str, Any]]] | None = None
+    deliv: dict[tuple[float, int], list[dict[str, Any]]] = {}
+    idle: dict[str, Any] | None = None
+    mem: dict[str, Any] | None = None
+    import_ms: float | None = None
+    try:
+        if "path" in args.only:
+            path = phase_request_path(args, collector, sink, tok, problems)
+        if "gunicorn" in args.only:
+            guni = phase_gunicorn(args, collector, sink, tok, wrk, problems)
+        if "idle" in args.only:
+            say("idle CPU ...")
+            idle = run_worker(
+                "idle", {"collector": collector.url, "token": tok, "seconds": args.idle_seconds}
+            )
+    finally:
+        collector.stop()
+        sink.stop()
+    if "delivery" in args.only:
+        deliv = phase_delivery(args, tok, problems)
+    if "import" in args.only:
+        say("import time ...")
+        import_ms = statistics.median(run_worker("import", {})["ms"] for _ in range(7))
+    if "memory" in args.only:
+        say("memory during an outage ...")
+        mem = run_worker(
+            "memory", {"requests": args.memory_requests, "queue_max_bytes": 8 * 1024 * 1024}
+        )
+        problems += [f"memory: {failure}" for failure in mem["failures"]]
+
+    print(f"\n{machine()}")
+    print(
+        f"`python benchmarks/run.py{' --quick' if args.quick else ''}`: {args.rounds} rounds, "
+        f"{args.iterations} timed requests per variant per round, gunicorn "
+        f"{args.seconds:g} s per variant per round with "
+        f"{'wrk' if wrk else 'the Python load generator'}; medians of rounds. "
+        f"Took {time.perf_counter() - started:.0f} s.\n"
+    )
+    print("\n".join(build_table(args, path, guni, deliv, idle, import_ms, mem)))
+    if problems:
+        print("\nerror: not everything was delivered or bounded:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print("\nEvery captured request was delivered (checked at the sinks).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

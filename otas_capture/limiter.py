@@ -1,0 +1,109 @@
+"""How many calls may be in flight at once: a limit that follows the server's capacity.
+
+A fixed number of concurrent calls is wrong whichever number is picked. Below the
+server's capacity it leaves throughput unused; above it the extra calls only wait in
+the server's queue, so each call takes longer, then times out, and a server that
+commits what the client gave up on stores it twice (the OTAS contract reports exactly
+this for Brain). The limit here is latency-based, in the family of TCP Vegas and
+Netflix's concurrency-limits: the shortest call latency seen lately estimates the
+server's own service time; while calls take about that long there is no queue at the
+server and the limit grows: doubling each round trip until the first sign of a queue
+(TCP's slow start, so that a fast server is used fully within a few round trips), then
+by about one call per round trip. When a short moving average of the latency exceeds
+``TOLERANCE`` times the minimum, or calls fail as an overloaded server fails, the limit
+shrinks by a fixed ratio, at most once per round trip (calls started before a cut still
+report the old queue and must not cut again).
+
+Pure logic: no threads, no clock of its own. The caller passes times and serialises
+the calls (the delivery worker holds its lock).
+"""
+
+from __future__ import annotations
+
+import math
+
+TOLERANCE = 1.6  # latency over this many times the minimum means the server queues
+DECREASE = 0.75  # the limit kept after a cut
+SLOW_START_EXIT = 1.4  # latency over this many times the minimum ends the doubling
+SMOOTHING = 0.25  # weight of the newest call in the moving average of latency
+MIN_WINDOW = 10.0  # seconds a minimum latency is trusted before it is measured afresh
+
+
+class AdaptiveLimit:
+    """A concurrency limit between 1 and ``ceiling`` driven by call latency and failures.
+
+    Parameters:
+        ceiling: the most calls ever allowed in flight.
+        initial: the limit to start from (capped to ``ceiling``).
+    """
+
+    def __init__(self, ceiling: int, initial: int = 4) -> None:
+        self.ceiling = max(1, ceiling)
+        self._limit = float(min(max(1, initial), self.ceiling))
+        # The minimum latency over a sliding window made of two halves: the minimum of
+        # the previous half and of the current one. A server that became slower for
+        # good is measured afresh within ``MIN_WINDOW`` seconds.
+        self._min_previous = math.inf
+        self._min_current = math.inf
+        self._window_start: float | None = None
+        self._last_cut = -math.inf
+        self._slow_start = True  # until the first cut
+        self._recent: float | None = None  # moving average of latency since the last cut
+
+    @property
+    def limit(self) -> int:
+        """Calls that may be in flight now."""
+        return int(self._limit)
+
+    @property
+    def min_latency(self) -> float:
+        return min(self._min_previous, self._min_current)
+
+    def on_call(self, started: float, ended: float, in_flight: int, overloaded: bool) -> None:
+        """Learn from one finished call.
+
+        ``started`` and ``ended`` are the call's times (any monotonic clock, seconds);
+        ``in_flight`` is how many calls were in flight when it started, itself included;
+        ``overloaded`` says the call failed the way an overloaded or absent server fails
+        (timeout, refused connection, 429/502/503/504).
+        """
+        if overloaded:
+            self._cut(ended, started)
+            return
+        latency = max(ended - started, 0.0)
+        self._observe(latency, ended)
+        # Judge a short moving average, not one call: a single call slowed by a pause
+        # of our own process (the GIL, a collection) says nothing about the server.
+        if self._recent is None:
+            self._recent = latency
+        else:
+            self._recent += SMOOTHING * (latency - self._recent)
+        if self._recent > TOLERANCE * self.min_latency:
+            self._cut(ended, started)
+            return
+        if self._recent > SLOW_START_EXIT * self.min_latency:
+            # A queue is starting to form: stop doubling before it costs a cut (as
+            # CUBIC's HyStart does), and go on growing one call per round trip.
+            self._slow_start = False
+        elif 2 * in_flight >= self._limit:
+            # Grow only while the limit is used: an idle sender learns nothing about
+            # the server's capacity. About ``limit`` calls end per round trip, so +1 a
+            # call doubles the limit per trip, and +1/limit a call adds one per trip.
+            step = 1.0 if self._slow_start else 1.0 / self._limit
+            self._limit = min(float(self.ceiling), self._limit + step)
+
+    def _observe(self, latency: float, now: float) -> None:
+        if self._window_start is None:
+            self._window_start = now
+        elif now - self._window_start >= MIN_WINDOW / 2:
+            self._min_previous, self._min_current = self._min_current, math.inf
+            self._window_start = now
+        self._min_current = min(self._min_current, latency)
+
+    def _cut(self, now: float, started: float) -> None:
+        if started < self._last_cut:
+            return  # this call queued behind the calls that caused the last cut
+        self._limit = max(1.0, self._limit * DECREASE)
+        self._last_cut = now
+        self._recent = None  # the calls before the cut measured the old queue
+        self._slow_start = False

@@ -1,0 +1,217 @@
+"""The OTAS client's rules, table by table, and its transport's whole-call deadline."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from email.utils import formatdate
+
+import jwt
+import pytest
+
+from otas_capture.capture import BodyBuffer, Exchange
+from otas_capture.client import (
+    MAX_RETRY_AFTER,
+    HttpTransport,
+    OtasClient,
+    Prepared,
+    TransportError,
+    interpret,
+    parse_answer,
+    parse_retry_after,
+)
+from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY
+from otas_capture.config import Config
+from otas_capture.contract import (
+    EVENT_CAPTURE_FAILED,
+    EVENT_CAPTURED,
+    INVALID_JSON,
+    INVALID_SDK_KEY,
+    INVALID_SESSION_TOKEN,
+    MISSING_REQUIRED_FIELDS,
+    MISSING_SDK_KEY,
+    MISSING_SESSION_TOKEN,
+)
+from otas_capture.event import EventRefused
+from otas_capture.outcomes import Failed, Job, PauseForKey, Retry, Sent
+from otas_capture.stats import Stats
+
+
+def answer(description: str, **extra) -> dict:
+    return {"status": 0, "status_description": description, **extra}
+
+
+@pytest.mark.parametrize(
+    "status, body, retry_after, outcome",
+    [
+        (201, {"status": 1, "status_description": EVENT_CAPTURED}, None, Sent()),
+        (401, answer(INVALID_SDK_KEY), None, PauseForKey(INVALID_SDK_KEY)),
+        (401, answer(MISSING_SDK_KEY), None, PauseForKey(MISSING_SDK_KEY)),
+        (401, answer(INVALID_SESSION_TOKEN), None, Failed(INVALID_SESSION_TOKEN)),
+        (401, answer(MISSING_SESSION_TOKEN), None, Failed(MISSING_SESSION_TOKEN)),
+        (400, answer(INVALID_JSON), None, Failed(INVALID_JSON)),
+        (
+            400,
+            answer(MISSING_REQUIRED_FIELDS, missing_fields=["path"]),
+            None,
+            Failed(MISSING_REQUIRED_FIELDS, "missing_fields=['path']"),
+        ),
+        (400, {}, None, Failed("http_400")),  # Brain's HTML 400 for a body too large
+        (500, answer(EVENT_CAPTURE_FAILED), None, Retry(EVENT_CAPTURE_FAILED, server_wide=False)),
+        (500, {}, None, Retry("http_500", server_wide=False)),  # an HTML 500 page
+        (503, {}, 2.0, Retry("http_503", server_wide=True, retry_after=2.0)),
+        (429, {}, 0.0, Retry("http_429", server_wide=True, retry_after=0.0)),
+        (502, {}, None, Retry("http_502", server_wide=True)),
+        (504, {}, None, Retry("http_504", server_wide=True)),
+        (404, {}, None, Failed("http_404", "Brain answered HTTP 404 (is OTAS_BRAIN_URL right?)")),
+        (405, {}, None, Failed("http_405", "Brain answered HTTP 405 (is OTAS_BRAIN_URL right?)")),
+        (302, {}, None, Failed("http_302", "Brain answered HTTP 302")),
+    ],
+)
+def test_each_answer_of_brain_has_one_outcome(status, body, retry_after, outcome):
+    assert interpret(status, body, retry_after) == outcome
+
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        (None, None),
+        ("", None),
+        ("0", 0.0),
+        ("  7 ", 7.0),
+        ("0.25", 0.25),
+        ("-3", 0.0),
+        ("1e9", MAX_RETRY_AFTER),
+        ("nan", None),
+        ("inf", None),
+        ("soon", None),
+        (formatdate(NOW + 30, usegmt=True), 30.0),
+        (formatdate(NOW - 30, usegmt=True), 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("Wed, 21 Oct 99999 07:28:00 GMT", None),
+        ("Mon, 99 Foo 2030 99:99:99 GMT", None),
+    ],
+)
+def test_retry_after_is_read_in_seconds_or_as_an_http_date(value, seconds):
+    assert parse_retry_after(value, now=NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    "data, parsed",
+    [
+        (b'{"status": 1}', {"status": 1}),
+        (b"<html>Server Error</html>", {}),
+        (b"[1, 2]", {}),
+        (b"", {}),
+        (b"[" * 100_000, {}),
+    ],
+)
+def test_only_a_json_object_counts_as_an_answer(data, parsed):
+    assert parse_answer(data) == parsed
+
+
+def test_an_event_the_builder_refuses_is_settled_with_its_kind_and_reason(monkeypatch):
+    config = Config.load({"sdk_key": DEMO_SDK_KEY, "project_id": DEMO_PROJECT_ID}, environ={})
+    client = OtasClient(config, Stats())
+
+    def refuse(exchange, project_id):
+        raise EventRefused("skipped", "before_send")
+
+    monkeypatch.setattr(client._builder, "build", refuse)
+    token = jwt.encode({"agent_session_id": "s", "agent_id": "a"}, "k" * 32)
+    exchange = Exchange(token, time.time(), time.perf_counter(), {}, BodyBuffer(0))
+    outcome = client.export(Job(exchange, 1))
+    assert outcome == Failed("before_send", kind="skipped", called=False)
+
+
+# -- the transport, over loopback -------------------------------------------------------
+
+
+class TricklingServer:
+    """Answers each request with a 201 sent one byte every ``pause`` seconds."""
+
+    ANSWER = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self.requests = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                self.requests += 1
+                try:
+                    for byte in self.ANSWER:
+                        conn.sendall(bytes([byte]))
+                        if self.stop.wait(self.pause):
+                            return
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_the_timeout_is_a_deadline_for_the_whole_call_not_each_read():
+    server = TricklingServer(pause=0.05)  # each byte well within the timeout, the whole not
+    try:
+        transport = HttpTransport(server.url)
+        with pytest.raises(TransportError) as raised:
+            transport.post(b"{}", {"Content-Type": "application/json"}, timeout=0.5)
+        assert raised.value.timeout and raised.value.sent
+    finally:
+        server.close()
+
+
+def test_a_trickled_answer_within_the_deadline_is_read_whole():
+    server = TricklingServer(pause=0.001)
+    try:
+        transport = HttpTransport(server.url)
+        status, body, _ = transport.post(b"{}", {}, timeout=10.0)
+        assert (status, body) == (201, b"{}")
+    finally:
+        server.close()
+
+
+def test_a_refused_connection_is_reported_as_not_sent():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(TransportError) as raised:
+        HttpTransport(f"http://127.0.0.1:{port}").post(b"{}", {}, timeout=2.0)
+    assert not raised.value.timeout and not raised.value.sent
+
+
+@pytest.mark.parametrize(
+    "payload, token",
+    [(b'{"path": "/a"}', "a.b.c"), (b"", "t"), (b"\n\n{}", "x" * 5000), (b"{}", "caf\xe9")],
+)
+def test_a_prepared_event_survives_the_spool_byte_for_byte(payload, token):
+    data = Prepared(payload, token).to_bytes()
+    assert data is not None
+    again = Prepared.from_bytes(data)
+    assert again is not None and (again.payload, again.token) == (payload, token)
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage", b"otas-event-1\nno newline after token"])
+def test_anything_else_in_the_spool_is_not_an_event(data):
+    assert Prepared.from_bytes(data) is None
+
+
+def test_a_token_that_cannot_be_a_header_is_not_spooled():
+    assert Prepared(b"{}", "a\nb").to_bytes() is None
+    assert Prepared(b"{}", "\u20ac").to_bytes() is None

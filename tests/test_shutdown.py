@@ -1,0 +1,250 @@
+"""Process exit: a real server process stopped with SIGTERM delivers what it captured.
+
+The app runs in a real ``waitress-serve`` process (and as ``python app.py`` with Flask's
+development server), ships to the test collector over loopback, and is stopped with
+SIGTERM right after its last answer, as a container runtime or systemd would stop it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from otas_capture.collector import DEMO_SDK_KEY
+
+from .conftest import TOKEN_HEADER
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+
+WSGI_APP = """
+from otas_capture import OtasMiddleware
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+app = OtasMiddleware(hello)
+"""
+
+FLASK_SCRIPT = """
+import sys
+from flask import Flask
+from otas_capture.flask import init_app
+
+app = Flask(__name__)
+init_app(app)
+
+@app.get("/<path:name>")
+def hello(name):
+    return "hello"
+
+if __name__ == "__main__":
+    app.run(host="127.0.0.1", port=int(sys.argv[1]))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("the server did not start")
+
+
+def start(command: list[str], cwd: Path, brain_url: str, **env: str) -> subprocess.Popen:
+    environment = dict(os.environ)
+    environment.update(
+        OTAS_SDK_KEY=DEMO_SDK_KEY,
+        OTAS_BRAIN_URL=brain_url,
+        OTAS_UASAM_URL=brain_url,
+        PYTHONPATH=os.pathsep.join([str(cwd), *sys.path]),
+        PYTHONUNBUFFERED="1",
+    )
+    environment.update(env)
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def serve_and_stop(command, port, tmp_path, brain_url, token, requests_count, **env):
+    """Start the server, answer ``requests_count`` agent requests, SIGTERM it at once."""
+    process = start(command, tmp_path, brain_url, **env)
+    try:
+        wait_until_listening(port, process)
+        with requests.Session() as session:
+            for number in range(requests_count):
+                response = session.get(
+                    f"http://127.0.0.1:{port}/r/{number}", headers={TOKEN_HEADER: token}
+                )
+                assert response.content == b"hello"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stderr
+
+
+def waitress_command(tmp_path: Path, port: int) -> list[str]:
+    (tmp_path / "agentapp.py").write_text(textwrap.dedent(WSGI_APP))
+    waitress = Path(sys.executable).with_name("waitress-serve")
+    return [str(waitress), f"--listen=127.0.0.1:{port}", "agentapp:app"]
+
+
+def flask_command(tmp_path: Path, port: int) -> list[str]:
+    (tmp_path / "app.py").write_text(textwrap.dedent(FLASK_SCRIPT))
+    return [sys.executable, "app.py", str(port)]
+
+
+@pytest.mark.parametrize("requests_count", [1, 200])
+@pytest.mark.parametrize("server", ["waitress-serve", "python app.py"])
+def test_sigterm_right_after_the_last_answer_delivers_every_event(
+    server, requests_count, tmp_path, collector_server, collector, token
+):
+    port = free_port()
+    make = waitress_command if server == "waitress-serve" else flask_command
+    returncode, stderr = serve_and_stop(
+        make(tmp_path, port), port, tmp_path, collector_server.url, token, requests_count
+    )
+    # Ended exactly as SIGTERM's default would have ended it.
+    assert returncode == -signal.SIGTERM, stderr
+    assert len(collector.events()) == requests_count, stderr
+    assert "not delivered" not in stderr
+
+
+def test_what_could_not_be_delivered_by_the_shutdown_timeout_is_said_in_one_line(tmp_path, token):
+    port = free_port()
+    brain_down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    returncode, stderr = serve_and_stop(
+        waitress_command(tmp_path, port),
+        port,
+        tmp_path,
+        brain_down,
+        token,
+        3,
+        OTAS_SHUTDOWN_TIMEOUT="0.5",
+        OTAS_PROJECT_ID="123e4567-e89b-12d3-a456-426614174000",
+    )
+    assert returncode == -signal.SIGTERM, stderr
+    summary = [line for line in stderr.splitlines() if "not delivered" in line]
+    assert len(summary) == 1, stderr
+    assert "3 of 3 captured events were not delivered" in summary[0]
+    assert "shutdown" in summary[0]
+
+
+CHECK_HANDLER = """
+import signal, sys, threading
+from otas_capture import OtasMiddleware
+
+def app(environ, start_response):
+    return []
+
+mode = sys.argv[1]
+if mode == "own_handler":
+    def own(signum, frame):
+        pass
+    signal.signal(signal.SIGTERM, own)
+    OtasMiddleware(app)
+    print(signal.getsignal(signal.SIGTERM) is own)
+elif mode == "thread":
+    thread = threading.Thread(target=OtasMiddleware, args=(app,))
+    thread.start()
+    thread.join()
+    print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+elif mode == "default":
+    OtasMiddleware(app)
+    print(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)
+"""
+
+
+@pytest.mark.parametrize("mode", ["own_handler", "thread", "default"])
+def test_a_sigterm_handler_is_installed_only_over_the_default_and_from_the_main_thread(
+    mode, tmp_path, collector_server
+):
+    (tmp_path / "check.py").write_text(CHECK_HANDLER)
+    process = start(
+        [sys.executable, "check.py", mode],
+        tmp_path,
+        collector_server.url,
+        OTAS_SHUTDOWN_TIMEOUT="0",
+    )
+    stdout, stderr = process.communicate(timeout=30)
+    assert stdout.strip() == "True", stderr
+
+
+EXITING_SCRIPT = """
+from flask import Flask
+from otas_capture.flask import init_app
+
+app = Flask(__name__)
+init_app(app)
+
+@app.get("/once")
+def once():
+    return "once"
+
+# A test-suite style call: the response is neither read nor closed, then the script ends.
+app.test_client().get("/once", headers={"X-OTAS-AGENT-SESSION-TOKEN": TOKEN})
+"""
+
+
+def test_an_unclosed_test_client_response_is_delivered_at_a_normal_exit(
+    tmp_path, collector_server, collector, token
+):
+    (tmp_path / "script.py").write_text(f"TOKEN = {token!r}\n" + EXITING_SCRIPT)
+    process = start([sys.executable, "script.py"], tmp_path, collector_server.url)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert [event["path"] for event in collector.events()] == ["/once"]
+
+
+def test_the_summary_names_each_loss_with_its_reasons(caplog):
+    from otas_capture.shutdown import log_summary
+
+    caplog.set_level("WARNING", logger="otas_capture")
+    stats = {
+        "captured": 10,
+        "sent": 6,
+        "failed": 1,
+        "dropped": 3,
+        "skipped": 4,
+        "reasons": {
+            "failed": {"invalid_json": 1},
+            "dropped": {"shutdown": 2, "queue_full": 1},
+            "skipped": {"no_token": 4},
+        },
+    }
+    log_summary(stats)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "otas-capture: 4 of 10 captured events were not delivered to OTAS: "
+        "failed 1 (invalid_json: 1); dropped 3 (queue_full: 1, shutdown: 2)"
+    )
+    caplog.clear()
+    log_summary({"captured": 3, "sent": 3, "skipped": 1, "reasons": {"skipped": {"x": 1}}})
+    assert caplog.records == []

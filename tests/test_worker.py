@@ -1,0 +1,263 @@
+"""The delivery worker's scheduling rules, with a scripted exporter in place of OTAS.
+
+The worker knows nothing of OTAS: these tests drive it through the same small
+interface the OTAS client implements, so each rule is checked on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Callable
+
+import pytest
+
+from otas_capture.outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
+from otas_capture.stats import Stats
+from otas_capture.worker import MAX_BACKOFF, Worker, backoff
+
+
+class Script:
+    """An exporter whose answer for each record comes from ``rule(record, call_number)``."""
+
+    def __init__(self, rule: Callable[[object, int], Outcome], delay: float = 0.0) -> None:
+        self.rule = rule
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.calls: list[object] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def export(self, job: Job) -> Outcome:
+        with self.lock:
+            self.calls.append(job.record)
+            number = len(self.calls)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            self.release.wait()
+            time.sleep(self.delay)
+            return self.rule(job.record, number)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def shutdown(self) -> None:
+        pass
+
+
+def make_worker(script: Script, stats: Stats | None = None, **options) -> Worker:
+    settings = dict(
+        ceiling=8, queue_size=1000, queue_max_bytes=10**9, max_retries=3, retry_backoff=0.01
+    )
+    settings.update(options)
+    return Worker(script, stats or Stats(), **settings)
+
+
+@pytest.mark.parametrize(
+    "attempt, first, low, high",
+    [
+        (1, 0.5, 0.25, 0.5),
+        (2, 0.5, 0.5, 1.0),
+        (3, 0.5, 1.0, 2.0),
+        (4, 1.0, 4.0, 8.0),
+        (20, 0.5, MAX_BACKOFF / 2, MAX_BACKOFF),
+        (10**6, 0.5, MAX_BACKOFF / 2, MAX_BACKOFF),
+        (0, 0.5, 0.25, 0.5),
+    ],
+)
+def test_backoff_doubles_with_jitter_and_is_capped(attempt, first, low, high):
+    for _ in range(50):
+        assert low <= backoff(attempt, first) <= high
+
+
+def test_every_record_is_delivered_once_and_flush_says_so():
+    script = Script(lambda record, n: Sent())
+    stats = Stats()
+    worker = make_worker(script, stats)
+    for i in range(50):
+        assert worker.submit(i, 10)
+    assert worker.flush(5) is True
+    assert sorted(script.calls) == list(range(50))
+    assert stats.snapshot()["sent"] == 50 and worker.pending == 0
+    worker.close(1)
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 0, -1, math.nan, 1e300])
+def test_any_flush_timeout_is_accepted(timeout):
+    worker = make_worker(Script(lambda record, n: Sent()))
+    worker.submit("a", 1)
+    result = worker.flush(timeout)
+    assert isinstance(result, bool)
+    assert worker.flush(math.inf) is True
+    worker.close(math.inf)
+
+
+def test_a_failure_about_one_record_gives_it_up_after_one_retry_while_others_go_through():
+    script = Script(
+        lambda record, n: Retry("bad", server_wide=False) if record == "bad" else Sent()
+    )
+    stats = Stats()
+    worker = make_worker(script, stats, ceiling=1, max_retries=10)
+    worker.submit("bad", 1)
+    for i in range(5):
+        worker.submit(i, 1)
+    assert worker.flush(5)
+    snapshot = stats.snapshot()
+    assert snapshot["reasons"]["failed"] == {"bad": 1}
+    assert snapshot["sent"] == 5
+    assert script.calls.count("bad") == 2
+    worker.close(1)
+
+
+def test_when_every_call_fails_it_is_an_outage_probed_one_call_at_a_time():
+    healthy = threading.Event()
+
+    def rule(record, n):
+        return Sent() if healthy.is_set() else Retry("down", server_wide=False, retry_after=0.01)
+
+    script = Script(rule, delay=0.005)
+    stats = Stats()
+    worker = make_worker(script, stats, ceiling=8, max_retries=1)
+    for i in range(20):
+        worker.submit(i, 1)
+    time.sleep(0.5)
+    during = len(script.calls)
+    script.most_in_flight = 0
+    time.sleep(0.3)
+    assert script.most_in_flight == 1  # probing: one call at a time
+    assert stats.snapshot()["failed"] == 0  # nothing is given up during an outage
+    healthy.set()
+    assert worker.flush(5)
+    assert stats.snapshot()["sent"] == 20 and during > 2
+    worker.close(1)
+
+
+def test_after_an_outage_the_first_success_returns_to_full_speed():
+    healthy = threading.Event()
+
+    def rule(record, n):
+        return Sent() if healthy.is_set() else Retry("down", server_wide=True)
+
+    script = Script(rule, delay=0.02)
+    worker = make_worker(script, ceiling=8)
+    for i in range(60):
+        worker.submit(i, 1)
+    time.sleep(0.3)
+    healthy.set()
+    script.most_in_flight = 0
+    assert worker.flush(10)
+    assert script.most_in_flight > 1
+    worker.close(1)
+
+
+def test_retry_after_is_honoured_even_when_shorter_than_the_backoff():
+    script = Script(lambda record, n: Retry("busy", True, retry_after=0.0) if n <= 30 else Sent())
+    stats = Stats()
+    worker = make_worker(script, stats, retry_backoff=30.0, max_retries=2)
+    worker.submit("a", 1)
+    assert worker.flush(5)
+    assert stats.snapshot()["sent"] == 1 and len(script.calls) == 31
+    worker.close(1)
+
+
+def test_a_refused_key_pauses_without_spending_retries():
+    script = Script(lambda record, n: PauseForKey("key") if n <= 3 else Sent())
+    stats = Stats()
+    worker = make_worker(script, stats, max_retries=0)
+    worker.submit("a", 1)
+    assert worker.flush(5)
+    assert stats.snapshot()["sent"] == 1
+    worker.close(1)
+
+
+def test_a_record_refused_locally_is_counted_with_its_kind():
+    script = Script(lambda record, n: Failed("before_send", kind="skipped", called=False))
+    stats = Stats()
+    worker = make_worker(script, stats)
+    worker.submit("a", 1)
+    assert worker.flush(5)
+    assert stats.snapshot()["reasons"]["skipped"] == {"before_send": 1}
+    worker.close(1)
+
+
+def test_the_queue_is_bounded_in_count_and_bytes():
+    script = Script(lambda record, n: Sent())
+    script.release.clear()
+    stats = Stats()
+    worker = make_worker(script, stats, queue_size=5, queue_max_bytes=1000)
+    results = [worker.submit(i, 300) for i in range(4)] + [worker.submit("x", 1) for _ in range(3)]
+    assert results == [True, True, True, False, True, True, False]
+    assert stats.snapshot()["reasons"]["dropped"] == {"queue_bytes_full": 1, "queue_full": 1}
+    script.release.set()
+    worker.close(5)
+
+
+@pytest.mark.parametrize("ceiling", [1, 64])
+def test_close_returns_in_time_whatever_the_calls_in_flight_do(ceiling):
+    script = Script(lambda record, n: Sent())
+    script.release.clear()  # every call hangs
+    stats = Stats()
+    worker = make_worker(script, stats, ceiling=ceiling)
+    for i in range(100):
+        worker.submit(i, 1)
+    time.sleep(0.1)
+    start = time.monotonic()
+    unsent = worker.close(0.5)
+    took = time.monotonic() - start
+    script.release.set()
+    assert took < 1.5
+    snapshot = stats.snapshot()
+    in_flight = snapshot["reasons"]["unknown"]["shutdown"]
+    assert in_flight >= 1
+    assert snapshot["reasons"]["dropped"] == {"shutdown": 100 - in_flight}
+    assert len(unsent) == 100 - in_flight
+
+
+def test_a_record_sent_before_a_timeout_and_sent_again_is_a_possible_duplicate():
+    script = Script(
+        lambda record, n: Retry("timeout", True, maybe_delivered=True) if n == 1 else Sent()
+    )
+    stats = Stats()
+    worker = make_worker(script, stats)
+    worker.submit("a", 1)
+    assert worker.flush(5)
+    snapshot = stats.snapshot()
+    assert (snapshot["sent"], snapshot["possible_duplicate"]) == (1, 1)
+    worker.close(1)
+
+
+def test_a_timed_out_record_left_at_shutdown_is_unknown_not_dropped():
+    script = Script(lambda record, n: Retry("timeout", True, maybe_delivered=True, retry_after=60))
+    stats = Stats()
+    worker = make_worker(script, stats)
+    worker.submit("a", 1)
+    time.sleep(0.2)
+    worker.close(0.1)
+    assert stats.snapshot()["reasons"]["unknown"] == {"shutdown": 1}
+    assert stats.snapshot()["dropped"] == 0
+
+
+def test_a_thread_that_cannot_start_leaves_the_record_counted_once(monkeypatch):
+    real_start = threading.Thread.start
+    failures = []
+
+    def start_once_failing(self):
+        if self.name.startswith("otas-capture-sender") and not failures:
+            failures.append(self)
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start_once_failing)
+    script = Script(lambda record, n: Sent())
+    stats = Stats()
+    worker = make_worker(script, stats)
+    assert worker.submit("a", 1) is True  # queued; no thread yet
+    assert worker.submit("b", 1) is True  # starts one
+    assert worker.flush(5)
+    snapshot = stats.snapshot()
+    assert (snapshot["sent"], snapshot["dropped"]) == (2, 0)
+    worker.close(1)
