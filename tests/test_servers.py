@@ -132,31 +132,39 @@ def wait_until_listening(port: int, process: subprocess.Popen[bytes], log: Path)
 
 @pytest.fixture
 def run_server(collector_server, tmp_path) -> Iterator[Any]:
-    """Start ``server`` serving ``app``; returns its base URL. Stopped afterwards."""
+    """Start ``server`` once per (app, directory), all at once; returns their base URLs.
+
+    Stopped afterwards with the server's signal.
+    """
     started: list[tuple[Server, subprocess.Popen[bytes], Path]] = []
 
-    def run(server: Server, app: str, cwd: Path) -> str:
+    def run(server: Server, apps: list[tuple[str, Path]]) -> list[str]:
         if server.needs and shutil.which(_bin(server.needs)) is None:
             pytest.skip(f"{server.needs} is not installed")
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTAS_")}
-        env.update(
-            OTAS_SDK_KEY=DEMO_SDK_KEY,
-            OTAS_PROJECT_ID=DEMO_PROJECT_ID,
-            OTAS_BRAIN_URL=collector_server.url,
-            OTAS_UASAM_URL=collector_server.url,
-            OTAS_FLUSH_INTERVAL="0.05",
-            PYTHONPATH=os.pathsep.join([str(ROOT), str(cwd)]),
-        )
-        log = tmp_path / f"{server.name}.log"
-        command = [part.format(port=port, app=app) for part in server.command]
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        waiting = []
+        for app, cwd in apps:
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("OTAS_")}
+            env.update(
+                OTAS_SDK_KEY=DEMO_SDK_KEY,
+                OTAS_PROJECT_ID=DEMO_PROJECT_ID,
+                OTAS_BRAIN_URL=collector_server.url,
+                OTAS_UASAM_URL=collector_server.url,
+                OTAS_FLUSH_INTERVAL="0.05",
+                PYTHONPATH=os.pathsep.join([str(ROOT), str(cwd)]),
             )
-        started.append((server, process, log))
-        wait_until_listening(port, process, log)
-        return f"http://127.0.0.1:{port}"
+            log = tmp_path / f"{server.name}-{cwd.name}.log"
+            command = [part.format(port=port, app=app) for part in server.command]
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+            started.append((server, process, log))
+            waiting.append((port, process, log))
+        # Started together, so that the servers' start-ups overlap.
+        for port, process, log in waiting:
+            wait_until_listening(port, process, log)
+        return [f"http://127.0.0.1:{port}" for port, _, _ in waiting]
 
     yield run
     for server, process, log in started:
@@ -186,8 +194,7 @@ def send(session: requests.Session, base: str, call: Call, **kwargs: Any) -> Cal
     return call
 
 
-def check_events(collector, calls: list[Call]) -> None:
-    events = collector.wait_for_events(len(calls), timeout=TIMEOUT)
+def check_events(events: list[dict[str, Any]], calls: list[Call]) -> None:
     assert len(events) == len(calls), events
     by_call = {(e["method"], e["path"].rstrip("/"), e["request_size_bytes"]): e for e in events}
     for call in calls:
@@ -293,26 +300,32 @@ FLASK_STATUSES = [201, 201, 200, 404, 500, 200, 200]  # the second: the chunked 
 DJANGO_STATUSES = [201, 200, 500, 200, 200, 200]
 
 
-@pytest.mark.parametrize("server", SERVERS, ids=[s.name for s in SERVERS])
-def test_the_flask_example_ships_the_same_events_under(server, run_server, collector, token):
-    base = run_server(server, "flask_app:app", EXAMPLES)
+def agent_session(collector, session_id: str) -> requests.Session:
     agent = requests.Session()
-    agent.headers[SESSION_TOKEN_HEADER] = token
-    # First, so that it would be among the events awaited if it were shipped.
-    assert requests.get(base + "/api/items", timeout=TIMEOUT).status_code == 200  # no token
-    calls = flask_calls(base, agent, server.chunked_uploads)
-    expected = FLASK_STATUSES if server.chunked_uploads else FLASK_STATUSES[:1] + FLASK_STATUSES[2:]
-    assert [c.status for c in calls] == expected
-    check_events(collector, calls)
+    agent.headers[SESSION_TOKEN_HEADER] = collector.issue_token(agent_session_id=session_id)
+    return agent
 
 
 @pytest.mark.parametrize("server", SERVERS, ids=[s.name for s in SERVERS])
-def test_the_django_example_ships_the_same_events_under(server, run_server, collector, token):
+def test_both_examples_ship_the_same_events_under(server, run_server, collector):
     pytest.importorskip("django")
-    base = run_server(server, "shop.wsgi:application", DJANGO_PROJECT)
-    agent = requests.Session()
-    agent.headers[SESSION_TOKEN_HEADER] = token
-    assert requests.get(base + "/api/items/1/", timeout=TIMEOUT).status_code == 200  # no token
-    calls = django_calls(base, agent)
-    assert [c.status for c in calls] == DJANGO_STATUSES
-    check_events(collector, calls)
+    flask_base, django_base = run_server(
+        server, [("flask_app:app", EXAMPLES), ("shop.wsgi:application", DJANGO_PROJECT)]
+    )
+    # Calls without a token first, so that they would be among the events awaited if
+    # they were shipped.
+    assert requests.get(flask_base + "/api/items", timeout=TIMEOUT).status_code == 200
+    assert requests.get(django_base + "/api/items/1/", timeout=TIMEOUT).status_code == 200
+
+    flask = flask_calls(
+        flask_base, agent_session(collector, "flask-session"), server.chunked_uploads
+    )
+    expected = FLASK_STATUSES if server.chunked_uploads else FLASK_STATUSES[:1] + FLASK_STATUSES[2:]
+    assert [c.status for c in flask] == expected
+    django = django_calls(django_base, agent_session(collector, "django-session"))
+    assert [c.status for c in django] == DJANGO_STATUSES
+
+    events = collector.wait_for_events(len(flask) + len(django), timeout=TIMEOUT)
+    sessions = [e["_agent_session_id"] for e in events]  # the collector notes each token's
+    check_events([e for e, s in zip(events, sessions) if s == "flask-session"], flask)
+    check_events([e for e, s in zip(events, sessions) if s == "django-session"], django)
