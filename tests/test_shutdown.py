@@ -376,3 +376,43 @@ def test_a_spool_left_by_a_stopped_server_is_shipped_once_by_workers_sharing_it(
             process.communicate(timeout=30)
     restored = [e["path"] for e in collector.events() if e["path"].startswith("/r/")]
     assert sorted(restored) == sorted(f"/r/{number}" for number in range(20))
+
+
+LINGERING_SCRIPT = """
+import sys, time
+from flask import Flask, Response
+from otas_capture.flask import init_app
+
+app = Flask(__name__)
+init_app(app)
+
+@app.get("/linger")
+def linger():
+    def body():
+        yield b"hello"
+        time.sleep(0.1)  # the client has its whole answer; the server iterates once more
+    return Response(body(), headers={"Content-Length": "5"})
+
+if __name__ == "__main__":
+    app.run(host="127.0.0.1", port=int(sys.argv[1]))
+"""
+
+
+def test_sigterm_while_a_sent_response_is_being_finished_still_delivers_it(
+    tmp_path, collector_server, collector, token
+):
+    (tmp_path / "app.py").write_text(textwrap.dedent(LINGERING_SCRIPT))
+    port = free_port()
+    process = start([sys.executable, "app.py", str(port)], tmp_path, collector_server.url)
+    try:
+        wait_until_listening(port, process)
+        url = f"http://127.0.0.1:{port}/linger"
+        assert requests.get(url, headers={TOKEN_HEADER: token}).content == b"hello"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == -signal.SIGTERM, stderr
+    assert [event["path"] for event in collector.events()] == ["/linger"], stderr
