@@ -26,9 +26,10 @@ JSON that was cut at the capture limit, and JSON kept as a string inside JSON), 
 and query strings (``&`` or ``;``), in multipart form fields, in ``name=value`` pairs of
 header values (a token in a ``Referer`` or ``Location`` URL) and of free text, in
 ``name: value`` pairs of free text (YAML, GraphQL arguments, a Python repr in an error)
-in XML elements (also CDATA), in ``{"name": ..., "value": ...}`` pairs (a Kubernetes
-env var), and the password of a URL with credentials (``postgres://user:pw@host``),
-wherever it appears. Every value
+in ``name = value`` and ``name => value`` pairs, in XML elements (also CDATA), in
+``{"name": ..., "value": ...}`` pairs (a Kubernetes env var); and, whatever names them,
+the password of a URL with credentials (``postgres://user:pw@host``) and the body of a
+PEM private key. Every value
 removed is also collected, so that the event builder can scrub it from every other field
 of the same event (a password the response echoes, a token quoted in an error message).
 
@@ -473,6 +474,8 @@ class Rule:
             return True
         if "://" in text and _USERINFO.search(text):
             return True  # scheme://user:password@host names no field but holds one
+        if "-----BEGIN" in text:
+            return True  # maybe a PEM private key
         lowered = text.lower()
         for needle in self._needles:
             start = lowered.find(needle)
@@ -616,6 +619,8 @@ def _spell(secret: str) -> tuple[str, ...]:
         json.dumps(secret)[1:-1],
         quote_plus(secret),
         quote(secret, safe=""),
+        # JSON encoders that escape "/" (PHP's, some Java ones) write it as "\/".
+        json.dumps(secret)[1:-1].replace("/", "\\/"),
     )
 
 
@@ -675,11 +680,10 @@ def redact_headers(
             found.add_header(name, value)
             result.append((name, REDACTED))
         else:
-            if "=" in value:
-                # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...
-                value = mask_assignments(value, rule, found)[0]
-            if "://" in value:
-                value = mask_userinfo(value, found)[0]
+            if ("=" in value or ":" in value or "<" in value) and rule.may_contain(value):
+                # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...;
+                # a debugging header holding JSON or "api_key: ..."; a URL with a password.
+                value = mask_text(value, rule, found)[0]
             result.append((name, value))
     return result
 
@@ -861,7 +865,7 @@ def _mask_string(value: str, rule: Rule, found: Found, depth: int) -> tuple[str,
         len(value) > 8
         # Only text holding JSON, name=value or name: value pairs, or XML elements can hide
         # a named secret.
-        and ("=" in value or ":" in value or "<" in value)
+        and ("=" in value or ":" in value or "<" in value or "-----BEGIN" in value)
         and rule.may_contain(value)
     ):
         return mask_text(value, rule, found, depth + 1)
@@ -922,7 +926,7 @@ def mask_text(text: str, rule: Rule, found: Found, depth: int = 0) -> tuple[str,
     if "=" in text:
         text, assigned = mask_assignments(text, rule, found)
         changed = changed or assigned
-    if ":" in text:
+    if ":" in text or "=" in text:
         text, labelled = mask_labels(text, rule, found)
         changed = changed or labelled
     if "<" in text:
@@ -931,7 +935,33 @@ def mask_text(text: str, rule: Rule, found: Found, depth: int = 0) -> tuple[str,
     if "://" in text:
         text, userinfo = mask_userinfo(text, found)
         changed = changed or userinfo
+    if "-----BEGIN" in text:
+        text, pem = mask_private_keys(text, found)
+        changed = changed or pem
     return text, changed
+
+
+# A PEM private key is a secret whatever the field holding it is called.
+_PRIVATE_KEY = re.compile(
+    r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(.*?)(-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+    re.DOTALL,
+)
+
+
+def mask_private_keys(text: str, found: Found) -> tuple[str, bool]:
+    """Mask the body of every PEM private key block (to the end of the text if cut)."""
+    changed = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal changed
+        if match.group(2) == REDACTED:
+            return match.group()
+        found.add(match.group(2))
+        changed = True
+        return match.group(1) + REDACTED + match.group(3)
+
+    masked = _PRIVATE_KEY.sub(replace, text)
+    return (masked if changed else text), changed
 
 
 # <password>x</password>, <ns:ApiKey attr="1">x</ns:ApiKey>: the text up to the next tag,
@@ -966,7 +996,7 @@ def mask_elements(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
 # a Python repr in an error message ({'password': 'x'}), GraphQL arguments
 # (login(password: "x")), YAML and log lines (password: x).
 _LABEL = re.compile(
-    r"(?<![\w\"'.\[\]-])('[^'\n]{1,100}'|[A-Za-z_][\w.\[\]-]{0,100})[ \t]*:[ \t]*"
+    r"(?<![\w\"'.\[\]-])('[^'\n]{1,100}'|[A-Za-z_][\w.\[\]-]{0,100})[ \t]*(?::|=>?)[ \t]*"
     r"(\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?"
     # Authorization: Bearer <token>: the scheme and the credential after it.
     r"|(?i:bearer|basic|digest|token|bot)[ \t]+[^\s,;'\"]+"

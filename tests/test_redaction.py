@@ -23,6 +23,7 @@ from otas_capture.redaction import (
     mask_labels,
     mask_multipart,
     mask_pairs,
+    mask_private_keys,
     mask_text,
     mask_userinfo,
     redact_headers,
@@ -847,3 +848,40 @@ def test_names_spelled_with_escapes_and_bodies_of_other_shapes_are_masked(text):
     assert RULE.may_contain(text)
     masked, changed = mask_text(text, RULE, Found())
     assert changed and "esc-Secret-1" not in masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password = spaced-Secret-1\nuser = bob",
+        '{:password => "spaced-Secret-1", :user => "bob"}',
+        "$config = array('password' => 'spaced-Secret-1', 'user' => 'bob');",
+    ],
+)
+def test_assignments_with_spaces_or_arrows_in_free_text_are_masked(text):
+    masked, changed = mask_text(text, RULE, Found())
+    assert changed and "spaced-Secret-1" not in masked and "bob" in masked
+
+
+@pytest.mark.parametrize(
+    "value", ['{"api_key": "hdr-Secret-1", "n": 1}', "api_key: hdr-Secret-1; n=1"]
+)
+def test_a_header_value_holding_named_secrets_is_masked_inside(value):
+    [(_, masked)] = redact_headers([("X-Debug", value)], RULE, Found())
+    assert "hdr-Secret-1" not in masked and "1" in masked
+
+
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpem-Secret-1\n-----END RSA PRIVATE KEY-----"
+
+
+def test_a_pem_private_key_is_masked_whatever_holds_it():
+    found = Found()
+    masked, changed = mask_json({"pem": PEM, "cert": "-----BEGIN CERTIFICATE-----x"}, RULE, found)
+    assert changed and "pem-Secret-1" not in json.dumps(masked)
+    assert masked["cert"] == "-----BEGIN CERTIFICATE-----x"
+    assert mask_private_keys(PEM[:40], Found())[0].endswith(REDACTED)  # cut inside the key
+
+
+def test_the_scrubber_replaces_a_secret_written_with_json_escaped_slashes():
+    scrub = Scrubber(["ab/cd-Secret-1"])
+    assert scrub.text('{"echo": "ab\\/cd-Secret-1"}') == '{"echo": "[REDACTED]"}'
