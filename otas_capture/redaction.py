@@ -996,7 +996,7 @@ def mask_elements(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
 # a Python repr in an error message ({'password': 'x'}), GraphQL arguments
 # (login(password: "x")), YAML and log lines (password: x).
 _LABEL = re.compile(
-    r"(?<![\w\"'.\[\]-])('[^'\n]{1,100}'|[A-Za-z_][\w.\[\]-]{0,100})[ \t]*(?::|=>?)[ \t]*"
+    r"(?<![\w\".\[\]-])('[^'\n]{1,100}'|[A-Za-z_][\w.\[\]-]{0,100})[ \t]*(?::|=>?)[ \t]*"
     r"(\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?"
     # Authorization: Bearer <token>: the scheme and the credential after it.
     r"|(?i:bearer|basic|digest|token|bot)[ \t]+[^\s,;'\"]+"

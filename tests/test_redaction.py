@@ -826,9 +826,16 @@ def test_multipart_field_names_in_any_spelling_are_masked(disposition):
     assert pairs and pairs[0][1] == REDACTED
 
 
-def test_an_authorization_line_in_free_text_masks_the_credential_after_its_scheme():
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer line-Secret-1\nHost: x",
+        "curl -H 'Authorization: Bearer line-Secret-1' -H 'Host: x'",
+    ],
+)
+def test_an_authorization_line_in_free_text_masks_the_credential_after_its_scheme(text):
     found = Found()
-    masked, changed = mask_labels("Authorization: Bearer line-Secret-1\nHost: x", RULE, found)
+    masked, changed = mask_labels(text, RULE, found)
     assert changed and "line-Secret-1" not in masked and "Host: x" in masked
     assert "line-Secret-1" in found.values
 
