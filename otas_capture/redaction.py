@@ -974,7 +974,8 @@ _ELEMENT = re.compile(
 
 
 def mask_elements(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
-    """Mask the text of every XML or HTML element with a sensitive name."""
+    """Mask the text of every XML or HTML element with a sensitive name, and the value of
+    every HTML ``<input>`` with one."""
     changed = False
 
     def replace(match: re.Match[str]) -> str:
@@ -988,8 +989,27 @@ def mask_elements(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
         changed = True
         return match.group()[: match.start(2) - match.start()] + REDACTED
 
+    def replace_input(match: re.Match[str]) -> str:
+        nonlocal changed
+        tag = match.group()
+        name = _INPUT_NAME.search(tag)
+        value = _INPUT_VALUE.search(tag)
+        if name is None or value is None or not rule.field(name.group(2)):
+            return tag
+        found.add(value.group(2))
+        changed = True
+        return tag[: value.start(2)] + REDACTED + tag[value.end(2) :]
+
     masked = _ELEMENT.sub(replace, text)
+    if "<input" in masked or "<INPUT" in masked:
+        masked = _INPUT.sub(replace_input, masked)
     return (masked if changed else text), changed
+
+
+# <input type="hidden" name="csrfmiddlewaretoken" value="...">: a form field in HTML.
+_INPUT = re.compile(r"<input\b[^<>]*>", re.IGNORECASE)
+_INPUT_NAME = re.compile(r"""\sname\s*=\s*(["']?)([^"'\s>]*)\1""", re.IGNORECASE)
+_INPUT_VALUE = re.compile(r"""\svalue\s*=\s*(["']?)([^"'>]*?)\1(?=[\s/>]|$)""", re.IGNORECASE)
 
 
 # name: value with the name bare or in single quotes (double-quoted names are JSON's):

@@ -892,3 +892,20 @@ def test_a_pem_private_key_is_masked_whatever_holds_it():
 def test_the_scrubber_replaces_a_secret_written_with_json_escaped_slashes():
     scrub = Scrubber(["ab/cd-Secret-1"])
     assert scrub.text('{"echo": "ab\\/cd-Secret-1"}') == '{"echo": "[REDACTED]"}'
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<input type="hidden" name="csrfmiddlewaretoken" value="html-Secret-1">',
+        "<INPUT value='html-Secret-1' NAME='password' type=password>",
+        "<input name=api_key value=html-Secret-1 />",
+    ],
+)
+def test_the_value_of_an_html_input_with_a_credential_name_is_masked(html):
+    found = Found()
+    masked, changed = mask_elements(
+        f"<form>{html}<input name='user' value='bob'></form>", RULE, found
+    )
+    assert changed and "html-Secret-1" not in masked and "value='bob'" in masked
+    assert "html-Secret-1" in found.values
