@@ -371,7 +371,11 @@ def gunicorn_servers(collector_server):
     yield started[0][1], started[1][1]
     for process, _ in started:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def _report(url: str) -> dict[str, Any]:
