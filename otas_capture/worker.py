@@ -122,6 +122,7 @@ class Worker:
         self._last_seq = 0
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for work
+        self._flushers = 0  # flush() callers waiting: nobody to notify when 0
         self._closed = False  # refuses new records
         self._stopping = False  # threads exit
         self._paused_until = 0.0
@@ -214,7 +215,11 @@ class Worker:
                 wait = _wait_time(deadline)
                 if wait == 0.0:
                     return False
-                self._done.wait(wait)
+                self._flushers += 1
+                try:
+                    self._done.wait(wait)
+                finally:
+                    self._flushers -= 1
             return True
 
     def _oldest_unsettled(self) -> float:
@@ -354,9 +359,18 @@ class Worker:
                 self._accepted += 1
                 if self._probing or self._paused_until:
                     self._recover(ended)
-        if isinstance(outcome, Sent):
-            self._settle(job, "sent")
-        elif isinstance(outcome, Failed):
+                # The usual outcome, settled here in the same hold of the lock (what
+                # _settle does in three); counted before flush() can see the job gone.
+                if not job.settled:
+                    job.settled = True
+                    job.record = None
+                    self._stats.incr("sent")
+                    self._pending -= 1
+                    self._pending_bytes -= job.size
+                    if self._flushers:
+                        self._done.notify_all()
+                return
+        if isinstance(outcome, Failed):
             self._settle(job, outcome.kind, outcome.reason, outcome.detail)
         elif isinstance(outcome, Retry):
             self._retry_later(job, outcome)
@@ -392,7 +406,8 @@ class Worker:
         with self._lock:
             self._pending -= 1
             self._pending_bytes -= job.size
-            self._done.notify_all()
+            if self._flushers:
+                self._done.notify_all()
         return True
 
     def _retry_later(self, job: Job, outcome: Retry) -> None:
