@@ -18,9 +18,10 @@ user's ``before_send`` may edit or drop the event; what it returns is checked ag
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import uuid
+import os
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -278,6 +279,29 @@ def cut_path(path: str, metadata: dict[str, Any]) -> str:
     return raw[:PATH_LIMIT].decode("utf-8", "ignore")
 
 
+def _event_id() -> str:
+    """A random UUID (version 4) as text, as ``str(uuid.uuid4())`` writes it, made without
+    the UUID object (a third of the cost)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# The same few secrets (the key, a session's token and its Authorization header) recur
+# event after event: their Scrubber (every spelling, sorted) is made once. Only small
+# sets are kept, so that the cache stays small.
+_cached_scrubber = functools.lru_cache(maxsize=64)(Scrubber)
+_CACHED_SECRETS_CHARS = 4096
+
+
+def _scrubber(secrets: set[str]) -> Scrubber:
+    if sum(map(len, secrets)) <= _CACHED_SECRETS_CHARS:
+        return _cached_scrubber(frozenset(secrets))
+    return Scrubber(secrets)
+
+
 def utc_iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds")
 
@@ -365,7 +389,8 @@ class EventBuilder:
         if ex.metadata:
             metadata.update(bounded_json(ex.metadata)[0])
         # One id per event, made once: a retry sends the same payload, so the same id.
-        metadata.setdefault("event_id", str(uuid.uuid4()))
+        if "event_id" not in metadata:
+            metadata["event_id"] = _event_id()
 
         # Everything this request is known to hold secret, wherever else it shows up.
         secrets = found.values
@@ -373,7 +398,7 @@ class EventBuilder:
             secrets.add(self._config.sdk_key)
         if ex.token:
             secrets.add(ex.token)
-        scrub = Scrubber(secrets)
+        scrub = _scrubber(secrets)
         request_headers = [(k, scrub.text(v)) for k, v in request_headers]
         response_headers = [(k, scrub.text(v)) for k, v in response_headers]
         query_pairs = [(k, scrub.text(v)) for k, v in query_pairs]
