@@ -74,8 +74,6 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     """wsgiref's server, one daemon thread per connection so a slow call blocks no other."""
 
     daemon_threads = True
-    # Serves sockets it is handed already bound (see AppServer.start).
-    allow_reuse_address = True
 
 
 class AppServer:
