@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(LOGGER_NAME)
 
+# Seconds close() waits, out of its timeout, for responses being finished (see close).
+RESPONSE_GRACE = 0.25
+
 TOKEN_ENVIRON_KEY = SESSION_TOKEN_ENVIRON
 # Where the exchange of a captured request lives in its environ, for annotate(). Its
 # presence also tells a second OtasMiddleware around the same app that the request is
@@ -78,6 +81,11 @@ class OtasMiddleware:
         self._orphans: deque[Exchange] = deque()
         self._unclosed = 0
         self._drain_lock = threading.Lock()
+        # Exchanges begun and not finished yet, for close() to wait for a response
+        # being finished (a lock held for an addition, twice a request). Reentrant: the
+        # SIGTERM handler may finish an exchange in the main thread while it holds it.
+        self._in_progress = 0
+        self._progress_lock = threading.RLock()
         if not self.config.enabled and self.config.env_refused:
             pass  # off because a variable was refused: config logged that, naming it
         elif not self.config.enabled:
@@ -133,9 +141,24 @@ class OtasMiddleware:
         self._closed = True
         self._capturing = False
         shutdown.unregister(self)
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
+        # A response already sent may be a moment from its end (a threaded server
+        # iterates once more after the last chunk, then closes it): SIGTERM right after
+        # the client got its answer must not lose that request. A short grace, since a
+        # long stream still going would only hold the whole shutdown up.
+        began = perf_counter()
         self._drain_orphans()
-        sender.close(self.config.shutdown_timeout if timeout is None else timeout)
+        self._wait_for_responses(min(timeout, RESPONSE_GRACE))
+        sender.close(max(0.0, timeout - (perf_counter() - began)))
         shutdown.log_summary(self.stats())
+
+    def _wait_for_responses(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s until every exchange begun has been finished (those
+        begun before close(): later requests pass through uncaptured)."""
+        deadline = perf_counter() + timeout
+        while self._in_progress > 0 and perf_counter() < deadline:
+            time.sleep(0.005)  # only at close: a poll costs nothing meanwhile
+            self._drain_orphans()
 
     def stats(self) -> dict[str, Any]:
         """Counts of what happened to captured requests, with reasons.
@@ -193,6 +216,8 @@ class OtasMiddleware:
             request_limit = 0  # counted, not kept: binary, or compressed text
         request_body = BodyBuffer(request_limit)
         exchange = Exchange(token, time.time(), start, environ, request_body)
+        with self._progress_lock:
+            self._in_progress += 1
         environ[EXCHANGE_ENVIRON_KEY] = exchange
         stream = environ.get("wsgi.input")
         if stream is not None:
@@ -262,6 +287,8 @@ class OtasMiddleware:
         """Hand a complete exchange to the sender, once. Never raises into the server."""
         if exchange.sealed:
             return
+        with self._progress_lock:
+            self._in_progress -= 1
         try:
             if exchange.end is None:
                 exchange.end = perf_counter()

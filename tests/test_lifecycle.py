@@ -246,3 +246,32 @@ def test_annotate_accepts_a_property_named_environ(make_middleware, collector, a
     Client(middleware).get("/", headers=agent).get_data()
     settle(middleware)
     assert collector.events()[0]["custom_properties"] == {"environ": "production"}
+
+
+def test_annotations_with_cycles_and_shared_references_ship_and_leave_the_sender_idle(
+    make_middleware, collector, agent
+):
+    shared = {"k": "v"}
+    loop: dict = {"name": "loop"}
+    loop["self"] = loop
+    tree: list = [shared, shared]
+    for _ in range(30):  # 2**30 paths through a few dozen objects
+        tree = [tree, tree]
+
+    def app(environ, start_response):
+        # The tree comes last: it uses up the size bound, and what follows it is cut.
+        annotate(environ, twice=[shared, shared], loop=loop, tree=tree)
+        return plain_app(environ, start_response)
+
+    middleware = make_middleware(app)
+    Client(middleware).get("/annotated", headers=agent)
+    assert middleware.flush(10) is True
+    (event,) = collector.events()
+    properties = event["custom_properties"]
+    assert properties["loop"]["name"] == "loop"
+    assert properties["twice"] == [{"k": "v"}, {"k": "v"}]
+    assert event["metadata"]["custom_properties_truncated"] is True
+    # A second request still ships: no sender thread is stuck on the first.
+    Client(middleware).get("/after", headers=agent)
+    assert middleware.flush(10) is True
+    assert middleware.stats()["sent"] == 2
