@@ -39,6 +39,9 @@ from .contract import DEFAULT_BRAIN_URL, DEFAULT_UASAM_URL, LOGGER_NAME, is_sdk_
 
 logger = logging.getLogger(LOGGER_NAME)
 
+# A hook run on each finished event: returns the event (edited or not), or None to drop it.
+BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
 # Headers whose values never leave the process, whatever the user configures.
 BUILTIN_SENSITIVE_HEADERS = frozenset(
     {
@@ -320,7 +323,7 @@ class Config:
     shutdown_timeout: float = 2.0
     spool_dir: str | None = None
     safe_fields: frozenset[str] = frozenset()
-    before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    before_send: BeforeSend | None = None
 
     def __repr__(self) -> str:
         # The SDK key is a credential: a repr ends up in logs and tracebacks.
