@@ -35,7 +35,14 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 from urllib.parse import quote, unquote, urlsplit
 
-from .contract import DEFAULT_BRAIN_URL, DEFAULT_UASAM_URL, LOGGER_NAME, is_sdk_key
+from .contract import (
+    DEFAULT_BRAIN_URL,
+    DEFAULT_UASAM_URL,
+    LOGGER_NAME,
+    SDK_KEY_HEADER,
+    SESSION_TOKEN_HEADER,
+    is_sdk_key,
+)
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -50,8 +57,8 @@ BUILTIN_SENSITIVE_HEADERS = frozenset(
         "cookie",
         "set-cookie",
         "x-api-key",
-        "x-otas-sdk-key",
-        "x-otas-agent-session-token",
+        SDK_KEY_HEADER.lower(),
+        SESSION_TOKEN_HEADER.lower(),
     }
 )
 
@@ -222,7 +229,7 @@ def _parse_callable(option: str, value: Any) -> Any:
 
 
 _URL_ACCEPTS = (
-    "an http:// or https:// URL such as http://localhost:8002: a host, a port from 1 to "
+    f"an http:// or https:// URL such as {DEFAULT_BRAIN_URL}: a host, a port from 1 to "
     "65535 if any, no spaces"
 )
 

@@ -18,8 +18,9 @@ from werkzeug.serving import make_server
 
 from otas_capture import OtasMiddleware
 from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
+from otas_capture.contract import SESSION_TOKEN_HEADER
 
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 
 
 @pytest.fixture(scope="session")

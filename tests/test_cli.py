@@ -26,6 +26,7 @@ from otas_capture.collector import DEMO_AGENT_KEY, DEMO_PROJECT_ID, DEMO_SDK_KEY
 from otas_capture.collector.viewer import EVENTS_API
 from otas_capture.contract import (
     AGENT_KEY_HEADER,
+    INVALID_SDK_KEY,
     SDK_KEY_HEADER,
     SDK_LOG_PATH,
     SESSION_CREATE_PATH,
@@ -146,7 +147,7 @@ def test_doctor_fails_on_a_key_the_servers_do_not_know(otas_env, collector_serve
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "UASAM refuses the key: 403 Invalid SDK Key" in out
-    assert "Brain refuses the key: 401 invalid_sdk_key" in out
+    assert f"Brain refuses the key: 401 {INVALID_SDK_KEY}" in out
     assert "notakey" not in out
 
 

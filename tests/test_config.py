@@ -25,7 +25,13 @@ from otas_capture.config import (
     ConfigError,
     header_key,
 )
-from otas_capture.contract import LOGGER_NAME, SDK_KEY_PREFIX, SESSION_TOKEN_HEADER
+from otas_capture.contract import (
+    LOGGER_NAME,
+    SDK_KEY_HEADER,
+    SDK_KEY_PREFIX,
+    SESSION_TOKEN_ENVIRON,
+    SESSION_TOKEN_HEADER,
+)
 
 from .conftest import settle
 
@@ -53,6 +59,7 @@ def error_of(options=None, environ=None) -> str:
 
 # -- defaults ----------------------------------------------------------------------------
 
+# The defaults spelled out once, deliberately: this table pins them.
 EXPECTED_DEFAULTS = {
     "sdk_key": None,
     "project_id": None,
@@ -390,8 +397,8 @@ def test_builtin_sensitive_lists_hold_the_credentials_of_otas_and_http():
         "authorization",
         "cookie",
         "set-cookie",
-        "x-otas-sdk-key",
-        "x-otas-agent-session-token",
+        SDK_KEY_HEADER.lower(),
+        SESSION_TOKEN_HEADER.lower(),
     } <= BUILTIN_SENSITIVE_HEADERS
     assert {"password", "token", "api_key", "secret"} <= BUILTIN_SENSITIVE_FIELDS
 
@@ -559,7 +566,7 @@ def test_middleware_refuses_a_bad_option_at_construction():
 def test_middleware_starts_despite_a_bad_environment_variable(monkeypatch, caplog):
     monkeypatch.setenv("OTAS_SDK_KEY", KEY)
     monkeypatch.setenv("OTAS_CONCURRENCY", "many")
-    with caplog.at_level(logging.WARNING, logger="otas_capture"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
         middleware = OtasMiddleware(hello_app)
     try:
         assert middleware.config.concurrency == Config.concurrency and middleware.config.shipping
@@ -573,7 +580,7 @@ def _agent_request(app):
     return Client(app).post(
         "/api/v1/users/?q=1",
         data=b'{"password": "hunter2"}',
-        headers={"X-OTAS-AGENT-SESSION-TOKEN": "a.b.c", "Content-Type": "application/json"},
+        headers={SESSION_TOKEN_HEADER: "a.b.c", "Content-Type": "application/json"},
     )
 
 
@@ -597,7 +604,7 @@ def _assert_passes_through(middleware):
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/",
         "wsgi.input": object(),
-        "HTTP_X_OTAS_AGENT_SESSION_TOKEN": "a.b.c",
+        SESSION_TOKEN_ENVIRON: "a.b.c",
     }
     stream = environ["wsgi.input"]
     keys = set(environ)
@@ -608,12 +615,10 @@ def _assert_passes_through(middleware):
 
 
 def test_middleware_without_a_key_warns_once_and_passes_requests_through(caplog):
-    with caplog.at_level(logging.DEBUG, logger="otas_capture"):
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
         middleware = OtasMiddleware(hello_app)
         _assert_passes_through(middleware)
-    warnings = [
-        r for r in caplog.records if r.name == "otas_capture" and r.levelno == logging.WARNING
-    ]
+    warnings = [r for r in caplog.records if r.name == LOGGER_NAME and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "OTAS_SDK_KEY" in warnings[0].getMessage()
     assert not [r for r in caplog.records if r.levelno > logging.WARNING]
@@ -621,14 +626,14 @@ def test_middleware_without_a_key_warns_once_and_passes_requests_through(caplog)
 
 def test_middleware_with_an_empty_key_variable_also_passes_through(monkeypatch, caplog):
     monkeypatch.setenv("OTAS_SDK_KEY", "")
-    with caplog.at_level(logging.WARNING, logger="otas_capture"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
         middleware = OtasMiddleware(hello_app)
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
     _assert_passes_through(middleware)
 
 
 def test_middleware_disabled_passes_requests_through_even_with_a_key(caplog):
-    with caplog.at_level(logging.WARNING, logger="otas_capture"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
         middleware = OtasMiddleware(hello_app, sdk_key=KEY, enabled=False)
     try:
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -669,7 +674,7 @@ def test_uasam_keys_used_here_have_underscores_in_both_random_parts():
 
 @pytest.mark.parametrize("key", UASAM_KEYS)
 def test_every_key_uasam_makes_is_accepted_in_code_and_in_the_environment(key, caplog):
-    with caplog.at_level(logging.WARNING, logger="otas_capture"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
         assert load(sdk_key=key).sdk_key == key
         config = Config.load({}, {"OTAS_SDK_KEY": key})
     assert config.sdk_key == key and config.shipping

@@ -17,10 +17,11 @@ from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from otas_capture import OtasMiddleware, annotate
+from otas_capture.contract import SDK_KEY_HEADER, SESSION_TOKEN_HEADER
 
 from .conftest import settle
 
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 
 
 def one_event(middleware, collector):
@@ -391,7 +392,7 @@ def test_sensitive_headers_are_redacted_both_ways(make_middleware, collector, ag
             "Authorization": "Bearer secret-bearer",
             "Proxy-Authorization": "Basic cHJveHk=",
             "X-API-Key": "secret-api-key",
-            "X-OTAS-SDK-KEY": "otas_leaked_key",
+            SDK_KEY_HEADER: "otas_leaked_key",
             "X-Tenant-Secret": "secret-tenant",
             "X-Request-Id": "r-1",
         }
