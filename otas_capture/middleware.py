@@ -1,10 +1,11 @@
-"""The WSGI wrapper: measures every request an AI agent makes and hands it to the sender.
+"""The WSGI wrapper: decides which requests to capture and hands each to the sender.
 
 An agent marks its requests with the ``X-OTAS-AGENT-SESSION-TOKEN`` header. For each
 such request the middleware tees the request body as the application reads it, wraps
-``start_response`` and the response iterable to count and keep the response, and hands
-the whole exchange to the background sender as soon as the response is done: iterated
-to the end or closed, whichever comes first. Other requests pass straight through.
+``start_response`` and the response iterable to count and keep the response (see
+:mod:`otas_capture.response`), and hands the whole exchange to the background sender as
+soon as the response is done: iterated to the end or closed, whichever comes first.
+Other requests pass straight through.
 
 The application and the server see exactly what they would without the middleware:
 the same bytes, the same objects where the server looks for its own (its file wrapper),
