@@ -32,6 +32,7 @@ from otas_capture.contract import (
     SESSION_CREATE_PATH,
 )
 
+from .conftest import default_sigint
 from .viewer_support import Agent, start_viewer_server
 
 pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is:UserWarning")
@@ -211,6 +212,7 @@ def test_the_collector_command_prints_how_to_use_it_and_serves_the_viewer():
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
+        preexec_fn=default_sigint,
     )
     try:
         banner = read_until(process, "Press Ctrl-C")
@@ -334,6 +336,7 @@ def start_collector_process(*args: str) -> tuple[subprocess.Popen[str], str, str
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
+        preexec_fn=default_sigint,
     )
     banner = read_until(process, "Press Ctrl-C")
     assert "Press Ctrl-C" in banner, banner

@@ -54,6 +54,8 @@ from otas_capture.contract import (
     SESSION_TOKEN_HEADER,
 )
 
+from .conftest import default_sigint
+
 # PyJWT >= 2.10 warns that the 27-byte demo secret is shorter than RFC 7518 recommends;
 # the value is fixed by the project's public interface, so the warning is noise here.
 pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is:UserWarning")
@@ -599,6 +601,7 @@ def cli(*args: str) -> Iterator[tuple[str, str, str]]:
         stderr=subprocess.DEVNULL,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
     try:
         lines = []

@@ -671,7 +671,8 @@ def test_uasam_keys_used_here_have_underscores_in_both_random_parts():
         assert key.count("_") >= 4
 
 
-@pytest.mark.parametrize("key", UASAM_KEYS)
+# Numbered ids: the keys are random, and a test id must be the same in every run.
+@pytest.mark.parametrize("key", UASAM_KEYS, ids=[f"key{i}" for i in range(len(UASAM_KEYS))])
 def test_every_key_uasam_makes_is_accepted_in_code_and_in_the_environment(key, caplog):
     with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
         assert load(sdk_key=key).sdk_key == key
