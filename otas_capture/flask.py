@@ -1,26 +1,122 @@
-"""Flask integration: one call wraps the app and connects what only Flask knows.
+"""Flask integration: an extension that wraps the app and connects what only Flask knows.
 
 Flask turns an unhandled exception into a 500 response itself, so the WSGI layer never
 sees the exception; the ``got_request_exception`` signal hands it over so the event's
-``error`` still names it. The matched URL rule (``/items/<int:item_id>``) goes into the
-event's metadata, which lets OTAS group calls by endpoint rather than by raw path.
+``error`` still names it. The matched URL rule (``/items/<int:item_id>``) and endpoint go
+into the event's metadata, which lets OTAS group calls by endpoint rather than by raw path.
+
+Settings come from the app's config (``OTAS_SDK_KEY``, ``OTAS_SAMPLE_RATE``, ... the
+same names as the environment variables) as well as from the environment, so the usual
+``app.config.from_object(...)`` / ``from_prefixed_env`` patterns work. Options given in
+code win over ``app.config``, which wins over the environment.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, got_request_exception, has_request_context, request
+from flask import Flask, current_app, got_request_exception, has_app_context, has_request_context
+from flask import request as current_request
 
+from ._frameworks import log_misuse, option_names, with_overrides
 from .capture import Exchange
 from .middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
+
+EXTENSION_KEY = "otas_capture"
+# Set once the app's signals are connected, so that no path connects them twice.
+_SIGNALS_KEY = "otas_capture.signals"
+
+
+def config_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The middleware options an app's config sets, as ``OTAS_<NAME>`` keys."""
+    found: dict[str, Any] = {}
+    for name in option_names():
+        value = config.get("OTAS_" + name.upper())
+        if value is not None:
+            found[name] = value
+    return found
+
+
+class OtasCapture:
+    """The Flask extension: ``OtasCapture(app)``, or ``otas = OtasCapture()`` then
+    ``otas.init_app(app)`` in an application factory.
+
+    :param app: the app to instrument now; leave it out for the factory pattern.
+    :param options: middleware options (``sdk_key``, ``sample_rate``, ...) for every app
+        this extension instruments. They win over ``OTAS_*`` keys of ``app.config``, which
+        win over ``OTAS_*`` environment variables. A bad value raises
+        :class:`~otas_capture.ConfigError` in ``init_app``.
+
+    .. code-block:: python
+
+        otas = OtasCapture()
+
+        def create_app():
+            app = Flask(__name__)
+            app.config.from_object("settings")  # may set OTAS_SDK_KEY, OTAS_SKIP_PATHS...
+            otas.init_app(app)
+            return app
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        self._options = options
+        # Weak: an app (and its middleware) made per test must not live as long as a
+        # module-level extension object.
+        self._middlewares: weakref.WeakSet[OtasMiddleware] = weakref.WeakSet()
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"<OtasCapture apps={len(self._middlewares)}>"
+
+    def init_app(self, app: Flask, **options: Any) -> OtasMiddleware:
+        """Wrap ``app.wsgi_app`` and return the middleware; a second call returns the first."""
+        existing = app.extensions.get(EXTENSION_KEY)
+        if isinstance(existing, OtasMiddleware):
+            # A second call (an app factory run twice, say) must not capture twice.
+            self._middlewares.add(existing)
+            return existing
+        merged = {**config_options(app.config), **self._options, **options}
+        middleware = OtasMiddleware(app.wsgi_app, **with_overrides(merged))
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+        connect_signals(app)
+        app.extensions[EXTENSION_KEY] = middleware
+        self._middlewares.add(middleware)
+        return middleware
+
+    def middleware(self, app: Flask | None = None) -> OtasMiddleware | None:
+        """The middleware of ``app``; by default the current app's, else the only one."""
+        if app is None and has_app_context():
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if app is not None:
+            found = app.extensions.get(EXTENSION_KEY)
+            return found if isinstance(found, OtasMiddleware) else None
+        middlewares = list(self._middlewares)
+        return middlewares[0] if len(middlewares) == 1 else None
+
+    def stats(self, app: Flask | None = None) -> dict[str, Any]:
+        """``stats()`` of the app's middleware (see :meth:`middleware`); empty if none."""
+        middleware = self.middleware(app)
+        return middleware.stats() if middleware is not None else {}
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Flush the middleware of every app this extension instruments."""
+        return all([middleware.flush(timeout) for middleware in list(self._middlewares)])
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the middleware of every app this extension instruments."""
+        for middleware in list(self._middlewares):
+            middleware.close(timeout)
 
 
 def init_app(app: Flask, **options: Any) -> OtasMiddleware:
     """Wrap ``app.wsgi_app`` with :class:`~otas_capture.OtasMiddleware` and return it.
 
-    Options are those of the middleware; each falls back to its ``OTAS_*`` environment
-    variable. Calling it again for the same app returns the first middleware.
+    The same as ``OtasCapture(**options).init_app(app)``: options are those of the
+    middleware, each falling back to an ``OTAS_*`` key of ``app.config``, then to the
+    environment variable. Calling it again for the same app returns the first middleware.
 
     .. code-block:: python
 
@@ -30,24 +126,45 @@ def init_app(app: Flask, **options: Any) -> OtasMiddleware:
         app = Flask(__name__)
         otas = init_app(app)
     """
-    existing = app.extensions.get("otas_capture")
-    if existing is not None:
-        # A second call (an app factory run twice, say) must not capture twice.
-        return existing  # type: ignore[no-any-return]
-    middleware = OtasMiddleware(app.wsgi_app, **options)
-    app.wsgi_app = middleware  # type: ignore[method-assign]
+    return OtasCapture(**options).init_app(app)
+
+
+def connect_signals(app: Flask) -> None:
+    """Record the exception and the matched route of ``app``'s captured requests. Idempotent.
+
+    ``init_app`` calls this; so does :class:`~otas_capture.OtasMiddleware` when it wraps
+    ``app.wsgi_app`` directly (``app.wsgi_app = OtasMiddleware(app.wsgi_app)``).
+    """
+    if app.extensions.get(_SIGNALS_KEY):
+        return
+    app.extensions[_SIGNALS_KEY] = True
     got_request_exception.connect(_record_exception, app, weak=False)
     app.teardown_request(_record_route)
-    app.extensions["otas_capture"] = middleware
-    return middleware
 
 
-def annotate(**props: Any) -> None:
-    """Add ``props`` to the current request's event ``custom_properties``.
+def annotate(req: Any = None, /, **props: Any) -> None:
+    """Add ``props`` to the ``custom_properties`` of this request's event.
 
-    A no-op outside a request or for a request that is not captured.
+    Inside a Flask request call it with the properties only: ``annotate(tenant="acme")``;
+    ``annotate(request, tenant="acme")`` works too. A no-op outside a request or for a
+    request that is not captured. A wrong first argument is logged on the
+    ``otas_capture`` logger and ignored: it never breaks the request.
     """
-    exchange = _current_exchange()
+    if req is None:
+        exchange = _current_exchange()
+    elif isinstance(req, dict):  # a WSGI environ: harmless to accept
+        exchange = req.get(EXCHANGE_ENVIRON_KEY)
+    elif isinstance(getattr(req, "environ", None), dict):
+        exchange = req.environ.get(EXCHANGE_ENVIRON_KEY)
+    else:
+        log_misuse(
+            "flask.annotate",
+            "otas-capture: otas_capture.flask.annotate() takes the request or nothing, "
+            "then keywords, as in annotate(tenant='acme'); got a %s first, so these "
+            "properties were not recorded",
+            type(req).__name__,
+        )
+        return
     if exchange is not None:
         exchange.annotate(props)
 
@@ -55,7 +172,7 @@ def annotate(**props: Any) -> None:
 def _current_exchange() -> Exchange | None:
     if not has_request_context():
         return None
-    return request.environ.get(EXCHANGE_ENVIRON_KEY)
+    return current_request.environ.get(EXCHANGE_ENVIRON_KEY)
 
 
 def _record_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
@@ -66,7 +183,7 @@ def _record_exception(sender: Flask, exception: BaseException, **extra: Any) -> 
 
 def _record_route(exc: BaseException | None) -> None:
     # Runs on every request of the app: one proxy lookup, then plain attributes.
-    current = request._get_current_object()  # type: ignore[attr-defined]
+    current = current_request._get_current_object()  # type: ignore[attr-defined]
     exchange = current.environ.get(EXCHANGE_ENVIRON_KEY)
     rule = current.url_rule
     if exchange is not None and rule is not None:

@@ -162,6 +162,11 @@ class OtasMiddleware:
         self._skip_paths = tuple(self.config.skip_paths)
         self._sample_rate = self.config.sample_rate
         self._body_limit = self.config.max_body_bytes
+        # Lets Flask wrapped by hand keep its route and exception, and the pytest plugin
+        # flush every middleware (see _frameworks).
+        from ._frameworks import middleware_created
+
+        middleware_created(self)
 
     def __repr__(self) -> str:
         return f"<OtasMiddleware app={self.app!r} shipping={self._sender is not None}>"

@@ -26,7 +26,10 @@ JSON that was cut at the capture limit, and JSON kept as a string inside JSON), 
 and query strings (``&`` or ``;``), in multipart form fields, in ``name=value`` pairs of
 header values (a token in a ``Referer`` or ``Location`` URL) and of free text, in
 ``name: value`` pairs of free text (YAML, GraphQL arguments, a Python repr in an error)
-and in XML elements. Every value
+in ``name = value`` and ``name => value`` pairs, in XML elements (also CDATA), in
+``{"name": ..., "value": ...}`` pairs (a Kubernetes env var); and, whatever names them,
+the password of a URL with credentials (``postgres://user:pw@host``) and the body of a
+PEM private key. Every value
 removed is also collected, so that the event builder can scrub it from every other field
 of the same event (a password the response echoes, a token quoted in an error message).
 
@@ -57,6 +60,7 @@ STANDARD_SENSITIVE_HEADERS = frozenset(
     {
         "authorization",
         "proxy-authorization",
+        "authentication",
         "cookie",
         "set-cookie",
         "x-api-key",
@@ -67,6 +71,7 @@ STANDARD_SENSITIVE_HEADERS = frozenset(
         "x-xsrf-token",
         "x-amz-security-token",
         "x-goog-api-key",
+        "ocp-apim-subscription-key",
         SDK_KEY_HEADER.lower(),
         SESSION_TOKEN_HEADER.lower(),
         AGENT_KEY_HEADER.lower(),
@@ -467,6 +472,10 @@ class Rule:
         """
         if "\\u" in text or "%" in text:
             return True
+        if "://" in text and _USERINFO.search(text):
+            return True  # scheme://user:password@host names no field but holds one
+        if "-----BEGIN" in text:
+            return True  # maybe a PEM private key
         lowered = text.lower()
         for needle in self._needles:
             start = lowered.find(needle)
@@ -610,6 +619,8 @@ def _spell(secret: str) -> tuple[str, ...]:
         json.dumps(secret)[1:-1],
         quote_plus(secret),
         quote(secret, safe=""),
+        # JSON encoders that escape "/" (PHP's, some Java ones) write it as "\/".
+        json.dumps(secret)[1:-1].replace("/", "\\/"),
     )
 
 
@@ -668,10 +679,11 @@ def redact_headers(
         if rule.header(name):
             found.add_header(name, value)
             result.append((name, REDACTED))
-        elif "=" in value:
-            # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...
-            result.append((name, mask_assignments(value, rule, found)[0]))
         else:
+            if ("=" in value or ":" in value or "<" in value) and rule.may_contain(value):
+                # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...;
+                # a debugging header holding JSON or "api_key: ..."; a URL with a password.
+                value = mask_text(value, rule, found)[0]
             result.append((name, value))
     return result
 
@@ -714,6 +726,14 @@ def mask_form(text: str, rule: Rule, found: Found) -> tuple[str, list[tuple[str,
                         changed = True
                         raw_value = masked
                         value = unquote_plus(masked)
+                elif value.lstrip()[:1] in ("{", "[") or "://" in value:
+                    # A value holding JSON (payload={"password": ...}) or a URL with
+                    # credentials (dsn=postgres://user:password@host).
+                    masked, inner = mask_text(value, rule, found)
+                    if inner:
+                        changed = True
+                        raw_value = quote_plus(masked)
+                        value = masked
                 pieces.append(raw_key + (("=" + raw_value) if has_value else ""))
                 pairs.append((key, value))
         if separator is not None:
@@ -753,10 +773,32 @@ def mask_assignments(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
     return (masked if changed else text), changed
 
 
+# scheme://user:password@host (a database URL, a proxy): the password, up to the "@".
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@?#\"'<>]*:)([^/\s@?#\"'<>]+)@")
+
+
+def mask_userinfo(text: str, found: Found) -> tuple[str, bool]:
+    """Mask the password of every URL with credentials (``scheme://user:password@host``)."""
+    changed = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal changed
+        if match.group(2) == REDACTED:
+            return match.group()
+        found.add(match.group(2))
+        found.add(unquote_plus(match.group(2)))
+        changed = True
+        return match.group(1) + REDACTED + "@"
+
+    masked = _USERINFO.sub(replace, text)
+    return (masked if changed else text), changed
+
+
 # -- multipart --------------------------------------------------------------------------
 
 _PART_HEAD = re.compile(
-    r'content-disposition:[ \t]*form-data;[^\r\n]*?\bname="([^"]*)"([^\r\n]*)'
+    r"content-disposition:[ \t]*form-data;[^\r\n]*?\bname\*?=[ \t]*"
+    r'(?:"([^"]*)"|([^;\s"]*))([^\r\n]*)'
     r"(?:\r?\n[^\r\n]+)*\r?\n\r?\n",
     re.IGNORECASE,
 )
@@ -779,8 +821,11 @@ def mask_multipart(text: str, rule: Rule, found: Found) -> tuple[str, list[tuple
             continue  # inside a part already consumed
         end_match = _PART_END.search(text, head.end())
         end = end_match.start() if end_match else len(text)
-        name, content = head.group(1), text[head.end() : end]
-        is_file = "filename=" in head.group(2).lower()
+        content = text[head.end() : end]
+        name = head.group(1) if head.group(1) is not None else head.group(2)
+        if "''" in name:  # name*=UTF-8''pass%77ord (RFC 5987)
+            name = unquote_plus(name.split("''", 1)[1])
+        is_file = "filename" in head.group(3).lower()
         if rule.field(name):
             found.add(content)
             pieces.append(text[position : head.end()] + REDACTED)
@@ -818,8 +863,9 @@ def mask_json(value: Any, rule: Rule, found: Found | None = None) -> tuple[Any, 
 def _mask_string(value: str, rule: Rule, found: Found, depth: int) -> tuple[str, bool]:
     if (
         len(value) > 8
-        # Only text holding JSON, name=value or name: value pairs can hide a named secret.
-        and ("=" in value or ":" in value)
+        # Only text holding JSON, name=value or name: value pairs, or XML elements can hide
+        # a named secret.
+        and ("=" in value or ":" in value or "<" in value or "-----BEGIN" in value)
         and rule.may_contain(value)
     ):
         return mask_text(value, rule, found, depth + 1)
@@ -851,6 +897,13 @@ def _mask_container(
             if masked_changed:
                 target[key] = masked
                 changed = True
+    if isinstance(value, dict) and "value" in value:
+        # {"name": "DB_PASSWORD", "value": ...}: a Kubernetes env var, a parameter store.
+        label = value.get("name", value.get("key"))
+        if isinstance(label, str) and value["value"] != REDACTED and rule.field(label):
+            found.add(value["value"])
+            value["value"] = REDACTED
+            changed = True
     return changed
 
 
@@ -873,42 +926,101 @@ def mask_text(text: str, rule: Rule, found: Found, depth: int = 0) -> tuple[str,
     if "=" in text:
         text, assigned = mask_assignments(text, rule, found)
         changed = changed or assigned
-    if ":" in text:
+    if ":" in text or "=" in text:
         text, labelled = mask_labels(text, rule, found)
         changed = changed or labelled
     if "<" in text:
         text, elements = mask_elements(text, rule, found)
         changed = changed or elements
+    if "://" in text:
+        text, userinfo = mask_userinfo(text, found)
+        changed = changed or userinfo
+    if "-----BEGIN" in text:
+        text, pem = mask_private_keys(text, found)
+        changed = changed or pem
     return text, changed
+
+
+# A PEM private key is a secret whatever the field holding it is called.
+_PRIVATE_KEY = re.compile(
+    r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(.*?)(-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+    re.DOTALL,
+)
+
+
+def mask_private_keys(text: str, found: Found) -> tuple[str, bool]:
+    """Mask the body of every PEM private key block (to the end of the text if cut)."""
+    changed = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal changed
+        if match.group(2) == REDACTED:
+            return match.group()
+        found.add(match.group(2))
+        changed = True
+        return match.group(1) + REDACTED + match.group(3)
+
+    masked = _PRIVATE_KEY.sub(replace, text)
+    return (masked if changed else text), changed
 
 
 # <password>x</password>, <ns:ApiKey attr="1">x</ns:ApiKey>: the text up to the next tag,
 # or to the end of the kept text when the body was cut.
-_ELEMENT = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)(?:\s[^<>]*)?>([^<]+)")
+_ELEMENT = re.compile(
+    r"<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)(?:\s[^<>]*)?>"
+    r"((?:<!\[CDATA\[.*?(?:\]\]>|\Z)|[^<]+)+)",
+    re.DOTALL,
+)
 
 
 def mask_elements(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
-    """Mask the text of every XML or HTML element with a sensitive name."""
+    """Mask the text of every XML or HTML element with a sensitive name, and the value of
+    every HTML ``<input>`` with one."""
     changed = False
 
     def replace(match: re.Match[str]) -> str:
         nonlocal changed
         if not rule.field(match.group(1)) or not match.group(2).strip():
             return match.group()
-        found.add(match.group(2))
+        content = match.group(2)
+        found.add(content)
+        if "<![CDATA[" in content:
+            found.add(content.replace("<![CDATA[", "").replace("]]>", ""))
         changed = True
         return match.group()[: match.start(2) - match.start()] + REDACTED
 
+    def replace_input(match: re.Match[str]) -> str:
+        nonlocal changed
+        tag = match.group()
+        name = _INPUT_NAME.search(tag)
+        value = _INPUT_VALUE.search(tag)
+        if name is None or value is None or not rule.field(name.group(2)):
+            return tag
+        found.add(value.group(2))
+        changed = True
+        return tag[: value.start(2)] + REDACTED + tag[value.end(2) :]
+
     masked = _ELEMENT.sub(replace, text)
+    if "<input" in masked or "<INPUT" in masked:
+        masked = _INPUT.sub(replace_input, masked)
     return (masked if changed else text), changed
+
+
+# <input type="hidden" name="csrfmiddlewaretoken" value="...">: a form field in HTML.
+_INPUT = re.compile(r"<input\b[^<>]*>", re.IGNORECASE)
+_INPUT_NAME = re.compile(r"""\sname\s*=\s*(["']?)([^"'\s>]*)\1""", re.IGNORECASE)
+_INPUT_VALUE = re.compile(r"""\svalue\s*=\s*(["']?)([^"'>]*?)\1(?=[\s/>]|$)""", re.IGNORECASE)
 
 
 # name: value with the name bare or in single quotes (double-quoted names are JSON's):
 # a Python repr in an error message ({'password': 'x'}), GraphQL arguments
 # (login(password: "x")), YAML and log lines (password: x).
 _LABEL = re.compile(
-    r"(?<![\w\"'.\[\]-])('[^'\n]{1,100}'|[A-Za-z_][\w.\[\]-]{0,100})[ \t]*:[ \t]*"
-    r"(\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?|[^\s,;{}\[\]()'\"]+)"
+    r"(?<![\w\".\[\]-])('[^'\n]{1,100}'|[A-Za-z_][\w.\[\]-]{0,100})[ \t]*(?::|=>?)[ \t]*"
+    r"(\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?"
+    # Authorization: Bearer <token>: the scheme and the credential after it.
+    r"|(?i:bearer|basic|digest|token|bot)[ \t]+[^\s,;'\"]+"
+    r"|[^\s,;{}\[\]()'\"]+)"
 )
 
 
@@ -922,7 +1034,10 @@ def mask_labels(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
             return match.group()
         value = match.group(2)
         quote_mark = value[:1] if value[:1] in ("'", '"') else ""
+        words = value.strip("'\"").split()
         found.add(value.strip("'\""))
+        if len(words) > 1:
+            found.add(words[-1])  # the credential after its scheme
         changed = True
         return match.group()[: match.start(2) - match.start()] + quote_mark + REDACTED + quote_mark
 

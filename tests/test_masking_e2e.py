@@ -72,3 +72,65 @@ def test_a_path_longer_than_brain_can_index_is_stored_cut(
     [event] = collector.events()
     assert event["path"] == path[:PATH_LIMIT]
     assert event["metadata"]["path_bytes"] == len(path)
+
+
+ATTACK_SECRETS = (
+    "quoted-in-error-1",
+    "annotated-key-2",
+    "dsn-password-3",
+    "multipart-pass-4",
+    "form-json-pass-5",
+    "env-var-secret-6",
+    "cdata-secret-7",
+)
+
+
+@Request.application
+def attacked_app(request: Request) -> Response:
+    """Secrets where a name-only rule does not look: URLs, name/value pairs, an exception."""
+    annotate(request.environ, tenant={"apiKey": "annotated-key-2"}, plan="pro")
+    if request.path == "/raise":
+        password = request.form["password"]
+        raise ValueError(f"password {password!r} is too short")  # quotes the input
+    echo = {
+        "database_url": "postgres://app:dsn-password-3@db.internal:5432/app",
+        "env": [{"name": "STRIPE_SECRET_KEY", "value": "env-var-secret-6"}],
+        "xml": "<auth><password><![CDATA[cdata-secret-7]]></password></auth>",
+        "form": request.form.to_dict(),
+    }
+    return Response(json.dumps(echo), mimetype="application/json")
+
+
+def test_secrets_an_attacker_would_try_never_reach_the_collector(
+    serve_app, make_middleware, collector, agent
+):
+    middleware = make_middleware(attacked_app)
+    url = serve_app(middleware)
+    multipart = (
+        "--B\r\nContent-Disposition: form-data; name=password\r\n\r\nmultipart-pass-4\r\n"
+        "--B\r\nContent-Disposition: form-data; name=payload\r\n\r\n"
+        + json.dumps({"newPassword": "form-json-pass-5"})
+        + "\r\n--B--\r\n"
+    )
+    requests.post(
+        url + "/echo",
+        data=multipart,
+        headers={**agent, "Content-Type": "multipart/form-data; boundary=B"},
+        timeout=5,
+    )
+    requests.post(
+        url + "/raise",
+        data={"password": "quoted-in-error-1", "user": "bob"},
+        headers={**agent, "X-Upstream": "https://u:dsn-password-3@proxy.internal/"},
+        timeout=5,
+    )
+    settle(middleware, captured=2)
+    events = {event["path"]: event for event in collector.events()}
+    stored = json.dumps(events)
+    for secret in ATTACK_SECRETS:
+        assert secret not in stored, secret
+    # The exception is still reported, the annotation still useful.
+    assert "ValueError" in events["/raise"]["error"]
+    assert "too short" in events["/raise"]["error"]
+    assert events["/echo"]["custom_properties"]["plan"] == "pro"
+    assert json.loads(events["/raise"]["post_data"])["user"] == ["bob"]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
@@ -286,3 +287,46 @@ def test_whatever_before_send_returns_is_made_storable(changes, removed):
     assert 100 <= event["status_code"] <= 999
     assert len(event["path"].encode("utf-8")) <= PATH_LIMIT
     assert "something_else" not in event
+
+
+PLAIN_SECRETS = st.text(alphabet="abcdefXYZ0123456789-_", min_size=6, max_size=24).map(
+    lambda s: SECRET_MARK + s
+)
+# Body shapes other than JSON and forms: (content type, how to write name and secret).
+SHAPES = {
+    "ndjson": ("application/x-ndjson", lambda n, s: '{"a": 1}\n' + json.dumps({n: s}) + "\n"),
+    "xml": ("application/xml", lambda n, s: f"<r><{n}>{s}</{n}><b>1</b></r>"),
+    "yaml": ("text/plain", lambda n, s: f"user: bob\n{n}: {s}\nplan: pro\n"),
+    "config": ("text/plain", lambda n, s: f"user = bob\n{n} = {s}\n"),
+    "html": ("text/html", lambda n, s: f'<form><input type="hidden" name="{n}" value="{s}">'),
+    "multipart": (
+        "multipart/form-data; boundary=B",
+        lambda n, s: f"--B\r\nContent-Disposition: form-data; name={n}\r\n\r\n{s}\r\n--B--\r\n",
+    ),
+    "graphql": (
+        "application/json",
+        lambda n, s: json.dumps({"query": f'mutation {{ login(user: "bob", {n}: "{s}") }}'}),
+    ),
+}
+XML_NAME = re.compile(r"[A-Za-z_][\w.-]*")
+
+
+@FUZZ
+@given(MASKED_WORDS, STYLES, PLAIN_SECRETS, st.sampled_from(sorted(SHAPES)))
+def test_bodies_of_other_shapes_never_leak_a_credential(words, style, secret, shape):
+    name = spell(words, style)
+    # Each shape takes the names its syntax allows.
+    assume(XML_NAME.fullmatch(name) if shape in ("xml", "yaml", "config") else True)
+    assume(re.fullmatch(r"[A-Za-z_]\w*", name) if shape == "graphql" else True)
+    content_type, write = SHAPES[shape]
+    body = write(name, secret).encode()
+    event = shipped(exchange_with(body, content_type, response_body=body))
+    assert SECRET_MARK not in json.dumps(event, ensure_ascii=False), (shape, name)
+
+
+@FUZZ
+@given(KEPT_KEYS, PLAIN_SECRETS, st.sampled_from(["postgres", "redis", "https", "amqp"]))
+def test_the_password_of_a_url_with_credentials_never_leaks(key, secret, scheme):
+    body = json.dumps({key: {"url": f"{scheme}://admin:{secret}@host.internal:5/x"}}).encode()
+    ex = exchange_with(body, "application/json", headers={"X-Upstream": f"{scheme}://u:{secret}@h"})
+    assert SECRET_MARK not in json.dumps(shipped(ex), ensure_ascii=False)

@@ -23,7 +23,9 @@ from otas_capture.redaction import (
     mask_labels,
     mask_multipart,
     mask_pairs,
+    mask_private_keys,
     mask_text,
+    mask_userinfo,
     redact_headers,
     split_words,
 )
@@ -322,6 +324,8 @@ def test_a_name_both_added_and_exempted_is_masked():
         "X-XSRF-TOKEN",
         "X-Amz-Security-Token",
         "X-Goog-Api-Key",
+        "Authentication",
+        "Ocp-Apim-Subscription-Key",
         "X_Custom_Secret",
         "X-Session-Id",
         SDK_KEY_HEADER,
@@ -730,3 +734,178 @@ def test_xml_elements_with_credential_names_are_masked():
 def test_may_contain_finds_names_spelled_with_brackets(name):
     assert RULE.field(name)
     assert RULE.may_contain(json.dumps({name: 1})[:-2])
+
+
+# -- the adversarial pass: secrets in places a name-only rule does not look --------------
+
+
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("postgres://admin:db-Secret-1@db.internal:5432/app", "db-Secret-1"),
+        ("connect to redis://:cache-Secret-2@cache:6379/0 now", "cache-Secret-2"),
+        ("https://bob:p%40ss-Secret-3@proxy.example/", "p%40ss-Secret-3"),
+    ],
+)
+def test_the_password_of_a_url_with_credentials_is_masked(text, secret):
+    found = Found()
+    masked, changed = mask_userinfo(text, found)
+    assert changed and secret not in masked and REDACTED + "@" in masked
+    assert secret in found.values
+    assert RULE.may_contain(text)  # the pre-check lets it through to masking
+
+
+def test_urls_without_credentials_are_left_alone():
+    text = "see https://example.com/a:b@c and mailto:bob@example.com at 12:30"
+    assert mask_userinfo(text, Found()) == (text, False)
+    assert not RULE.may_contain(text)
+
+
+def test_a_url_with_credentials_is_masked_in_a_header_a_json_string_and_a_form_value():
+    found = Found()
+    [(_, header)] = redact_headers([("X-Upstream", "https://u:hdr-Secret-1@h/x")], RULE, found)
+    assert "hdr-Secret-1" not in header
+    document, changed = mask_json({"dsn": "postgres://u:json-Secret-2@db/x"}, RULE, found)
+    assert changed and "json-Secret-2" not in json.dumps(document)
+    form, _, changed = mask_form("dsn=mysql://u:form-Secret-3@db/x&a=1", RULE, found)
+    assert changed and "form-Secret-3" not in form and "a=1" in form
+
+
+def test_a_form_value_holding_json_is_masked_inside():
+    text = "payload=" + json.dumps({"password": "form-json-Secret"}) + "&user=bob"
+    masked, pairs, changed = mask_form(text, RULE, Found())
+    assert changed and "form-json-Secret" not in masked and "user=bob" in masked
+    assert "form-json-Secret" not in json.dumps(pairs)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"env": [{"name": "DB_PASSWORD", "value": "env-Secret-1"}, {"name": "A", "value": "1"}]},
+        {"parameters": [{"key": "stripe_secret_key", "value": "env-Secret-1"}]},
+    ],
+)
+def test_the_value_of_a_name_value_pair_naming_a_credential_is_masked(document):
+    found = Found()
+    masked, changed = mask_json(document, RULE, found)
+    assert changed and "env-Secret-1" not in json.dumps(masked)
+    assert "env-Secret-1" in found.values
+
+
+def test_xml_kept_as_a_string_inside_json_is_masked_inside():
+    document = {"soap": "<auth><password>xml-in-json-1</password></auth>"}
+    masked, changed = mask_json(document, RULE)
+    assert changed and "xml-in-json-1" not in json.dumps(masked)
+
+
+def test_a_name_value_pair_naming_no_credential_is_kept():
+    document = {"name": "max_tokens", "value": 64}
+    assert mask_json(document, RULE) == ({"name": "max_tokens", "value": 64}, False)
+
+
+def test_an_xml_element_holding_cdata_is_masked():
+    text = "<login><password><![CDATA[cdata-Secret-1]]></password><user>bob</user></login>"
+    found = Found()
+    masked, changed = mask_elements(text, RULE, found)
+    assert changed and "cdata-Secret-1" not in masked and "<user>bob</user>" in masked
+    assert "cdata-Secret-1" in found.values
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        "form-data; name=password",
+        "form-data; name*=UTF-8''pass%77ord",
+        'form-data;name="password"',
+    ],
+)
+def test_multipart_field_names_in_any_spelling_are_masked(disposition):
+    text = f"--B\r\nContent-Disposition: {disposition}\r\n\r\nmp-Secret-1\r\n--B--\r\n"
+    masked, pairs, changed = mask_multipart(text, RULE, Found())
+    assert changed and "mp-Secret-1" not in masked
+    assert pairs and pairs[0][1] == REDACTED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer line-Secret-1\nHost: x",
+        "curl -H 'Authorization: Bearer line-Secret-1' -H 'Host: x'",
+    ],
+)
+def test_an_authorization_line_in_free_text_masks_the_credential_after_its_scheme(text):
+    found = Found()
+    masked, changed = mask_labels(text, RULE, found)
+    assert changed and "line-Secret-1" not in masked and "Host: x" in masked
+    assert "line-Secret-1" in found.values
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"pass\\u0077ord": "esc-Secret-1"}',  # a JSON key spelled with an escape
+        '{"a": 1, "pass\\u0077ord": "esc-Secret-1", "b": ',  # the same, cut
+        '{"a":1}\n{"password":"esc-Secret-1"}\n',  # NDJSON
+        '{"query": "mutation { login(password: \\"esc-Secret-1\\") }"}',  # GraphQL
+        "<Login><Password>esc-Secret-1</Password></Login>",
+        "user=bob&pass%77ord=esc-Secret-1",
+    ],
+)
+def test_names_spelled_with_escapes_and_bodies_of_other_shapes_are_masked(text):
+    assert RULE.may_contain(text)
+    masked, changed = mask_text(text, RULE, Found())
+    assert changed and "esc-Secret-1" not in masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password = spaced-Secret-1\nuser = bob",
+        '{:password => "spaced-Secret-1", :user => "bob"}',
+        "$config = array('password' => 'spaced-Secret-1', 'user' => 'bob');",
+    ],
+)
+def test_assignments_with_spaces_or_arrows_in_free_text_are_masked(text):
+    masked, changed = mask_text(text, RULE, Found())
+    assert changed and "spaced-Secret-1" not in masked and "bob" in masked
+
+
+@pytest.mark.parametrize(
+    "value", ['{"api_key": "hdr-Secret-1", "n": 1}', "api_key: hdr-Secret-1; n=1"]
+)
+def test_a_header_value_holding_named_secrets_is_masked_inside(value):
+    [(_, masked)] = redact_headers([("X-Debug", value)], RULE, Found())
+    assert "hdr-Secret-1" not in masked and "1" in masked
+
+
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpem-Secret-1\n-----END RSA PRIVATE KEY-----"
+
+
+def test_a_pem_private_key_is_masked_whatever_holds_it():
+    found = Found()
+    masked, changed = mask_json({"pem": PEM, "cert": "-----BEGIN CERTIFICATE-----x"}, RULE, found)
+    assert changed and "pem-Secret-1" not in json.dumps(masked)
+    assert masked["cert"] == "-----BEGIN CERTIFICATE-----x"
+    assert mask_private_keys(PEM[:40], Found())[0].endswith(REDACTED)  # cut inside the key
+
+
+def test_the_scrubber_replaces_a_secret_written_with_json_escaped_slashes():
+    scrub = Scrubber(["ab/cd-Secret-1"])
+    assert scrub.text('{"echo": "ab\\/cd-Secret-1"}') == '{"echo": "[REDACTED]"}'
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<input type="hidden" name="csrfmiddlewaretoken" value="html-Secret-1">',
+        "<INPUT value='html-Secret-1' NAME='password' type=password>",
+        "<input name=api_key value=html-Secret-1 />",
+    ],
+)
+def test_the_value_of_an_html_input_with_a_credential_name_is_masked(html):
+    found = Found()
+    masked, changed = mask_elements(
+        f"<form>{html}<input name='user' value='bob'></form>", RULE, found
+    )
+    assert changed and "html-Secret-1" not in masked and "value='bob'" in masked
+    assert "html-Secret-1" in found.values

@@ -11,6 +11,7 @@ import copy
 import gzip
 import io
 import json
+import socket
 import sys
 
 import pytest
@@ -406,3 +407,26 @@ def test_skip_paths_match_the_decoded_path(make_middleware, serve_app, collector
     stats = settle(middleware)
     assert stats["reasons"]["skipped"] == {"skip_path": 2}
     assert [e["path"] for e in collector.events()] == ["/other"]
+
+
+@pytest.mark.parametrize("status", ["99999999999999999999 Huge", "42 Odd"])
+def test_a_status_brain_cannot_store_is_shipped_as_500_with_the_line_in_metadata(
+    status, make_middleware, serve_waitress, collector, agent
+):
+    def app(environ, start_response):
+        start_response(status, [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    middleware = make_middleware(app)
+    host, port = serve_waitress(middleware).rsplit("/", 1)[-1].split(":")
+    # A raw socket: HTTP clients refuse such a status line, but the app did send it.
+    head = "".join(f"{name}: {value}\r\n" for name, value in agent.items())
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"GET /odd HTTP/1.1\r\nHost: x\r\n{head}Connection: close\r\n\r\n".encode())
+        while sock.recv(65536):
+            pass
+    stats = settle(middleware)
+    assert stats["sent"] == 1 and stats["failed"] == 0, stats
+    [event] = collector.events()
+    assert event["status_code"] == 500
+    assert event["metadata"]["status_line"] == status

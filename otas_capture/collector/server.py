@@ -145,7 +145,10 @@ class CollectorServer:
         if server is None:
             return
         self._stopping.set()
-        server.pull_trigger()
+        try:
+            server.pull_trigger()
+        except OSError:  # the serve loop saw the flag first and closed the trigger
+            pass
         if self._thread is not None:
             self._thread.join(timeout=5)
 

@@ -1,0 +1,12 @@
+"""WSGI entry point for servers: ``gunicorn shop.wsgi``. Nothing of otas-capture here:
+the middleware is in ``settings.MIDDLEWARE``."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+
+application = get_wsgi_application()

@@ -1,0 +1,495 @@
+"""Django integration: one line in ``settings.MIDDLEWARE``.
+
+.. code-block:: python
+
+    MIDDLEWARE = [
+        "otas_capture.django.OtasCaptureMiddleware",  # first, so it sees every request
+        ...
+    ]
+
+Being a Django middleware rather than a wrap of ``wsgi.py`` means it runs wherever Django
+handles a request: under any WSGI server, and in Django's test ``Client``, which never goes
+through ``wsgi.py``. It also sees what only Django knows: the route pattern and view that
+matched, the exception a view raised (Django turns it into a 500 response before any WSGI
+wrapper could see it), the authenticated user, and why a CSRF check failed.
+
+It reuses the core instead of repeating it: each request an agent makes is run through
+an :class:`~otas_capture.OtasMiddleware` (the same decisions, counting, completion and
+sender as for any WSGI app), whose "application" is the rest of Django's middleware chain.
+The request body is counted through the stream Django reads it from, and the response
+through the iterable the server will send, so uploads, ``StreamingHttpResponse`` and
+``FileResponse`` pass through unchanged and are measured to the byte. One middleware is
+built per configuration and shared by every handler (the test ``Client`` makes a handler
+per client), so a test suite does not start a sender per test.
+
+Settings, highest first: the ``OTAS`` dict in Django's settings (``{"SDK_KEY": ...}`` or
+``{"sdk_key": ...}``), then ``OTAS_<NAME>`` settings (``OTAS_SDK_KEY = ...``), then the
+environment variables, then the defaults. Besides the middleware's options there is one
+of Django's own: ``capture_user`` (``OTAS_CAPTURE_USER``), off by default, which records the
+id of the authenticated user in the event's metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Callable, cast
+
+from django.conf import settings
+from django.core.signals import got_request_exception
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.functional import LazyObject, empty
+
+from ._frameworks import log_misuse, option_names, with_overrides
+from .capture import Exchange
+from .config import ConfigError
+from .contract import LOGGER_NAME
+from .middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
+
+__all__ = [
+    "OtasCaptureMiddleware",
+    "annotate",
+    "csrf_failure",
+    "flush",
+    "close",
+    "stats",
+]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+# Options that belong to this integration, not to the core middleware.
+DJANGO_OPTIONS = ("capture_user",)
+TRACEBACK_FRAMES = 10  # innermost frames kept in metadata["traceback"]
+DEBUG_PAGE_NOTE = "Django's debug page (DEBUG=True)"
+
+# Where the per-request callable waits for the core to call it; popped at once.
+_HANDLER_KEY = "otas_capture.django.handler"
+
+_cores: dict[tuple[Any, ...], OtasMiddleware] = {}
+_cores_lock = threading.Lock()
+_hooks_lock = threading.Lock()
+_hooks_installed = False
+
+
+class OtasCaptureMiddleware:
+    """Capture the requests AI agents make to a Django project and ship them to OTAS.
+
+    Put it first in ``settings.MIDDLEWARE``: it then measures the whole of Django's work
+    and sees the response every other middleware made. Requests without an agent session
+    token pass through with a dictionary lookup's worth of work.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        options, self.capture_user = load_options()
+        self.core = _core_for(options)
+        _install_hooks()
+
+    def __repr__(self) -> str:
+        return f"<OtasCaptureMiddleware core={self.core!r}>"
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        environ = request.META
+        outer = environ.get(EXCHANGE_ENVIRON_KEY)
+        if outer is not None:
+            # wsgi.py wraps Django in OtasMiddleware too, and that one is capturing this
+            # request: add what Django knows to its event rather than capture it twice.
+            response = self.get_response(request)
+            self._describe(request, response, outer)
+            return response
+        server_input = environ.get("wsgi.input")
+        call = _Call(self, request, server_input)
+        stream = getattr(request, "_stream", None)
+        if stream is not None:
+            # Django already wrapped the server's stream (it stops at Content-Length);
+            # the core tees that wrapper, which is what the app reads through.
+            environ["wsgi.input"] = stream
+        environ[_HANDLER_KEY] = call.run
+        try:
+            result = self.core(environ, _discard_start_response)
+        finally:
+            environ.pop(_HANDLER_KEY, None)
+            if server_input is not None:
+                environ["wsgi.input"] = server_input
+            elif stream is not None:  # ASGI: there was none
+                environ.pop("wsgi.input", None)
+        response = call.response
+        if response is None:  # the core did not call Django at all: never lose the request
+            return self.get_response(request)
+        if not call.captured:
+            return response
+        return _attach(response, result)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        """Record the exception a view raised; Django goes on to handle it as usual."""
+        exchange = _exchange_of(request)
+        if exchange is not None:
+            record_exception(exchange, exception, exception.__traceback__)
+
+    def _describe(
+        self, request: HttpRequest, response: HttpResponseBase, exchange: Exchange
+    ) -> None:
+        """Put the route, the view and (if asked) the user in the event's metadata."""
+        try:
+            match = getattr(request, "resolver_match", None)
+            if match is not None:
+                exchange.add_metadata(
+                    route=match.route, endpoint=match.view_name, view=_view_path(match.func)
+                )
+            if self.capture_user:
+                user_id = _user_id(request)
+                if user_id is not None:
+                    exchange.add_metadata(user_id=user_id)
+        except Exception:  # a bug of ours must not break the request
+            log_misuse("django.describe", "otas-capture: could not describe a Django request")
+            logger.debug("otas-capture: describing a Django request failed", exc_info=True)
+
+
+class _Call:
+    """One captured request: what the core calls as the application, and the result."""
+
+    __slots__ = ("middleware", "request", "server_input", "response", "captured")
+
+    def __init__(
+        self, middleware: OtasCaptureMiddleware, request: HttpRequest, server_input: Any
+    ) -> None:
+        self.middleware = middleware
+        self.request = request
+        self.server_input = server_input
+        self.response: HttpResponseBase | None = None
+        self.captured = False
+
+    def run(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = self.request
+        exchange = environ.get(EXCHANGE_ENVIRON_KEY)
+        if exchange is not None:
+            # The core replaced wsgi.input with its tee over Django's stream: read the
+            # body through it, so every byte the app reads is counted.
+            request._stream = environ["wsgi.input"]
+        # The app sees the server's own stream in request.META, as without us.
+        if self.server_input is not None:
+            environ["wsgi.input"] = self.server_input
+        else:
+            environ.pop("wsgi.input", None)
+        response = self.response = self.middleware.get_response(request)
+        if exchange is None:  # not captured (no token, skipped, sampled out, disabled)
+            return ()
+        self.captured = True
+        start_response(_status_line(response), _wsgi_headers(response))
+        self.middleware._describe(request, response, exchange)
+        body = exchange.response_body
+        if body is not None and _is_debug_page(response, exchange):
+            body.limit = 0  # count it, but do not ship a page of the app's internals
+            exchange.add_metadata(response_body_omitted=DEBUG_PAGE_NOTE)
+        if response.streaming:
+            if getattr(response, "is_async", False):
+                exchange.add_metadata(response_body_omitted="asynchronous streaming response")
+                return ()
+            return cast("Iterable[bytes]", response.streaming_content)
+        # iter(): the response's own chunks, without a copy and without its close().
+        return cast("Iterable[bytes]", iter(response))
+
+
+def _attach(response: HttpResponseBase, result: Iterable[bytes]) -> HttpResponseBase:
+    """Make the server send ``response`` through the core's counting iterable."""
+    if response.streaming:
+        if not getattr(response, "is_async", False):
+            # The same bytes, counted as the server sends them; Django closes ``result``
+            # with the response. A FileResponse stops offering its file to the server's
+            # wsgi.file_wrapper (sendfile), as for any response the core counts.
+            response.streaming_content = result
+            return response
+    else:
+        for _ in result:  # count the body now: it is all in memory already
+            pass
+    closers = getattr(response, "_resource_closers", None)
+    close = getattr(result, "close", None)
+    if close is not None:
+        if isinstance(closers, list):
+            closers.append(close)  # completes the event when the server closes the response
+        else:
+            close()
+    return response
+
+
+def _discard_start_response(
+    status: str, headers: list[tuple[str, str]], exc_info: Any = None
+) -> Callable[[bytes], Any]:
+    # Django's own handler starts the real response later, from the HttpResponse.
+    return _no_write
+
+
+def _no_write(data: bytes) -> None:
+    return None
+
+
+def _status_line(response: HttpResponseBase) -> str:
+    return f"{response.status_code} {response.reason_phrase}"
+
+
+def _wsgi_headers(response: HttpResponseBase) -> list[tuple[str, str]]:
+    # What Django's WSGIHandler sends: the headers, then one Set-Cookie per cookie.
+    headers = [(str(k), str(v)) for k, v in response.items()]
+    headers.extend(("Set-Cookie", cookie.output(header="")) for cookie in response.cookies.values())
+    return headers
+
+
+def _is_debug_page(response: HttpResponseBase, exchange: Exchange) -> bool:
+    """Whether ``response`` is Django's technical page for an exception (DEBUG=True)."""
+    if exchange.error is None or not getattr(settings, "DEBUG", False):
+        return False
+    return str(response.get("Content-Type", "")).startswith("text/html")
+
+
+def _exchange_of(request: Any) -> Exchange | None:
+    meta = getattr(request, "META", None)
+    return meta.get(EXCHANGE_ENVIRON_KEY) if isinstance(meta, dict) else None
+
+
+def record_exception(exchange: Exchange, exc: BaseException, tb: TracebackType | None) -> None:
+    """Put the exception in the event: ``error``, and a traceback summary in metadata."""
+    if exchange.error is not None:  # the first one wins, as in Exchange.fail
+        return
+    exchange.fail(exc)
+    exchange.add_metadata(
+        exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        traceback=_traceback_summary(tb),
+    )
+
+
+def _traceback_summary(tb: TracebackType | None) -> list[str]:
+    """``file:line in function`` for the innermost frames; source lines are not read."""
+    if tb is None:
+        return []
+    frames = traceback.StackSummary.extract(traceback.walk_tb(tb), lookup_lines=False)
+    return [f"{f.filename}:{f.lineno} in {f.name}" for f in frames[-TRACEBACK_FRAMES:]]
+
+
+def _view_path(func: Any) -> str:
+    view = getattr(func, "view_class", func)  # class-based views
+    module = getattr(view, "__module__", None) or "?"
+    name = getattr(view, "__qualname__", None) or type(view).__qualname__
+    return f"{module}.{name}"
+
+
+def _user_id(request: HttpRequest) -> str | None:
+    """The authenticated user's primary key, if the app already looked the user up.
+
+    ``request.user`` is lazy: reading it here when the view did not would cost a session
+    and a user query on the request path, so an unevaluated user is left alone.
+    """
+    user = request.__dict__.get("user")
+    if user is None:
+        return None
+    if isinstance(user, LazyObject):
+        if user._wrapped is empty:
+            return None
+        user = user._wrapped
+    if not getattr(user, "is_authenticated", False):
+        return None
+    pk = getattr(user, "pk", None)
+    return None if pk is None else str(pk)
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+def load_options() -> tuple[dict[str, Any], bool]:
+    """(core middleware options, capture_user) from Django's settings and the environment.
+
+    A bad value given in settings raises :class:`~otas_capture.ConfigError`, as one given
+    in code does; a bad ``OTAS_CAPTURE_USER`` environment variable is logged and ignored.
+    """
+    names = set(option_names()) | set(DJANGO_OPTIONS)
+    found: dict[str, Any] = {}
+    for name in sorted(names):
+        value = getattr(settings, "OTAS_" + name.upper(), None)
+        if value is not None:
+            found[name] = value
+    block = getattr(settings, "OTAS", None)
+    if block is not None:
+        if not isinstance(block, Mapping):
+            raise ConfigError("settings.OTAS must be a dict of options, such as {'SDK_KEY': ...}")
+        for key, value in block.items():
+            if value is not None:
+                # Unknown names go to the core, whose ConfigError lists the valid ones.
+                found[str(key).lower()] = value
+    found = with_overrides(found)
+    capture_user = _capture_user(found.pop("capture_user", None))
+    return found, capture_user
+
+
+def _capture_user(value: Any) -> bool:
+    if value is not None:
+        parsed = _parse_bool(value)
+        if parsed is None:
+            raise ConfigError(
+                f"OTAS_CAPTURE_USER (option capture_user=) must be true or false, got {value!r}"
+            )
+        return parsed
+    text = os.environ.get("OTAS_CAPTURE_USER")
+    if text is None:
+        return False
+    parsed = _parse_bool(text)
+    if parsed is None:
+        logger.error(
+            "otas-capture: OTAS_CAPTURE_USER must be true or false, got %r; using false", text
+        )
+        return False
+    return parsed
+
+
+def _parse_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def _core_for(options: dict[str, Any]) -> OtasMiddleware:
+    """The shared core middleware for these options and the current environment."""
+    key = _core_key(options)
+    with _cores_lock:
+        core = _cores.get(key)
+        if core is None:
+            core = _cores[key] = OtasMiddleware(_dispatch, **options)
+        return core
+
+
+def _core_key(options: dict[str, Any]) -> tuple[Any, ...]:
+    # The environment is part of the key: the core reads what the options leave out
+    # from it, and tests change it between clients.
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OTAS_")))
+    return (tuple(sorted((name, repr(value)) for name, value in options.items())), environment)
+
+
+def _dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    # The core's application: the rest of Django's chain for the request at hand.
+    handler = environ.pop(_HANDLER_KEY)
+    return handler(environ, start_response)  # type: ignore[no-any-return]
+
+
+def _cores_now() -> list[OtasMiddleware]:
+    with _cores_lock:
+        return list(_cores.values())
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until every event captured so far is delivered or given up (see ``OtasMiddleware``)."""
+    return all([core.flush(timeout) for core in _cores_now()])
+
+
+def close(timeout: float = 5.0) -> None:
+    """Flush, then stop every sender this integration started. Also runs at exit."""
+    for core in _cores_now():
+        core.close(timeout)
+
+
+def stats() -> dict[str, Any]:
+    """``stats()`` of the middleware the current settings use (empty before the first request)."""
+    try:
+        options, _ = load_options()
+    except ConfigError:
+        return {}
+    with _cores_lock:
+        core = _cores.get(_core_key(options))
+    return core.stats() if core is not None else {}
+
+
+# -- what Django reports elsewhere ------------------------------------------------------
+
+
+def annotate(request: Any = None, /, **props: Any) -> None:
+    """Add ``props`` to the ``custom_properties`` of ``request``'s event.
+
+    .. code-block:: python
+
+        from otas_capture.django import annotate
+
+        def checkout(request):
+            annotate(request, tenant=request.headers.get("X-Tenant"), plan="pro")
+
+    A no-op for a request that is not captured. Called without the request (or with
+    something else), it logs a clear error on the ``otas_capture`` logger and does nothing:
+    it never breaks the request.
+    """
+    if not isinstance(getattr(request, "META", None), dict):
+        log_misuse(
+            "django.annotate",
+            "otas-capture: otas_capture.django.annotate() takes the request first, as in "
+            "annotate(request, tenant='acme'); got %s, so these properties were not recorded",
+            "nothing" if request is None else f"a {type(request).__name__}",
+        )
+        return
+    exchange = _exchange_of(request)
+    if exchange is not None:
+        exchange.annotate(props)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "", **kwargs: Any) -> HttpResponseBase:
+    """A ``CSRF_FAILURE_VIEW`` that records the reason, then answers as Django's own does.
+
+    Not needed in general: the middleware reads the reason from Django's
+    ``django.security.csrf`` log record. Use it when that logger is silenced.
+    """
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    _record_csrf(request, reason)
+    return django_csrf_failure(request, reason=reason, **kwargs)
+
+
+def _record_csrf(request: Any, reason: str) -> None:
+    exchange = _exchange_of(request)
+    if exchange is None or exchange.error is not None:
+        return
+    exchange.error = f"CSRF verification failed: {reason}" if reason else "CSRF verification failed"
+    exchange.add_metadata(csrf_failure_reason=reason)
+
+
+class _CsrfReasonFilter(logging.Filter):
+    """Reads why Django refused a request for CSRF from the record it logs; filters nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            request = getattr(record, "request", None)
+            args = record.args
+            if request is not None and isinstance(args, tuple) and args:
+                _record_csrf(request, str(args[0]))
+        except Exception:  # never break Django's logging
+            pass
+        return True
+
+
+def _on_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    # Exceptions that escape views and other middlewares: Django sends this signal
+    # while handling them, so sys.exc_info() is the exception.
+    exchange = _exchange_of(request)
+    if exchange is None:
+        return
+    _, exc, tb = sys.exc_info()
+    if exc is not None:
+        record_exception(exchange, exc, tb)
+
+
+def _install_hooks() -> None:
+    global _hooks_installed
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    got_request_exception.connect(
+        _on_request_exception, weak=False, dispatch_uid="otas_capture.django"
+    )
+    logging.getLogger("django.security.csrf").addFilter(_CsrfReasonFilter())

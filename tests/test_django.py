@@ -1,0 +1,310 @@
+"""The Django integration, through Django's own test Client and the example project.
+
+The app under test is ``examples/django_project`` (its settings put
+``otas_capture.django.OtasCaptureMiddleware`` first in MIDDLEWARE). Events cross real
+loopback HTTP to the collector the ``otas`` fixture of the package's pytest plugin starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+django = pytest.importorskip("django")
+
+PROJECT = Path(__file__).resolve().parent.parent / "examples" / "django_project"
+sys.path.insert(0, str(PROJECT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+django.setup()
+
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+from werkzeug.test import Client as WerkzeugClient  # noqa: E402
+
+from otas_capture import ConfigError, OtasMiddleware  # noqa: E402
+from otas_capture import django as otas_django  # noqa: E402
+from otas_capture.contract import LOGGER_NAME  # noqa: E402
+
+ALICE = {"Authorization": "Bearer demo-token-alice"}
+
+
+@pytest.fixture
+def client():
+    return Client(raise_request_exception=False)
+
+
+def only_event(otas):
+    events = otas.events()
+    assert len(events) == 1, events
+    return events[0]
+
+
+def test_a_test_client_request_is_captured_with_route_and_view(client, otas):
+    response = client.get("/api/items/1/", headers=otas.agent_headers())
+    assert response.status_code == 200
+    event = only_event(otas)
+    assert (event["path"], event["method"], event["status_code"]) == ("/api/items/1/", "GET", 200)
+    assert event["metadata"]["route"] == "api/items/<int:pk>/"
+    assert event["metadata"]["endpoint"] == "item-detail"
+    assert event["metadata"]["view"] == "shop.views.item_detail"
+    assert event["response_body"] == response.content.decode()
+    assert event["response_size_bytes"] == len(response.content)
+
+
+def test_an_unmatched_url_is_a_404_without_a_route(client, otas):
+    assert client.get("/nowhere/", headers=otas.agent_headers()).status_code == 404
+    event = only_event(otas)
+    assert (event["status_code"], event["error"]) == (404, "404 Not Found")
+    assert "route" not in event["metadata"]
+
+
+def test_a_class_based_view_is_named_by_its_class(client, otas):
+    assert client.get("/contact/", headers=otas.agent_headers()).status_code == 200
+    assert only_event(otas)["metadata"]["view"] == "shop.views.ContactView"
+
+
+def test_a_view_exception_gives_its_type_message_and_traceback(client, otas):
+    response = client.get("/api/boom/", headers=otas.agent_headers())
+    assert response.status_code == 500
+    event = only_event(otas)
+    assert event["error"] == "ZeroDivisionError: division by zero"
+    assert event["metadata"]["exception_type"] == "builtins.ZeroDivisionError"
+    assert event["metadata"]["traceback"][-1].endswith("in boom")
+    assert "views.py:" in event["metadata"]["traceback"][-1]
+
+
+def test_the_debug_page_is_counted_but_not_shipped(client, otas):
+    with override_settings(DEBUG=True):
+        response = client.get("/api/boom/", headers=otas.agent_headers())
+    assert response.status_code == 500 and len(response.content) > 10_000
+    event = only_event(otas)
+    assert event["response_body"] == ""
+    assert event["response_size_bytes"] == len(response.content)
+    assert event["metadata"]["response_body_omitted"] == otas_django.DEBUG_PAGE_NOTE
+    assert event["error"] == "ZeroDivisionError: division by zero"
+
+
+def test_the_production_500_page_is_shipped(client, otas):
+    response = client.get("/api/boom/", headers=otas.agent_headers())
+    assert only_event(otas)["response_body"] == response.content.decode()
+
+
+def test_a_csrf_failure_says_why(otas):
+    client = Client(enforce_csrf_checks=True)
+    form = {"email": "a@example.com", "message": "hi"}
+    response = client.post("/contact/", form, headers=otas.agent_headers())
+    assert response.status_code == 403
+    event = only_event(otas)
+    assert event["error"] == "CSRF verification failed: CSRF cookie not set."
+    assert event["metadata"]["csrf_failure_reason"] == "CSRF cookie not set."
+
+
+def test_the_csrf_failure_view_records_the_reason_when_the_logger_is_silenced(otas):
+    client = Client(enforce_csrf_checks=True)
+    csrf_logger = logging.getLogger("django.security.csrf")
+    csrf_logger.disabled = True
+    try:
+        with override_settings(CSRF_FAILURE_VIEW="otas_capture.django.csrf_failure"):
+            response = client.post("/contact/", {"email": "a@b.c"}, headers=otas.agent_headers())
+    finally:
+        csrf_logger.disabled = False
+    assert response.status_code == 403
+    assert only_event(otas)["metadata"]["csrf_failure_reason"] == "CSRF cookie not set."
+
+
+def test_a_form_post_with_its_csrf_token_is_captured_as_form_data(otas):
+    client = Client(enforce_csrf_checks=True)
+    client.get("/contact/")
+    token = client.cookies["csrftoken"].value
+    form = urlencode({"email": "a@example.com", "message": "hi", "csrfmiddlewaretoken": token})
+    response = client.post(
+        "/contact/", form, "application/x-www-form-urlencoded", headers=otas.agent_headers()
+    )
+    assert response.status_code == 200
+    event = only_event(otas)
+    assert event["status_code"] == 200 and event["error"] == ""
+    assert json.loads(event["post_data"])["email"] == ["a@example.com"]
+    assert event["request_size_bytes"] == len(form)
+
+
+def test_the_authenticated_user_id_is_recorded_when_the_view_looked_it_up(client, otas):
+    headers = {**otas.agent_headers(), **ALICE}
+    assert client.get("/api/me/", headers=headers).json()["id"] == 42
+    assert only_event(otas)["metadata"]["user_id"] == "42"
+
+
+def test_the_user_is_not_looked_up_for_a_view_that_did_not(client, otas):
+    client.get("/api/items/1/", headers={**otas.agent_headers(), **ALICE})
+    assert "user_id" not in only_event(otas)["metadata"]
+
+
+def test_the_user_id_is_left_out_unless_asked_for(client, otas):
+    with override_settings(OTAS={"capture_user": False}):
+        client.get("/api/me/", headers={**otas.agent_headers(), **ALICE})
+    assert "user_id" not in only_event(otas)["metadata"]
+
+
+def test_annotate_adds_custom_properties(client, otas):
+    headers = {**otas.agent_headers(), "X-Tenant": "acme"}
+    response = client.post("/api/items/", {"name": "ink"}, "application/json", headers=headers)
+    assert response.status_code == 201
+    props = only_event(otas)["custom_properties"]
+    assert props == {"tenant": "acme", "item_id": response.json()["id"]}
+
+
+def test_annotate_without_the_request_logs_and_does_not_raise(caplog):
+    with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
+        otas_django.annotate(tenant="acme")
+    assert "takes the request first" in caplog.text
+
+
+def test_the_view_sees_the_request_meta_it_would_see_without_capture(otas):
+    from django.test import RequestFactory
+
+    seen = {}
+
+    def view(request):
+        seen.update(request.META)
+        return HttpResponse("ok")
+
+    middleware = otas_django.OtasCaptureMiddleware(view)
+    for headers in ({}, otas.agent_headers()):
+        request = RequestFactory().post("/x/", b"{}", "application/json", headers=headers)
+        before = dict(request.META)
+        middleware(request).close()
+        added = set(seen) - set(before)  # only the key annotate() reads, when captured
+        assert added == ({otas_django.EXCHANGE_ENVIRON_KEY} if headers else set())
+        assert all(seen[key] is before[key] for key in before)
+    assert len(otas.events()) == 1
+
+
+def test_an_upload_passes_through_and_is_counted_exactly(client, otas):
+    blob = bytes(range(256)) * 200
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("blob.bin", blob, "application/octet-stream")
+    response = client.post("/api/upload/", {"file": upload}, headers=otas.agent_headers())
+    assert response.json() == {"files": {"file": len(blob)}, "bytes": len(blob)}
+    event = only_event(otas)
+    assert event["request_size_bytes"] > len(blob)  # the whole multipart body
+    assert event["request_body"] == ""  # multipart is counted, not kept
+    assert event["metadata"]["request_body_omitted"]
+
+
+def test_a_streaming_response_passes_through_unchanged(client, otas):
+    plain = b"".join(client.get("/api/export/").streaming_content)
+    response = client.get("/api/export/", headers=otas.agent_headers())
+    body = b"".join(response.streaming_content)
+    assert body == plain
+    event = only_event(otas)
+    assert event["response_size_bytes"] == len(body)
+    assert event["response_body"] == body.decode()
+
+
+def test_a_file_response_passes_through_unchanged(client, otas):
+    plain = b"".join(client.get("/api/download/").streaming_content)
+    response = client.get("/api/download/", headers=otas.agent_headers())
+    body = b"".join(response.streaming_content)
+    assert body == plain and len(body) > 90_000
+    assert response["Content-Length"] == str(len(body))
+    assert only_event(otas)["response_size_bytes"] == len(body)
+
+
+def test_requests_without_a_token_are_not_captured(client, otas):
+    assert client.get("/api/items/1/").status_code == 200
+    assert otas.events() == []
+    assert otas.stats()["skipped"] >= 1
+
+
+def test_skip_paths_from_the_otas_setting_apply(client, otas):
+    assert client.get("/health/", headers=otas.agent_headers()).status_code == 200
+    assert otas.events() == []
+
+
+def test_stats_and_flush_act_on_the_middleware_the_settings_configure(client, otas):
+    client.get("/api/items/1/", headers=otas.agent_headers())
+    client.get("/api/items/1/")
+    assert otas_django.flush(timeout=5)
+    counts = otas_django.stats()
+    assert counts["sent"] >= 1 and counts["reasons"]["skipped"]["no_token"] >= 1
+
+
+def test_every_client_shares_one_middleware(otas):
+    first, second = Client(), Client()
+    first.get("/health/")
+    second.get("/health/")
+    cores = {id(m.core) for m in (_loaded(first), _loaded(second))}
+    assert len(cores) == 1
+
+
+def _loaded(client):
+    handler = client.handler
+    chain = handler._middleware_chain
+    while not isinstance(chain, otas_django.OtasCaptureMiddleware):
+        chain = chain.__closure__[0].cell_contents  # convert_exception_to_response's inner
+    return chain
+
+
+def test_wrapping_wsgi_py_as_well_ships_one_event_with_what_django_knows(otas):
+    app = OtasMiddleware(WSGIHandler(), **otas.options)
+    try:
+        response = WerkzeugClient(app).get("/api/boom/", headers=otas.agent_headers())
+        assert response.status_code == 500
+        response.close()
+        event = only_event(otas)
+        assert event["metadata"]["route"] == "api/boom/"
+        assert event["error"] == "ZeroDivisionError: division by zero"
+    finally:
+        app.close(timeout=2)
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+def test_the_otas_dict_wins_over_otas_names_which_win_over_the_environment(monkeypatch):
+    monkeypatch.setenv("OTAS_SAMPLE_RATE", "0.1")
+    monkeypatch.setenv("OTAS_MAX_BODY_BYTES", "10")
+    with override_settings(OTAS={"SAMPLE_RATE": 0.5}, OTAS_SAMPLE_RATE=0.7, OTAS_QUEUE_SIZE=7):
+        options, capture_user = otas_django.load_options()
+    assert options["sample_rate"] == 0.5
+    assert options["queue_size"] == 7
+    assert "max_body_bytes" not in options  # left to the environment, read by the core
+    assert capture_user is False
+
+
+def test_an_unknown_option_in_settings_raises_config_error_naming_it():
+    with override_settings(OTAS={"sampel_rate": 0.5}):
+        with pytest.raises(ConfigError, match="sampel_rate"):
+            otas_django.OtasCaptureMiddleware(lambda request: None)
+
+
+def test_a_bad_capture_user_setting_raises_but_a_bad_env_value_is_logged(monkeypatch, caplog):
+    with override_settings(OTAS={"capture_user": "maybe"}):
+        with pytest.raises(ConfigError, match="OTAS_CAPTURE_USER"):
+            otas_django.load_options()
+    monkeypatch.setenv("OTAS_CAPTURE_USER", "maybe")
+    with override_settings(OTAS={}), caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
+        assert otas_django.load_options()[1] is False
+    assert "OTAS_CAPTURE_USER" in caplog.text
+
+
+def test_enabled_false_in_settings_turns_capture_off():
+    from django.test import RequestFactory
+
+    from otas_capture.collector import DEMO_SDK_KEY
+    from otas_capture.contract import SESSION_TOKEN_HEADER
+
+    with override_settings(OTAS={"ENABLED": False, "SDK_KEY": DEMO_SDK_KEY}):
+        middleware = otas_django.OtasCaptureMiddleware(lambda request: HttpResponse("ok"))
+    request = RequestFactory().get("/", headers={SESSION_TOKEN_HEADER: "a.b.c"})
+    response = middleware(request)
+    assert response.content == b"ok"
+    assert otas_django.EXCHANGE_ENVIRON_KEY not in request.META
+    assert middleware.core.stats()["captured"] == 0
