@@ -355,11 +355,7 @@ class Config:
         (see the module docstring), so that loading from the environment never raises.
         """
         environ = os.environ if environ is None else environ
-        unknown = sorted(set(options) - set(_PARSERS))
-        if unknown:
-            raise ConfigError(
-                f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(_PARSERS))}"
-            )
+        check_names(options)
         values: dict[str, Any] = {}
         refused: list[str] = []
         for name, parse in _PARSERS.items():
@@ -384,6 +380,19 @@ class Config:
                 extra = {item.replace("-", "_") for item in extra}
             values[name] = frozenset(builtin | extra)
         return cls(env_refused=tuple(_env_name(name) for name in refused), **values)
+
+
+def check_names(options: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first of ``options`` that is not a setting.
+
+    Keywords in code are checked by Python (``OtasMiddleware``'s signature); options that
+    come as a mapping (Django's ``settings.OTAS``) are checked here.
+    """
+    unknown = sorted(set(options) - set(_PARSERS))
+    if unknown:
+        raise ConfigError(
+            f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(_PARSERS))}"
+        )
 
 
 # Settings whose default, taken in place of a refused value, could send data where the
