@@ -16,7 +16,12 @@ from werkzeug.test import EnvironBuilder
 import otas_capture
 from otas_capture.capture import BodyBuffer, Exchange
 from otas_capture.config import Config
-from otas_capture.contract import PATH_LIMIT
+from otas_capture.contract import (
+    MAX_REQUEST_BYTES,
+    PATH_LIMIT,
+    SESSION_TOKEN_ENVIRON,
+    SESSION_TOKEN_HEADER,
+)
 from otas_capture.event import (
     MAX_EVENT_BYTES,
     EventBuilder,
@@ -31,7 +36,7 @@ from otas_capture.event import (
 
 PROJECT = "123e4567-e89b-12d3-a456-426614174000"
 TOKEN = "header.payload.signature"
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 REDACTED = "[REDACTED]"
 
 # -- text Brain's database accepts -------------------------------------------------------
@@ -220,7 +225,7 @@ def test_clean_json_makes_huge_integers_serializable():
         ("HTTP_X_REQUEST_ID", "X-Request-Id"),
         ("HTTP_ACCEPT", "Accept"),
         ("HTTP_USER_AGENT", "User-Agent"),
-        ("HTTP_X_OTAS_AGENT_SESSION_TOKEN", "X-Otas-Agent-Session-Token"),
+        (SESSION_TOKEN_ENVIRON, "X-Otas-Agent-Session-Token"),
         ("CONTENT_TYPE", "Content-Type"),
         ("CONTENT_LENGTH", "Content-Length"),
     ],
@@ -292,7 +297,7 @@ def assert_fits_and_is_valid(payload: bytes) -> dict:
 
 
 def test_the_size_limit_leaves_room_under_brains_limit():
-    assert MAX_EVENT_BYTES < 2_621_440
+    assert MAX_EVENT_BYTES < MAX_REQUEST_BYTES
 
 
 def test_a_small_event_is_encoded_unchanged():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from datetime import datetime, timezone
 
@@ -17,10 +18,11 @@ from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from otas_capture import OtasMiddleware, annotate
+from otas_capture.contract import LOGGER_NAME, SDK_KEY_HEADER, SESSION_TOKEN_HEADER
 
 from .conftest import settle
 
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 
 
 def one_event(middleware, collector):
@@ -391,7 +393,7 @@ def test_sensitive_headers_are_redacted_both_ways(make_middleware, collector, ag
             "Authorization": "Bearer secret-bearer",
             "Proxy-Authorization": "Basic cHJveHk=",
             "X-API-Key": "secret-api-key",
-            "X-OTAS-SDK-KEY": "otas_leaked_key",
+            SDK_KEY_HEADER: "otas_leaked_key",
             "X-Tenant-Secret": "secret-tenant",
             "X-Request-Id": "r-1",
         }
@@ -582,8 +584,20 @@ def test_annotate_adds_custom_properties(make_middleware, collector, agent):
     assert event["custom_properties"] == {"tenant": "acme", "plan": "enterprise", "seats": 3}
 
 
-def test_annotate_is_harmless_on_an_uncaptured_request():
-    annotate({}, anything=1)
+def test_annotate_on_an_uncaptured_request_changes_nothing_and_logs_nothing(
+    make_middleware, collector, caplog
+):
+    def app(environ, start_response):
+        annotate(environ, tenant="acme")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = make_middleware(app)
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        response = Client(middleware).get("/")  # no session token: not captured
+    assert response.get_data() == b"ok"
+    assert caplog.records == []
+    assert middleware.stats()["captured"] == 0
 
 
 def test_metadata_holds_the_sdk_and_the_time_the_request_started(make_middleware, collector, agent):

@@ -59,6 +59,9 @@ DEMO_PROJECT_ID = "00000000-0000-4000-8000-000000000001"
 DEMO_AGENT_KEY = "otas_agent_localcollectoragentkey"
 DEMO_AGENT_ID = "00000000-0000-4000-8000-000000000002"
 
+# What an overloaded OTAS service answers (emulated when a service is down).
+SERVICE_UNAVAILABLE = "service_unavailable"
+
 TOKEN_LIFETIME = 30 * 24 * 3600.0  # what the public UASAM issues
 
 Handler = Callable[[Request], Response]
@@ -471,7 +474,7 @@ class Collector:
     def _authenticate(self, request: Request) -> Response:
         self.conditions.uasam_hang.wait()
         if not self.uasam_up:
-            return _failure(503, "service_unavailable")
+            return _failure(503, SERVICE_UNAVAILABLE)
         key = request.headers.get(SDK_KEY_HEADER)
         if not key:
             return json_response(401, {"error": "SDK Key missing"})
@@ -494,7 +497,7 @@ class Collector:
     def _create_session(self, request: Request) -> Response:
         self.conditions.uasam_hang.wait()
         if not self.uasam_up:
-            return _failure(503, "service_unavailable")
+            return _failure(503, SERVICE_UNAVAILABLE)
         agent_key = request.headers.get(AGENT_KEY_HEADER)
         if not agent_key:
             return _failure(401, "missing_agent_key")
