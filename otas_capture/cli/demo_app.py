@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
+from ..annotate import annotate
 from ..collector.web import (
     HTTPError,
     MethodNotAllowed,
@@ -31,7 +32,7 @@ from ..collector.web import (
     Response,
     status_phrase,
 )
-from ..middleware import OtasMiddleware, annotate
+from ..middleware import OtasMiddleware
 
 USERS = {"agent": "correct horse battery staple"}  # demo credentials
 MAX_LIMIT = 100
