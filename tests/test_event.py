@@ -17,10 +17,15 @@ import otas_capture
 from otas_capture.capture import BodyBuffer, Exchange
 from otas_capture.config import Config
 from otas_capture.contract import (
+    JSON_OBJECT_FIELDS,
     MAX_REQUEST_BYTES,
     PATH_LIMIT,
     SESSION_TOKEN_ENVIRON,
     SESSION_TOKEN_HEADER,
+    SIZE_FIELDS,
+)
+from otas_capture.contract import (
+    TEXT_FIELDS as CONTRACT_TEXT_FIELDS,
 )
 from otas_capture.event import (
     MAX_EVENT_BYTES,
@@ -385,28 +390,9 @@ def test_everything_huge_at_once_still_fits():
 
 # -- building an event from a captured exchange ------------------------------------------
 
-TEXT_FIELDS = (
-    "project_id",
-    "path",
-    "method",
-    "request_headers",
-    "request_body",
-    "query_params",
-    "post_data",
-    "response_headers",
-    "response_body",
-    "request_content_type",
-    "response_content_type",
-    "error",
-)
-CONTRACT_FIELDS = TEXT_FIELDS + (
-    "status_code",
-    "latency_ms",
-    "request_size_bytes",
-    "response_size_bytes",
-    "custom_properties",
-    "metadata",
-)
+# The contract's text fields, and the project id, which the event sends as text too.
+TEXT_FIELDS = ("project_id", *CONTRACT_TEXT_FIELDS)
+CONTRACT_FIELDS = (*TEXT_FIELDS, "status_code", "latency_ms", *SIZE_FIELDS, *JSON_OBJECT_FIELDS)
 
 
 def exchange(
