@@ -44,8 +44,9 @@ from werkzeug.test import EnvironBuilder  # noqa: E402
 
 from otas_capture import OtasMiddleware, client, event  # noqa: E402
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector  # noqa: E402
+from otas_capture.contract import SESSION_TOKEN_HEADER  # noqa: E402
 
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 
 _spent: dict[str, float] = {}
 _lock = threading.Lock()

@@ -34,8 +34,9 @@ from werkzeug.test import Client
 import otas_capture
 from otas_capture import OtasMiddleware
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector, CollectorServer
+from otas_capture.contract import SESSION_TOKEN_HEADER
 
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 
 
 class CapacityBrain:

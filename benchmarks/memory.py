@@ -74,10 +74,11 @@ from werkzeug.test import EnvironBuilder
 from otas_capture import OtasMiddleware
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector, CollectorServer, serve
 from otas_capture.config import Config
+from otas_capture.contract import LOGGER_NAME, SESSION_TOKEN_HEADER
 
 KiB = 1024
 MiB = 1024 * KiB
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 PATH = "/api/items"
 CHUNK = 64 * KiB
 BODY_SIZE = 64 * KiB  # request and response body of the queue scenarios
@@ -849,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.verbose:
         # Drops and retries are the point here; their (rate-limited) warnings are noise.
-        logging.getLogger("otas_capture").setLevel(logging.ERROR)
+        logging.getLogger(LOGGER_NAME).setLevel(logging.ERROR)
     started = time.perf_counter()
     tracemalloc.start()
     try:

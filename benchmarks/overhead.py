@@ -46,9 +46,10 @@ from werkzeug.test import EnvironBuilder
 
 from otas_capture import OtasMiddleware
 from otas_capture.collector import DEMO_SDK_KEY, EVENTS_PATH, Collector, serve
+from otas_capture.contract import SESSION_TOKEN_HEADER
 from otas_capture.flask import init_app
 
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 PATH = "/api/items"
 BODY_SIZE = 1024
 FLUSH_TIMEOUT = 600.0

@@ -67,6 +67,8 @@ REQUIREMENTS = [
     "opentelemetry-instrumentation-wsgi",
     "opentelemetry-exporter-otlp-proto-http",
 ]
+# contract.SESSION_TOKEN_HEADER, spelled out: this runs before the package can be imported
+# (it installs the package's dependencies into its own virtual environment first).
 TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
 GUNICORN_CONNECTIONS = 8
 GUNICORN_THREADS = 4
@@ -420,7 +422,9 @@ def worker_memory(p: dict[str, Any]) -> dict[str, Any]:
 
     import memory
 
-    logging.getLogger("otas_capture").setLevel(logging.CRITICAL)
+    from otas_capture.contract import LOGGER_NAME
+
+    logging.getLogger(LOGGER_NAME).setLevel(logging.CRITICAL)
     args = argparse.Namespace(hold=1.0, close_timeout=1.0, hang_timeout=1.0)
     tracemalloc.start()
     result = memory.run_queue(

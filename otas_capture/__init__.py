@@ -10,7 +10,8 @@ See :class:`OtasMiddleware` for the options and :mod:`otas_capture.flask` for Fl
 """
 
 from ._version import __version__
+from .annotate import annotate
 from .config import ConfigError
-from .middleware import OtasMiddleware, annotate
+from .middleware import OtasMiddleware
 
 __all__ = ["OtasMiddleware", "ConfigError", "annotate", "__version__"]

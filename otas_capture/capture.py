@@ -16,6 +16,11 @@ import copy
 from collections.abc import Iterator
 from typing import IO, Any, Callable
 
+# Where the exchange of a captured request lives in its environ, for annotate() and the
+# framework integrations. Its presence also tells a second OtasMiddleware around the
+# same app that the request is already being captured.
+EXCHANGE_ENVIRON_KEY = "otas_capture.exchange"
+
 # Content types worth keeping as text. Anything else (images, archives, octet-stream,
 # multipart uploads, Office documents, compressed bodies) is counted but not captured:
 # it would be noise in OTAS and cost memory here.
@@ -54,6 +59,13 @@ def is_textual(content_type: str | None) -> bool:
         or "json" in subtype
         or "javascript" in subtype
     )
+
+
+def is_encoded(content_encoding: Any) -> bool:
+    """Whether a Content-Encoding value says the body is compressed (not identity)."""
+    if not content_encoding:
+        return False
+    return str(content_encoding).strip().lower() not in ("", "identity")
 
 
 class BodyBuffer:

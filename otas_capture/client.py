@@ -177,6 +177,11 @@ class _DeadlineSocket:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.deadline = math.inf
+        # As socket.socket does: a response still being read keeps the socket open
+        # after close(). http.client closes the connection as soon as an answer says
+        # it will close (HTTP/1.0, "Connection: close"), before its body is read.
+        self._io_refs = 0
+        self._closed = False
 
     def _arm(self) -> None:
         remaining = self.deadline - perf_counter()
@@ -194,16 +199,23 @@ class _DeadlineSocket:
 
     def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
         # What socket.makefile does, but reading through this wrapper.
+        self._io_refs += 1
         return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
 
     def _decref_socketios(self) -> None:
-        pass
+        # Called when a file from makefile() closes.
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed and self._io_refs == 0:
+            self._sock.close()
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
     def close(self) -> None:
-        self._sock.close()
+        self._closed = True
+        if self._io_refs == 0:
+            self._sock.close()
 
 
 class WireTransport:

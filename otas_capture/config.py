@@ -35,9 +35,19 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 from urllib.parse import quote, unquote, urlsplit
 
-from .contract import DEFAULT_BRAIN_URL, DEFAULT_UASAM_URL, LOGGER_NAME, is_sdk_key
+from .contract import (
+    DEFAULT_BRAIN_URL,
+    DEFAULT_UASAM_URL,
+    LOGGER_NAME,
+    SDK_KEY_HEADER,
+    SESSION_TOKEN_HEADER,
+    is_sdk_key,
+)
 
 logger = logging.getLogger(LOGGER_NAME)
+
+# A hook run on each finished event: returns the event (edited or not), or None to drop it.
+BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
 # Headers whose values never leave the process, whatever the user configures.
 BUILTIN_SENSITIVE_HEADERS = frozenset(
@@ -47,8 +57,8 @@ BUILTIN_SENSITIVE_HEADERS = frozenset(
         "cookie",
         "set-cookie",
         "x-api-key",
-        "x-otas-sdk-key",
-        "x-otas-agent-session-token",
+        SDK_KEY_HEADER.lower(),
+        SESSION_TOKEN_HEADER.lower(),
     }
 )
 
@@ -219,7 +229,7 @@ def _parse_callable(option: str, value: Any) -> Any:
 
 
 _URL_ACCEPTS = (
-    "an http:// or https:// URL such as http://localhost:8002: a host, a port from 1 to "
+    f"an http:// or https:// URL such as {DEFAULT_BRAIN_URL}: a host, a port from 1 to "
     "65535 if any, no spaces"
 )
 
@@ -320,7 +330,7 @@ class Config:
     shutdown_timeout: float = 2.0
     spool_dir: str | None = None
     safe_fields: frozenset[str] = frozenset()
-    before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    before_send: BeforeSend | None = None
 
     def __repr__(self) -> str:
         # The SDK key is a credential: a repr ends up in logs and tracebacks.
@@ -345,11 +355,7 @@ class Config:
         (see the module docstring), so that loading from the environment never raises.
         """
         environ = os.environ if environ is None else environ
-        unknown = sorted(set(options) - set(_PARSERS))
-        if unknown:
-            raise ConfigError(
-                f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(_PARSERS))}"
-            )
+        check_names(options)
         values: dict[str, Any] = {}
         refused: list[str] = []
         for name, parse in _PARSERS.items():
@@ -374,6 +380,19 @@ class Config:
                 extra = {item.replace("-", "_") for item in extra}
             values[name] = frozenset(builtin | extra)
         return cls(env_refused=tuple(_env_name(name) for name in refused), **values)
+
+
+def check_names(options: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first of ``options`` that is not a setting.
+
+    Keywords in code are checked by Python (``OtasMiddleware``'s signature); options that
+    come as a mapping (Django's ``settings.OTAS``) are checked here.
+    """
+    unknown = sorted(set(options) - set(_PARSERS))
+    if unknown:
+        raise ConfigError(
+            f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(_PARSERS))}"
+        )
 
 
 # Settings whose default, taken in place of a refused value, could send data where the

@@ -47,7 +47,7 @@ from django.utils.functional import LazyObject, empty
 
 from ._frameworks import log_misuse, option_names, with_overrides
 from .capture import Exchange
-from .config import ConfigError
+from .config import ConfigError, check_names
 from .contract import LOGGER_NAME
 from .middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
 
@@ -320,10 +320,12 @@ def load_options() -> tuple[dict[str, Any], bool]:
             raise ConfigError("settings.OTAS must be a dict of options, such as {'SDK_KEY': ...}")
         for key, value in block.items():
             if value is not None:
-                # Unknown names go to the core, whose ConfigError lists the valid ones.
                 found[str(key).lower()] = value
     found = with_overrides(found)
     capture_user = _capture_user(found.pop("capture_user", None))
+    # An unknown name is a ConfigError listing the valid ones (as keywords it would be
+    # Python's TypeError).
+    check_names(found)
     return found, capture_user
 
 

@@ -1,10 +1,11 @@
-"""The WSGI wrapper: measures every request an AI agent makes and hands it to the sender.
+"""The WSGI wrapper: decides which requests to capture and hands each to the sender.
 
 An agent marks its requests with the ``X-OTAS-AGENT-SESSION-TOKEN`` header. For each
 such request the middleware tees the request body as the application reads it, wraps
-``start_response`` and the response iterable to count and keep the response, and hands
-the whole exchange to the background sender as soon as the response is done: iterated
-to the end or closed, whichever comes first. Other requests pass straight through.
+``start_response`` and the response iterable to count and keep the response (see
+:mod:`otas_capture.response`), and hands the whole exchange to the background sender as
+soon as the response is done: iterated to the end or closed, whichever comes first.
+Other requests pass straight through.
 
 The application and the server see exactly what they would without the middleware:
 the same bytes, the same objects where the server looks for its own (its file wrapper),
@@ -20,19 +21,30 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import shutdown
-from .capture import BodyBuffer, Exchange, InputTee, is_textual
-from .config import Config
+from .capture import EXCHANGE_ENVIRON_KEY, BodyBuffer, Exchange, InputTee, is_encoded, is_textual
+from .config import BeforeSend, Config
 from .contract import LOGGER_NAME, SESSION_TOKEN_ENVIRON
+from .response import (
+    CapturedResponse,
+    SizedCapturedResponse,
+    count_chunk,
+    is_server_file,
+    pass_file,
+    record_start,
+)
 from .sender import Sender
 from .stats import Stats
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+# The framework integrations find a request's exchange under EXCHANGE_ENVIRON_KEY.
+__all__ = ["EXCHANGE_ENVIRON_KEY", "TOKEN_ENVIRON_KEY", "OtasMiddleware"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -40,21 +52,46 @@ logger = logging.getLogger(LOGGER_NAME)
 RESPONSE_GRACE = 0.25
 
 TOKEN_ENVIRON_KEY = SESSION_TOKEN_ENVIRON
-# Where the exchange of a captured request lives in its environ, for annotate(). Its
-# presence also tells a second OtasMiddleware around the same app that the request is
-# already being captured.
-EXCHANGE_ENVIRON_KEY = "otas_capture.exchange"
+# The parameters of OtasMiddleware.__init__ that are not settings of Config.
+_NOT_SETTINGS = frozenset({"self", "app"})
 
 
 class OtasMiddleware:
     """Capture the requests AI agents make to a WSGI application and ship them to OTAS.
 
     :param app: the WSGI application to wrap.
-    :param options: any setting of :class:`~otas_capture.config.Config` by its lower-case
-        name (``sdk_key``, ``brain_url``, ``sample_rate``, ...). Each one not given is read
-        from its ``OTAS_*`` environment variable, else takes its default. A bad option
-        raises :class:`~otas_capture.ConfigError` here, at start-up; a bad variable never
-        does: it is logged, then replaced (see :mod:`otas_capture.config`).
+
+    Every other parameter is a setting of :class:`~otas_capture.config.Config`, keyword
+    only. ``None`` (the default) means "not given": the setting is read from its
+    ``OTAS_<NAME>`` environment variable, else takes its default. A bad value given here
+    raises :class:`~otas_capture.ConfigError` naming it, at start-up; a bad variable never
+    does: it is logged, then replaced (see :mod:`otas_capture.config`). The README's
+    configuration table gives each default and what it accepts.
+
+    :param sdk_key: the backend SDK key, ``otas_<prefix>_<secret>``; without one nothing
+        is captured.
+    :param project_id: the project UUID; learned from UASAM when not set.
+    :param brain_url: OTAS Brain's base URL (event ingestion).
+    :param uasam_url: OTAS UASAM's base URL (keys and projects).
+    :param enabled: ``False`` turns capture off entirely.
+    :param max_body_bytes: bytes kept of each body (at most 1 MiB).
+    :param sensitive_headers: header names redacted on top of the built-in ones.
+    :param sensitive_fields: field names masked on top of the masking rule.
+    :param skip_paths: path prefixes never captured.
+    :param sample_rate: the fraction of agent requests captured, 0 to 1.
+    :param queue_size: events waiting to be sent, at most.
+    :param queue_max_bytes: memory those events may hold, at most.
+    :param batch_size: accepted for compatibility; no effect.
+    :param flush_interval: accepted for compatibility; no effect.
+    :param concurrency: calls to Brain in flight at once, at most.
+    :param timeout: seconds one call to OTAS may take in all.
+    :param max_retries: retries of one event that keeps failing.
+    :param retry_backoff: seconds before the first retry (doubling after).
+    :param shutdown_timeout: seconds the flush at process exit may take.
+    :param spool_dir: a directory for what is undelivered at exit (opt-in).
+    :param safe_fields: field names the masking rule must leave alone.
+    :param before_send: ``before_send(event) -> event | None`` run on each finished
+        event (or its dotted path ``package.module:function``).
 
     Without an SDK key (or with ``enabled=False``) the middleware passes every request
     through untouched and ships nothing.
@@ -66,7 +103,38 @@ class OtasMiddleware:
         app.wsgi_app = OtasMiddleware(app.wsgi_app)  # OTAS_SDK_KEY from the environment
     """
 
-    def __init__(self, app: WSGIApplication, **options: Any) -> None:
+    # The settings are spelled out so that editors complete them and type checkers check
+    # them; Config.load() still parses them all. tests/test_config.py keeps this list and
+    # Config's fields equal.
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        sdk_key: str | None = None,
+        project_id: str | None = None,
+        brain_url: str | None = None,
+        uasam_url: str | None = None,
+        enabled: bool | None = None,
+        max_body_bytes: int | None = None,
+        sensitive_headers: str | Iterable[str] | None = None,
+        sensitive_fields: str | Iterable[str] | None = None,
+        skip_paths: str | Iterable[str] | None = None,
+        sample_rate: float | None = None,
+        queue_size: int | None = None,
+        queue_max_bytes: int | None = None,
+        batch_size: int | None = None,
+        flush_interval: float | None = None,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        retry_backoff: float | None = None,
+        shutdown_timeout: float | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        safe_fields: str | Iterable[str] | None = None,
+        before_send: BeforeSend | str | None = None,
+    ) -> None:
+        # Every keyword is a setting: hand them all to the one parser, by name.
+        options = {name: value for name, value in locals().items() if name not in _NOT_SETTINGS}
         self.app = app
         self.config = Config.load(options)
         self._stats = Stats()
@@ -210,7 +278,7 @@ class OtasMiddleware:
         start = perf_counter()
         body_limit = self._body_limit
         request_limit = body_limit
-        if not is_textual(environ.get("CONTENT_TYPE")) or _encoded(
+        if not is_textual(environ.get("CONTENT_TYPE")) or is_encoded(
             environ.get("HTTP_CONTENT_ENCODING")
         ):
             request_limit = 0  # counted, not kept: binary, or compressed text
@@ -228,12 +296,12 @@ class OtasMiddleware:
             # its checks raise its own errors, and a call it refuses (exc_info after
             # the headers went out re-raises) leaves the event with what was sent.
             write = start_response(*args, **kwargs)
-            _record_start(exchange, args, kwargs, body_limit)
+            record_start(exchange, args, kwargs, body_limit)
 
             def capturing_write(*data: Any, **kw: Any) -> Any:
                 result = write(*data, **kw)
                 if data:
-                    _count_chunk(exchange, data[0])
+                    count_chunk(exchange, data[0])
                 return result
 
             return capturing_write
@@ -246,42 +314,10 @@ class OtasMiddleware:
             raise
         if type(result) is not list:
             file_wrapper = environ.get("wsgi.file_wrapper")
-            if file_wrapper is not None and _is_server_file(result, file_wrapper):
-                return self._pass_file(result, exchange)
+            if file_wrapper is not None and is_server_file(result, file_wrapper):
+                return pass_file(result, exchange, self._finish)
         wrapper = SizedCapturedResponse if hasattr(result, "__len__") else CapturedResponse
         return wrapper(result, exchange, self)
-
-    def _pass_file(self, result: Any, exchange: Exchange) -> Iterable[bytes]:
-        """Hand the server its own file wrapper, untouched but for a hook on ``close``.
-
-        The server recognises its object and sends the file its way (sendfile, a
-        Content-Length of its own); the event gets the size the file will send.
-        """
-        body = exchange.response_body
-        if body is None:
-            body = exchange.response_body = BodyBuffer(0)
-        body.limit = 0
-        if exchange.method != "HEAD":
-            body.size = _file_size(result, exchange.response_headers)
-        exchange.add_metadata(response_body_omitted="file sent by the server")
-        original = getattr(result, "close", None)
-        finish = self._finish
-
-        def close() -> None:
-            try:
-                if original is not None:
-                    original()
-            except BaseException as exc:
-                exchange.fail(exc)
-                raise
-            finally:
-                finish(exchange)
-
-        try:
-            result.close = close
-        except Exception:  # an object that takes no attributes: the event ends here
-            finish(exchange)
-        return result  # type: ignore[no-any-return]
 
     def _finish(self, exchange: Exchange) -> None:
         """Hand a complete exchange to the sender, once. Never raises into the server."""
@@ -329,13 +365,6 @@ def _decoded_path(path: str) -> str:
         return path
 
 
-def _encoded(content_encoding: Any) -> bool:
-    """Whether a Content-Encoding value says the body is compressed (not identity)."""
-    if not content_encoding:
-        return False
-    return str(content_encoding).strip().lower() not in ("", "identity")
-
-
 def _mark_unread(exchange: Exchange, body: BodyBuffer) -> None:
     """The app never read a body the request declared: take its size from Content-Length."""
     try:
@@ -348,238 +377,3 @@ def _mark_unread(exchange: Exchange, body: BodyBuffer) -> None:
         exchange.add_metadata(
             request_body_read=False, request_body_omitted="not read by the application"
         )
-
-
-def _record_start(
-    exchange: Exchange, args: tuple[Any, ...], kwargs: dict[str, Any], body_limit: int
-) -> None:
-    """Note what the server accepted from start_response. Never raises."""
-    try:
-        status = args[0] if args else kwargs.get("status")
-        # PEP 3333 names them status, response_headers, exc_info.
-        headers = args[1] if len(args) > 1 else kwargs.get("response_headers")
-        if isinstance(status, bytes):
-            status = status.decode("latin-1")
-        exchange.status = status if isinstance(status, str) else None
-        limit, exchange.response_headers = _inspect_headers(headers, body_limit)
-        body = exchange.response_body
-        # A second start_response (with exc_info, before any byte went out) replaces the
-        # headers; bytes already counted stay counted.
-        if body is None or body.size == 0:
-            exchange.response_body = BodyBuffer(limit)
-    except Exception:  # whatever the app handed over, the server already judged it
-        pass
-
-
-def _inspect_headers(headers: Any, limit: int) -> tuple[int, list[tuple[str, str]]]:
-    """(how much of the response body to keep, the headers as text pairs).
-
-    None of binary or compressed content is kept. Headers of an unexpected shape
-    (bytes, None values, not a list) are the server's business: the event gets a text
-    copy and no body.
-    """
-    try:
-        for name, value in headers:
-            lower = name.lower()
-            if lower == "content-type" and not is_textual(value):
-                limit = 0
-            elif lower == "content-encoding" and _encoded(value):
-                limit = 0
-        if type(headers) is list:
-            return limit, headers
-    except Exception:
-        pass
-    pairs: list[tuple[str, str]] = []
-    try:
-        for item in list(headers) if isinstance(headers, (list, tuple)) else ():
-            if isinstance(item, (list, tuple)) and len(item) == 2:
-                pairs.append((_text(item[0]), _text(item[1])))
-    except Exception:
-        pass
-    return 0, pairs
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return str(value)
-
-
-def _count_chunk(exchange: Exchange, chunk: Any) -> None:
-    if exchange.first_byte is None:
-        exchange.first_byte = perf_counter()
-    body = exchange.response_body
-    if body is None:  # a chunk before start_response: the server will refuse it anyway
-        body = exchange.response_body = BodyBuffer(0)
-    if type(chunk) is bytes or isinstance(chunk, (bytearray, memoryview)):
-        body.add(chunk)
-    # Anything else (str, None) is refused by the server with its own error.
-
-
-def _is_server_file(result: Any, file_wrapper: Any) -> bool:
-    """Whether ``result`` is what the server's ``wsgi.file_wrapper`` made."""
-    if isinstance(file_wrapper, type):
-        return isinstance(result, file_wrapper)
-    # A file_wrapper that is a function (uWSGI's) hands back the file itself.
-    return hasattr(result, "read") and hasattr(result, "fileno")
-
-
-def _file_size(result: Any, headers: list[tuple[str, str]]) -> int:
-    """Bytes a file response will send: the rest of the file, cut by Content-Length."""
-    size = 0
-    try:
-        # wsgiref and gunicorn call the file "filelike", waitress and werkzeug "file".
-        file = getattr(result, "filelike", None) or getattr(result, "file", None) or result
-        position = file.tell()
-        try:
-            end = os.fstat(file.fileno()).st_size
-        except Exception:  # not a real file (BytesIO): ask it, then put it back
-            end = file.seek(0, os.SEEK_END)
-            file.seek(position)
-        size = max(0, end - position)
-    except Exception:
-        pass
-    for name, value in headers:
-        if name.lower() == "content-length":
-            try:
-                size = min(size, int(value))
-            except ValueError:
-                pass
-    return size
-
-
-class CapturedResponse:
-    """The application's response iterable, counted and kept as the server iterates it.
-
-    The exchange is complete, and handed to the sender, when the iterable is exhausted
-    or closed (or raises), whichever comes first, exactly once. ``close()`` closes the
-    application's iterable exactly once. A response that is never finished nor closed
-    (a test client's, left unread) is shipped with what is known when it is
-    garbage-collected, and counted as ``unclosed``.
-    """
-
-    __slots__ = ("_result", "_iterator", "_exchange", "_owner", "_closed", "_done")
-
-    def __init__(self, result: Iterable[bytes], exchange: Exchange, owner: OtasMiddleware) -> None:
-        self._result = result
-        self._iterator: Iterator[bytes] | None = None
-        self._exchange = exchange
-        self._owner = owner
-        self._closed = False
-        self._done = False
-
-    def __iter__(self) -> CapturedResponse:
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            if self._iterator is None:
-                self._iterator = iter(self._result)
-            chunk = next(self._iterator)
-        except StopIteration:
-            self._complete()
-            raise
-        except BaseException as exc:
-            self._exchange.fail(exc)
-            self._complete()
-            raise
-        _count_chunk(self._exchange, chunk)
-        return chunk
-
-    def _complete(self) -> None:
-        if not self._done:
-            self._done = True
-            self._exchange.end = perf_counter()
-            self._owner._finish(self._exchange)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
-        except BaseException as exc:
-            self._exchange.fail(exc)
-            raise
-        finally:
-            self._complete()
-
-    def __del__(self) -> None:
-        # Only lock-free work here: this may run inside any code of any thread.
-        try:
-            if not self._done:
-                self._done = True
-                exchange = self._exchange
-                if exchange.end is None:
-                    exchange.end = exchange.first_byte or perf_counter()
-                exchange.add_metadata(response_unfinished=True)
-                self._owner._orphans.append(exchange)
-        except Exception:  # half-built, or the interpreter is going away
-            pass
-
-
-class SizedCapturedResponse(CapturedResponse):
-    """A :class:`CapturedResponse` that keeps ``len()``, which some servers use
-    (wsgiref sets Content-Length for a one-item list)."""
-
-    __slots__ = ()
-
-    def __len__(self) -> int:
-        return len(self._result)  # type: ignore[arg-type]
-
-
-_misuse_lock = threading.Lock()
-_misuse_logged: dict[str, float] = {}
-
-
-def _log_misuse(key: str, message: str) -> None:
-    """Log a wrong call of ours once a minute at most: never raise it into the app."""
-    now = time.monotonic()
-    with _misuse_lock:
-        last = _misuse_logged.get(key)
-        if last is not None and now - last < 60.0:
-            return
-        _misuse_logged[key] = now
-    logger.error(message)
-
-
-def annotate(environ: Any = None, /, *args: Any, **props: Any) -> None:
-    """Add ``props`` to the ``custom_properties`` of the event for this request.
-
-    Does nothing for a request that is not captured (no agent token, skipped, sampled
-    out), so it is always safe to call. A wrong call (no environ, extra positional
-    arguments) logs one clear error, rate-limited, and is ignored: it never raises.
-
-    .. code-block:: python
-
-        def app(environ, start_response):
-            annotate(environ, tenant="acme", plan="pro")
-    """
-    try:
-        exchange = environ.get(EXCHANGE_ENVIRON_KEY)
-    except Exception:
-        _log_misuse(
-            "annotate_environ",
-            "otas-capture: annotate() needs the request's WSGI environ as its first "
-            f"argument, as in annotate(environ, tenant='acme'); got {type(environ).__name__}"
-            "; the call was ignored",
-        )
-        return
-    if args:
-        _log_misuse(
-            "annotate_args",
-            "otas-capture: annotate() takes properties as keyword arguments, as in "
-            "annotate(environ, tenant='acme'); the call was ignored",
-        )
-        return
-    if exchange is not None and props:
-        try:
-            exchange.annotate(props)
-        except Exception:
-            _log_misuse(
-                "annotate_exchange",
-                f"otas-capture: environ[{EXCHANGE_ENVIRON_KEY!r}] is not ours; "
-                "annotate() was ignored",
-            )

@@ -61,6 +61,7 @@ class PauseForKey:
     called: bool = True
 
 
+# Union rather than |: this alias is evaluated at runtime, where Python 3.9 has no |.
 Outcome = Union[Sent, Failed, Retry, PauseForKey]
 
 

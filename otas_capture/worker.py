@@ -348,7 +348,6 @@ class Worker:
     ) -> None:
         ended = perf_counter()
         with self._lock:
-            self._in_flight.pop(job.seq, None)
             if not job.settled:  # the exporter may have replaced the record
                 self._pending_bytes += job.size - size
             called = not isinstance(outcome, (Failed, PauseForKey)) or outcome.called
@@ -376,6 +375,11 @@ class Worker:
             self._retry_later(job, outcome)
         else:
             self._pause_for_key(job, outcome)
+        # Leave the in-flight set only once the outcome is counted (or the job is back in
+        # the retry heap): flush() must not return while stats() still calls it pending.
+        with self._lock:
+            self._in_flight.pop(job.seq, None)
+            self._done.notify_all()
 
     def _recover(self, now: float) -> None:
         """The server accepts again (lock held): full speed, postponed retries due now."""

@@ -6,6 +6,7 @@ Everything the SDK sends in these tests crosses a real TCP connection to
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from werkzeug.serving import make_server
 
 from otas_capture import OtasMiddleware
 from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
+from otas_capture.contract import SESSION_TOKEN_HEADER
 
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +109,16 @@ def serve_app() -> Iterator[Callable[[Any], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test stops with Ctrl-C (SIGINT).
+
+    Python raises KeyboardInterrupt on SIGINT only if SIGINT was not ignored when it
+    started, and a test run started in the background by a shell (``pytest &``) ignores
+    it, as would every child it starts.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def settle(middleware: OtasMiddleware, captured: int = 1, timeout: float = 5.0) -> dict:

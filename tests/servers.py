@@ -33,5 +33,8 @@ class WaitressServer:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._server.pull_trigger()
+        try:
+            self._server.pull_trigger()
+        except OSError:  # the serve loop saw the flag first and closed the trigger
+            pass
         self._thread.join(timeout=5)

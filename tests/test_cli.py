@@ -26,11 +26,13 @@ from otas_capture.collector import DEMO_AGENT_KEY, DEMO_PROJECT_ID, DEMO_SDK_KEY
 from otas_capture.collector.viewer import EVENTS_API
 from otas_capture.contract import (
     AGENT_KEY_HEADER,
+    INVALID_SDK_KEY,
     SDK_KEY_HEADER,
     SDK_LOG_PATH,
     SESSION_CREATE_PATH,
 )
 
+from .conftest import default_sigint
 from .viewer_support import Agent, start_viewer_server
 
 pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is:UserWarning")
@@ -146,7 +148,7 @@ def test_doctor_fails_on_a_key_the_servers_do_not_know(otas_env, collector_serve
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "UASAM refuses the key: 403 Invalid SDK Key" in out
-    assert "Brain refuses the key: 401 invalid_sdk_key" in out
+    assert f"Brain refuses the key: 401 {INVALID_SDK_KEY}" in out
     assert "notakey" not in out
 
 
@@ -210,6 +212,7 @@ def test_the_collector_command_prints_how_to_use_it_and_serves_the_viewer():
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
+        preexec_fn=default_sigint,
     )
     try:
         banner = read_until(process, "Press Ctrl-C")
@@ -333,6 +336,7 @@ def start_collector_process(*args: str) -> tuple[subprocess.Popen[str], str, str
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
+        preexec_fn=default_sigint,
     )
     banner = read_until(process, "Press Ctrl-C")
     assert "Press Ctrl-C" in banner, banner

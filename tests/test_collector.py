@@ -39,6 +39,22 @@ from otas_capture.collector import (
     main,
     serve,
 )
+from otas_capture.collector.app import SERVICE_UNAVAILABLE
+from otas_capture.contract import (
+    AGENT_KEY_HEADER,
+    EVENT_CAPTURE_FAILED,
+    EVENT_CAPTURED,
+    INVALID_JSON,
+    INVALID_SDK_KEY,
+    INVALID_SESSION_TOKEN,
+    MISSING_REQUIRED_FIELDS,
+    MISSING_SDK_KEY,
+    MISSING_SESSION_TOKEN,
+    SDK_KEY_HEADER,
+    SESSION_TOKEN_HEADER,
+)
+
+from .conftest import default_sigint
 
 # PyJWT >= 2.10 warns that the 27-byte demo secret is shorter than RFC 7518 recommends;
 # the value is fixed by the project's public interface, so the warning is noise here.
@@ -96,11 +112,11 @@ def post_log(
 ):
     headers = {"Content-Type": "application/json"}
     if key is not None:
-        headers["X-OTAS-SDK-KEY"] = key
+        headers[SDK_KEY_HEADER] = key
     if token == "issue":
         token = server.collector.issue_token()
     if token is not None:
-        headers["X-OTAS-AGENT-SESSION-TOKEN"] = token
+        headers[SESSION_TOKEN_HEADER] = token
     if data is None:
         data = json.dumps(event() if body is None else body)
     return requests.post(server.url + path, data=data, headers=headers, timeout=timeout, **kwargs)
@@ -127,14 +143,14 @@ def test_valid_event_is_201_event_captured_and_stored_under_the_keys_project(ser
     token = collector.issue_token(agent_id="agent-1", agent_session_id="session-1")
     response = post_log(server, token=token)
     assert response.status_code == 201
-    assert response.json() == {"status": 1, "status_description": "event_captured", "response": {}}
+    assert response.json() == {"status": 1, "status_description": EVENT_CAPTURED, "response": {}}
     [stored] = collector.events()
     assert stored["_project_id"] == DEMO_PROJECT_ID
     assert stored["project_id"] == OTHER_PROJECT_ID
     assert (stored["_agent_id"], stored["_agent_session_id"]) == ("agent-1", "session-1")
     assert datetime.fromisoformat(stored["_received_at"]).utcoffset().total_seconds() == 0
     assert stored["custom_properties"] == {"team": "a"}
-    assert collector.calls == [(201, "event_captured")]
+    assert collector.calls == [(201, EVENT_CAPTURED)]
 
 
 def test_non_string_text_fields_are_stored_as_python_str(server, collector):
@@ -177,7 +193,7 @@ def test_body_of_exactly_max_request_bytes_is_accepted(server, collector):
 def test_list_body_with_all_fields_missing_and_empty_object_are_400(server):
     for body in ([], [event()], {}):
         response = post_log(server, body)
-        assert_failure(response, 400, "missing_required_fields")
+        assert_failure(response, 400, MISSING_REQUIRED_FIELDS)
         assert response.json()["missing_fields"] == list(REQUIRED_FIELDS)
 
 
@@ -185,7 +201,7 @@ def test_missing_fields_lists_only_the_absent_ones(server):
     body = event()
     del body["method"], body["latency_ms"]
     response = post_log(server, body)
-    assert_failure(response, 400, "missing_required_fields")
+    assert_failure(response, 400, MISSING_REQUIRED_FIELDS)
     assert response.json()["missing_fields"] == ["method", "latency_ms"]
 
 
@@ -193,17 +209,17 @@ def test_missing_fields_lists_only_the_absent_ones(server):
 
 
 def test_log_without_sdk_key_is_401_missing_sdk_key(server):
-    assert_failure(post_log(server, key=None, token=None, data=b"\xff"), 401, "missing_sdk_key")
+    assert_failure(post_log(server, key=None, token=None, data=b"\xff"), 401, MISSING_SDK_KEY)
 
 
 def test_log_with_unknown_sdk_key_is_401_invalid_sdk_key(server):
     response = post_log(server, key="otas_demo_wrong", token=None, data=b"\xff")
-    assert_failure(response, 401, "invalid_sdk_key")
+    assert_failure(response, 401, INVALID_SDK_KEY)
 
 
 def test_log_while_uasam_is_down_is_401_invalid_sdk_key_for_every_key(server, collector):
     collector.uasam_up = False
-    assert_failure(post_log(server), 401, "invalid_sdk_key")
+    assert_failure(post_log(server), 401, INVALID_SDK_KEY)
     collector.uasam_up = True
     assert post_log(server).status_code == 201
 
@@ -213,12 +229,12 @@ def test_added_and_removed_sdk_keys_take_effect(server, collector):
     assert post_log(server, key="otas_extra_key").status_code == 201
     assert collector.events()[0]["_project_id"] == OTHER_PROJECT_ID
     collector.remove_sdk_key("otas_extra_key")
-    assert_failure(post_log(server, key="otas_extra_key"), 401, "invalid_sdk_key")
+    assert_failure(post_log(server, key="otas_extra_key"), 401, INVALID_SDK_KEY)
 
 
 def test_log_without_session_token_is_401_missing_agent_session_token(server):
     response = post_log(server, token=None, data=b"\xff")
-    assert_failure(response, 401, "missing_agent_session_token")
+    assert_failure(response, 401, MISSING_SESSION_TOKEN)
 
 
 @pytest.mark.parametrize(
@@ -246,7 +262,7 @@ def test_log_without_session_token_is_401_missing_agent_session_token(server):
 )
 def test_bad_session_token_is_401_invalid_or_expired_token(server, collector, make_token):
     response = post_log(server, token=make_token(collector), data=b"\xff")
-    assert_failure(response, 401, "invalid_or_expired_token")
+    assert_failure(response, 401, INVALID_SESSION_TOKEN)
 
 
 def test_body_over_max_request_bytes_is_html_400(server, collector):
@@ -280,8 +296,8 @@ def test_chunked_body_within_the_limit_is_accepted(server):
 def test_a_malformed_chunked_body_is_answered_400_not_a_traceback(server, collector, body, caplog):
     head = (
         f"POST {SDK_LOG_PATH} HTTP/1.1\r\nHost: collector\r\nTransfer-Encoding: chunked\r\n"
-        f"X-OTAS-SDK-KEY: {DEMO_SDK_KEY}\r\n"
-        f"X-OTAS-AGENT-SESSION-TOKEN: {collector.issue_token()}\r\n\r\n"
+        f"{SDK_KEY_HEADER}: {DEMO_SDK_KEY}\r\n"
+        f"{SESSION_TOKEN_HEADER}: {collector.issue_token()}\r\n\r\n"
     )
     with socket.create_connection((server.host, server.port), timeout=5) as raw:
         raw.sendall(head.encode("ascii") + body)
@@ -302,7 +318,7 @@ def test_body_that_is_not_utf8_is_html_500(server):
 
 @pytest.mark.parametrize("data", [b"", b"{", b"not json", b"\xef\xbb\xbf{}"])
 def test_body_that_is_not_json_is_400_invalid_json(server, data):
-    assert_failure(post_log(server, data=data), 400, "invalid_json")
+    assert_failure(post_log(server, data=data), 400, INVALID_JSON)
 
 
 @pytest.mark.parametrize("data", [b"null", b"3", b'"text"', b"true"])
@@ -341,7 +357,7 @@ def test_scalar_json_body_is_html_500(server, data):
     ids=lambda o: repr(o)[:40],
 )
 def test_values_the_database_refuses_are_500_event_capture_failed(server, collector, overrides):
-    assert_failure(post_log(server, event(**overrides)), 500, "event_capture_failed")
+    assert_failure(post_log(server, event(**overrides)), 500, EVENT_CAPTURE_FAILED)
     assert collector.events() == []
 
 
@@ -367,16 +383,16 @@ def test_wrong_method_is_405_and_unknown_path_is_404(server):
 def test_fail_next_answers_before_any_check_then_processing_resumes(server, collector):
     collector.fail_next(status=503, retry_after="7")
     response = post_log(server, key=None, token=None, data=b"\xff")
-    assert_failure(response, 503, "service_unavailable")
+    assert_failure(response, 503, SERVICE_UNAVAILABLE)
     assert response.headers["Retry-After"] == "7"
     assert post_log(server).status_code == 201
-    assert collector.calls == [(503, "service_unavailable"), (201, "event_captured")]
+    assert collector.calls == [(503, SERVICE_UNAVAILABLE), (201, EVENT_CAPTURED)]
 
 
 def test_fail_next_defaults_to_500_event_capture_failed_without_retry_after(server, collector):
     collector.fail_next()
     response = post_log(server)
-    assert_failure(response, 500, "event_capture_failed")
+    assert_failure(response, 500, EVENT_CAPTURE_FAILED)
     assert "Retry-After" not in response.headers
 
 
@@ -427,7 +443,7 @@ def test_fail_next_rejects_negative_count_or_delay(collector):
 
 
 def authenticate(server, key: str | None):
-    headers = {} if key is None else {"X-OTAS-SDK-KEY": key}
+    headers = {} if key is None else {SDK_KEY_HEADER: key}
     return requests.post(server.url + AUTHENTICATE_PATH, headers=headers, timeout=5)
 
 
@@ -462,7 +478,7 @@ def test_authenticate_is_503_while_uasam_is_down(server, collector):
 
 
 def create_session(server, key: str | None = DEMO_AGENT_KEY, data: bytes = b'{"meta": {"a": 1}}'):
-    headers = {} if key is None else {"X-OTAS-AGENT-KEY": key}
+    headers = {} if key is None else {AGENT_KEY_HEADER: key}
     return requests.post(server.url + SESSION_CREATE_PATH, headers=headers, data=data, timeout=5)
 
 
@@ -471,7 +487,7 @@ def test_session_create_returns_a_jwt_the_log_endpoint_accepts(server, collector
     assert response.status_code == 200
     body = response.json()
     assert (body["status"], body["status_description"]) == (1, "agent_session_created")
-    assert body["response"]["Header_value"] == "X-OTAS-AGENT-SESSION-TOKEN"
+    assert body["response"]["Header_value"] == SESSION_TOKEN_HEADER
     token = body["response"]["jwt_token"]
     claims = jwt.decode(token, DEMO_SECRET, algorithms=["HS256"])
     assert {"agent_session_id", "agent_id", "iat", "exp"} <= set(claims)
@@ -483,7 +499,7 @@ def test_session_create_returns_a_jwt_the_log_endpoint_accepts(server, collector
 def test_session_create_rejects_missing_or_unknown_agent_key_and_bad_json(server):
     assert_failure(create_session(server, key=None), 401, "missing_agent_key")
     assert_failure(create_session(server, key="otas_agent_nope"), 401, "invalid_agent_key")
-    assert_failure(create_session(server, data=b"{meta"), 400, "invalid_json")
+    assert_failure(create_session(server, data=b"{meta"), 400, INVALID_JSON)
 
 
 def test_issue_token_claims_and_extra_claims(collector):
@@ -585,6 +601,7 @@ def cli(*args: str) -> Iterator[tuple[str, str, str]]:
         stderr=subprocess.DEVNULL,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
     try:
         lines = []
@@ -614,7 +631,7 @@ def test_cli_prints_a_banner_and_serves_until_interrupted():
             url + SDK_LOG_PATH,
             data=json.dumps(event()),
             timeout=5,
-            headers={"X-OTAS-SDK-KEY": key, "X-OTAS-AGENT-SESSION-TOKEN": token},
+            headers={SDK_KEY_HEADER: key, SESSION_TOKEN_HEADER: token},
         )
         assert response.status_code == 201
 
@@ -623,7 +640,7 @@ def test_cli_with_a_database_keeps_events_across_restarts(tmp_path):
     db = str(tmp_path / "events.db")
     with cli("--db", db) as (banner, url, token):
         assert f"kept in {db} (0 so far)" in banner
-        headers = {"X-OTAS-SDK-KEY": DEMO_SDK_KEY, "X-OTAS-AGENT-SESSION-TOKEN": token}
+        headers = {SDK_KEY_HEADER: DEMO_SDK_KEY, SESSION_TOKEN_HEADER: token}
         response = requests.post(
             url + SDK_LOG_PATH, data=json.dumps(event()), headers=headers, timeout=5
         )

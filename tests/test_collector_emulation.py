@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
+from otas_capture.collector.app import SERVICE_UNAVAILABLE
 from otas_capture.contract import (
     AUTHENTICATE_PATH,
     EVENT_CAPTURE_FAILED,
@@ -94,7 +95,7 @@ def test_while_brain_is_down_every_call_fails_until_it_is_up_again(server, colle
 def test_brain_down_answers_the_status_asked_for_with_retry_after(server, collector):
     collector.brain_down(503, retry_after="4")
     response = post_log(server)
-    assert_failure(response, 503, "service_unavailable")
+    assert_failure(response, 503, SERVICE_UNAVAILABLE)
     assert response.headers["Retry-After"] == "4"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from otas_capture.collector import Collector, CollectorServer, EventStore
+from otas_capture.contract import EVENT_CAPTURE_FAILED, EVENT_CAPTURED
 
 from .test_collector import event, post_log
 
@@ -166,6 +167,6 @@ def test_wait_after_returns_what_is_new_oldest_first(store):
 
 
 def test_calls_are_kept_in_order(store):
-    store.record_call(500, "event_capture_failed")
-    store.record_call(201, "event_captured")
-    assert store.calls() == [(500, "event_capture_failed"), (201, "event_captured")]
+    store.record_call(500, EVENT_CAPTURE_FAILED)
+    store.record_call(201, EVENT_CAPTURED)
+    assert store.calls() == [(500, EVENT_CAPTURE_FAILED), (201, EVENT_CAPTURED)]

@@ -16,7 +16,17 @@ from werkzeug.test import EnvironBuilder
 import otas_capture
 from otas_capture.capture import BodyBuffer, Exchange
 from otas_capture.config import Config
-from otas_capture.contract import PATH_LIMIT
+from otas_capture.contract import (
+    JSON_OBJECT_FIELDS,
+    MAX_REQUEST_BYTES,
+    PATH_LIMIT,
+    SESSION_TOKEN_ENVIRON,
+    SESSION_TOKEN_HEADER,
+    SIZE_FIELDS,
+)
+from otas_capture.contract import (
+    TEXT_FIELDS as CONTRACT_TEXT_FIELDS,
+)
 from otas_capture.event import (
     MAX_EVENT_BYTES,
     EventBuilder,
@@ -31,7 +41,7 @@ from otas_capture.event import (
 
 PROJECT = "123e4567-e89b-12d3-a456-426614174000"
 TOKEN = "header.payload.signature"
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 REDACTED = "[REDACTED]"
 
 # -- text Brain's database accepts -------------------------------------------------------
@@ -220,7 +230,7 @@ def test_clean_json_makes_huge_integers_serializable():
         ("HTTP_X_REQUEST_ID", "X-Request-Id"),
         ("HTTP_ACCEPT", "Accept"),
         ("HTTP_USER_AGENT", "User-Agent"),
-        ("HTTP_X_OTAS_AGENT_SESSION_TOKEN", "X-Otas-Agent-Session-Token"),
+        (SESSION_TOKEN_ENVIRON, "X-Otas-Agent-Session-Token"),
         ("CONTENT_TYPE", "Content-Type"),
         ("CONTENT_LENGTH", "Content-Length"),
     ],
@@ -292,7 +302,7 @@ def assert_fits_and_is_valid(payload: bytes) -> dict:
 
 
 def test_the_size_limit_leaves_room_under_brains_limit():
-    assert MAX_EVENT_BYTES < 2_621_440
+    assert MAX_EVENT_BYTES < MAX_REQUEST_BYTES
 
 
 def test_a_small_event_is_encoded_unchanged():
@@ -380,28 +390,9 @@ def test_everything_huge_at_once_still_fits():
 
 # -- building an event from a captured exchange ------------------------------------------
 
-TEXT_FIELDS = (
-    "project_id",
-    "path",
-    "method",
-    "request_headers",
-    "request_body",
-    "query_params",
-    "post_data",
-    "response_headers",
-    "response_body",
-    "request_content_type",
-    "response_content_type",
-    "error",
-)
-CONTRACT_FIELDS = TEXT_FIELDS + (
-    "status_code",
-    "latency_ms",
-    "request_size_bytes",
-    "response_size_bytes",
-    "custom_properties",
-    "metadata",
-)
+# The contract's text fields, and the project id, which the event sends as text too.
+TEXT_FIELDS = ("project_id", *CONTRACT_TEXT_FIELDS)
+CONTRACT_FIELDS = (*TEXT_FIELDS, "status_code", "latency_ms", *SIZE_FIELDS, *JSON_OBJECT_FIELDS)
 
 
 def exchange(

@@ -15,6 +15,7 @@ from werkzeug.test import Client
 
 from otas_capture import OtasMiddleware, annotate
 from otas_capture.capture import InputTee
+from otas_capture.contract import LOGGER_NAME, SESSION_TOKEN_ENVIRON
 from otas_capture.flask import init_app
 from otas_capture.middleware import EXCHANGE_ENVIRON_KEY
 
@@ -126,7 +127,7 @@ def test_a_response_closed_before_the_end_ships_what_was_sent(make_middleware, c
         {
             "REQUEST_METHOD": "GET",
             "PATH_INFO": "/s",
-            "HTTP_X_OTAS_AGENT_SESSION_TOKEN": agent_token(agent),
+            SESSION_TOKEN_ENVIRON: agent_token(agent),
         },
         lambda status, headers, exc_info=None: None,
     )
@@ -208,11 +209,11 @@ def test_requests_after_close_pass_through_untouched_and_uncounted(
 
 
 def test_annotate_without_an_environ_logs_one_error_and_returns(caplog):
-    caplog.set_level(logging.ERROR, logger="otas_capture")
+    caplog.set_level(logging.ERROR, logger=LOGGER_NAME)
     annotate(tenant="x")
     annotate(tenant="y")
     annotate(None, tenant="z")
-    errors = [r for r in caplog.records if r.name == "otas_capture"]
+    errors = [r for r in caplog.records if r.name == LOGGER_NAME]
     assert len(errors) == 1
     assert "annotate(environ" in errors[0].getMessage()
 

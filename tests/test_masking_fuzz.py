@@ -18,7 +18,14 @@ from werkzeug.test import EnvironBuilder
 
 from otas_capture.capture import BodyBuffer, Exchange
 from otas_capture.config import Config
-from otas_capture.contract import MAX_REQUEST_BYTES, PATH_LIMIT
+from otas_capture.contract import (
+    JSON_OBJECT_FIELDS,
+    MAX_REQUEST_BYTES,
+    PATH_LIMIT,
+    REQUIRED_FIELDS,
+    SIZE_FIELDS,
+    TEXT_FIELDS,
+)
 from otas_capture.event import MAX_EVENT_BYTES, EventBuilder
 from otas_capture.redaction import Rule, split_words
 
@@ -247,23 +254,10 @@ def test_the_pre_check_finds_every_name_the_rule_masks(words, style):
 FIELDS = sorted(
     {
         "project_id",
-        "path",
-        "method",
-        "status_code",
-        "latency_ms",
-        "request_size_bytes",
-        "response_size_bytes",
-        "request_headers",
-        "request_body",
-        "query_params",
-        "post_data",
-        "response_headers",
-        "response_body",
-        "request_content_type",
-        "response_content_type",
-        "custom_properties",
-        "error",
-        "metadata",
+        *REQUIRED_FIELDS,
+        *SIZE_FIELDS,
+        *TEXT_FIELDS,
+        *JSON_OBJECT_FIELDS,
         "something_else",
     }
 )

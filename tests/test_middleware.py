@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from datetime import datetime, timezone
 
@@ -17,10 +18,11 @@ from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from otas_capture import OtasMiddleware, annotate
+from otas_capture.contract import LOGGER_NAME, SDK_KEY_HEADER, SESSION_TOKEN_HEADER, TEXT_FIELDS
 
 from .conftest import settle
 
-TOKEN_HEADER = "X-OTAS-AGENT-SESSION-TOKEN"
+TOKEN_HEADER = SESSION_TOKEN_HEADER
 
 
 def one_event(middleware, collector):
@@ -311,20 +313,7 @@ def test_an_event_carries_every_contract_field_with_its_type(
     response = Client(middleware).post("/api/items", json={"name": "x"}, headers=agent)
     response.close()
     event = one_event(middleware, collector)
-    text_fields = (
-        "path",
-        "method",
-        "request_headers",
-        "request_body",
-        "query_params",
-        "post_data",
-        "response_headers",
-        "response_body",
-        "request_content_type",
-        "response_content_type",
-        "error",
-        "project_id",
-    )
+    text_fields = (*TEXT_FIELDS, "project_id")
     for field in text_fields:
         assert isinstance(event[field], str), field
     for field in ("status_code", "request_size_bytes", "response_size_bytes"):
@@ -391,7 +380,7 @@ def test_sensitive_headers_are_redacted_both_ways(make_middleware, collector, ag
             "Authorization": "Bearer secret-bearer",
             "Proxy-Authorization": "Basic cHJveHk=",
             "X-API-Key": "secret-api-key",
-            "X-OTAS-SDK-KEY": "otas_leaked_key",
+            SDK_KEY_HEADER: "otas_leaked_key",
             "X-Tenant-Secret": "secret-tenant",
             "X-Request-Id": "r-1",
         }
@@ -582,8 +571,20 @@ def test_annotate_adds_custom_properties(make_middleware, collector, agent):
     assert event["custom_properties"] == {"tenant": "acme", "plan": "enterprise", "seats": 3}
 
 
-def test_annotate_is_harmless_on_an_uncaptured_request():
-    annotate({}, anything=1)
+def test_annotate_on_an_uncaptured_request_changes_nothing_and_logs_nothing(
+    make_middleware, collector, caplog
+):
+    def app(environ, start_response):
+        annotate(environ, tenant="acme")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = make_middleware(app)
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        response = Client(middleware).get("/")  # no session token: not captured
+    assert response.get_data() == b"ok"
+    assert caplog.records == []
+    assert middleware.stats()["captured"] == 0
 
 
 def test_metadata_holds_the_sdk_and_the_time_the_request_started(make_middleware, collector, agent):

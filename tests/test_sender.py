@@ -23,7 +23,18 @@ import requests
 from werkzeug.test import Client
 
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, CollectorServer
-from otas_capture.contract import EVENT_CAPTURE_FAILED, SESSION_TOKEN_HEADER
+from otas_capture.collector.app import SERVICE_UNAVAILABLE
+from otas_capture.contract import (
+    EVENT_CAPTURE_FAILED,
+    EVENT_CAPTURED,
+    INVALID_JSON,
+    INVALID_SDK_KEY,
+    INVALID_SESSION_TOKEN,
+    LOGGER_NAME,
+    MISSING_REQUIRED_FIELDS,
+    MISSING_SESSION_TOKEN,
+    SESSION_TOKEN_HEADER,
+)
 from otas_capture.spool import READY_SUFFIX
 
 from .conftest import settle
@@ -48,7 +59,7 @@ class PoisonBrain:
         if b"/poison" not in body:
             return self.collector(environ, start_response)
         self.poison_calls += 1
-        description = {500: EVENT_CAPTURE_FAILED, 503: "service_unavailable"}[self.status]
+        description = {500: EVENT_CAPTURE_FAILED, 503: SERVICE_UNAVAILABLE}[self.status]
         start_response(f"{self.status} Error", [("Content-Type", "application/json")])
         return [json.dumps({"status": 0, "status_description": description}).encode()]
 
@@ -91,7 +102,7 @@ def test_a_201_is_final_and_each_event_is_sent_exactly_once(make_middleware, col
     call(middleware, agent, count=20)
     stats = settle(middleware, captured=20)
     assert (stats["sent"], stats["failed"], stats["retried"], stats["queued"]) == (20, 0, 0, 0)
-    assert collector.calls == [(201, "event_captured")] * 20
+    assert collector.calls == [(201, EVENT_CAPTURED)] * 20
     assert len(collector.events()) == 20
 
 
@@ -145,7 +156,7 @@ def test_a_key_uasam_refuses_holds_events_until_it_is_accepted(
 ):
     collector.remove_sdk_key(DEMO_SDK_KEY)
     middleware = make_middleware(app)
-    with caplog.at_level(logging.ERROR, logger="otas_capture"):
+    with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
         call(middleware, agent)
         assert middleware.flush(timeout=0.3) is False
     assert "cannot learn the project id" in caplog.text
@@ -159,25 +170,25 @@ def test_a_key_uasam_refuses_holds_events_until_it_is_accepted(
 @pytest.mark.parametrize(
     "status, body, reason",
     [
-        (400, {"status": 0, "status_description": "invalid_json"}, "invalid_json"),
+        (400, {"status": 0, "status_description": INVALID_JSON}, INVALID_JSON),
         (
             400,
             {
                 "status": 0,
-                "status_description": "missing_required_fields",
+                "status_description": MISSING_REQUIRED_FIELDS,
                 "missing_fields": ["path"],
             },
-            "missing_required_fields",
+            MISSING_REQUIRED_FIELDS,
         ),
         (
             401,
-            {"status": 0, "status_description": "invalid_or_expired_token"},
-            "invalid_or_expired_token",
+            {"status": 0, "status_description": INVALID_SESSION_TOKEN},
+            INVALID_SESSION_TOKEN,
         ),
         (
             401,
-            {"status": 0, "status_description": "missing_agent_session_token"},
-            "missing_agent_session_token",
+            {"status": 0, "status_description": MISSING_SESSION_TOKEN},
+            MISSING_SESSION_TOKEN,
         ),
     ],
 )
@@ -186,7 +197,7 @@ def test_answers_that_cannot_change_on_retry_fail_at_once_with_their_reason(
 ):
     collector.fail_next(1, status=status, body=body)
     middleware = make_middleware(app)
-    with caplog.at_level(logging.WARNING, logger="otas_capture"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
         call(middleware, agent)
         stats = settle(middleware)
     assert (stats["failed"], stats["retried"], stats["sent"]) == (1, 0, 0)
@@ -226,7 +237,7 @@ def test_an_event_failing_while_others_are_accepted_is_given_up_after_max_retrie
     call(middleware, agent, count=6)
     stats = settle(middleware, captured=7)
     assert stats["sent"] == 6
-    assert stats["reasons"]["failed"] == {"service_unavailable": 1}
+    assert stats["reasons"]["failed"] == {SERVICE_UNAVAILABLE: 1}
     assert poison_brain.poison_calls <= 2 + 2  # the first may precede any success
 
 
@@ -243,7 +254,7 @@ def test_while_brain_is_unreachable_requests_work_and_events_wait_counted(
     make_middleware, agent, caplog
 ):
     middleware = make_middleware(app, brain_url=closed_port_url(), max_retries=1)
-    with caplog.at_level(logging.WARNING, logger="otas_capture"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
         call(middleware, agent, count=2)
         assert middleware.flush(timeout=0.5) is False
         assert middleware.stats()["queued"] == 2  # an outage gives nothing up
@@ -258,10 +269,10 @@ def test_a_refused_sdk_key_pauses_shipping_and_retries_later(
 ):
     middleware = make_middleware(app, project_id=DEMO_PROJECT_ID)
     collector.uasam_up = False  # Brain now says invalid_sdk_key, as while UASAM is down
-    with caplog.at_level(logging.ERROR, logger="otas_capture"):
+    with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
         call(middleware, agent, count=3)
         assert middleware.flush(timeout=0.3) is False
-    assert "invalid_sdk_key" in caplog.text
+    assert INVALID_SDK_KEY in caplog.text
     assert middleware.stats()["failed"] == 0
     collector.uasam_up = True
     assert middleware.flush(timeout=5) is True
@@ -303,7 +314,7 @@ def test_flush_waits_only_for_events_captured_before_it(make_middleware, collect
 
 def test_secrets_never_reach_logs_reprs_or_stats(make_middleware, collector, agent, token, caplog):
     collector.fail_next(
-        1, status=401, body={"status": 0, "status_description": "invalid_or_expired_token"}
+        1, status=401, body={"status": 0, "status_description": INVALID_SESSION_TOKEN}
     )
     with caplog.at_level(logging.DEBUG):
         middleware = make_middleware(app)

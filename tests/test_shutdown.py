@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from otas_capture.collector import DEMO_SDK_KEY
+from otas_capture.contract import INVALID_JSON, LOGGER_NAME
 
 from .conftest import TOKEN_HEADER
 
@@ -213,6 +214,7 @@ def test_a_sigterm_handler_is_installed_only_over_the_default_and_from_the_main_
 
 EXITING_SCRIPT = """
 from flask import Flask
+from otas_capture.contract import SESSION_TOKEN_HEADER
 from otas_capture.flask import init_app
 
 app = Flask(__name__)
@@ -223,7 +225,7 @@ def once():
     return "once"
 
 # A test-suite style call: the response is neither read nor closed, then the script ends.
-app.test_client().get("/once", headers={"X-OTAS-AGENT-SESSION-TOKEN": TOKEN})
+app.test_client().get("/once", headers={SESSION_TOKEN_HEADER: TOKEN})
 """
 
 
@@ -240,7 +242,7 @@ def test_an_unclosed_test_client_response_is_delivered_at_a_normal_exit(
 def test_the_summary_names_each_loss_with_its_reasons(caplog):
     from otas_capture.shutdown import log_summary
 
-    caplog.set_level("WARNING", logger="otas_capture")
+    caplog.set_level("WARNING", logger=LOGGER_NAME)
     stats = {
         "captured": 10,
         "sent": 6,
@@ -248,7 +250,7 @@ def test_the_summary_names_each_loss_with_its_reasons(caplog):
         "dropped": 3,
         "skipped": 4,
         "reasons": {
-            "failed": {"invalid_json": 1},
+            "failed": {INVALID_JSON: 1},
             "dropped": {"shutdown": 2, "queue_full": 1},
             "skipped": {"no_token": 4},
         },
@@ -257,7 +259,7 @@ def test_the_summary_names_each_loss_with_its_reasons(caplog):
     (record,) = caplog.records
     assert record.getMessage() == (
         "otas-capture: 4 of 10 captured events were not delivered to OTAS: "
-        "failed 1 (invalid_json: 1); dropped 3 (queue_full: 1, shutdown: 2)"
+        f"failed 1 ({INVALID_JSON}: 1); dropped 3 (queue_full: 1, shutdown: 2)"
     )
     caplog.clear()
     log_summary({"captured": 3, "sent": 3, "skipped": 1, "reasons": {"skipped": {"x": 1}}})

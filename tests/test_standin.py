@@ -21,6 +21,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wsgi import LimitedStream
 
 from otas_capture.capture import BodyBuffer, InputTee
+from otas_capture.contract import SESSION_TOKEN_HEADER
 
 from .conftest import settle
 from .servers import WaitressServer
@@ -150,7 +151,7 @@ def test_the_tee_accepts_what_the_servers_stream_accepts(reader, stream, make_mi
     token = next(iter(agent.values()))
 
     def environ():
-        built = EnvironBuilder(method="POST", headers={"X-OTAS-AGENT-SESSION-TOKEN": token})
+        built = EnvironBuilder(method="POST", headers={SESSION_TOKEN_HEADER: token})
         env = built.get_environ()
         env["wsgi.input"] = stream(env)
         env["CONTENT_LENGTH"] = "11"
@@ -275,7 +276,7 @@ def test_the_servers_own_error_reaches_the_app_not_ours(make_middleware, agent):
         return [b""]
 
     token = next(iter(agent.values()))
-    environ = EnvironBuilder(headers={"X-OTAS-AGENT-SESSION-TOKEN": token}).get_environ()
+    environ = EnvironBuilder(headers={SESSION_TOKEN_HEADER: token}).get_environ()
     make_middleware(app)(environ, strict_start_response).close()
     assert [type(exc) for exc in raised] == [ServerError]
 

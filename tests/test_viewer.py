@@ -10,6 +10,7 @@ import requests
 
 from otas_capture.collector import CollectorServer, browse
 from otas_capture.collector.viewer import EVENT_API, EVENTS_API, SESSION_API, SESSIONS_API
+from otas_capture.contract import SESSION_TOKEN_HEADER
 
 from .viewer_support import AGENT_A, AGENT_B, Agent, start_viewer_server
 
@@ -52,7 +53,7 @@ def test_events_are_listed_newest_first_with_what_the_list_shows(server):
     )
     assert second["agent_id"] == AGENT_A
     assert second["agent_session_id"] == agent.session_id
-    assert second["masked"] == ["request_headers.X-OTAS-AGENT-SESSION-TOKEN"]
+    assert second["masked"] == [f"request_headers.{SESSION_TOKEN_HEADER}"]
 
 
 def test_events_filter_by_session_agent_status_class_and_path_text(server):
@@ -102,7 +103,7 @@ def test_one_event_in_full_names_what_was_masked(server):
     assert body["event"]["custom_properties"] == {"tenant": "acme"}
     assert body["event"]["metadata"]["sdk"] == "otas-capture"
     assert body["masked"] == [
-        "request_headers.X-OTAS-AGENT-SESSION-TOKEN",
+        f"request_headers.{SESSION_TOKEN_HEADER}",
         "post_data.password",
         "response_body.access_token",
     ]

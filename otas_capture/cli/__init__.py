@@ -8,8 +8,8 @@ Subcommands, each in its own module:
 - ``tail``: follow the events reaching a running collector (:mod:`.tail`).
 
 Exit codes, shared by all: 0 success; 1 a check or the demo failed, or a server could
-not be reached or started; 2 bad arguments; 3 an optional dependency is missing (the
-message names the pip extra to install).
+not be reached or started; 2 bad arguments. Every command runs on the package's own
+dependencies: the ``demo`` and ``collector`` extras only add a faster server (waitress).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ examples:
   otas-capture doctor           # check this shell's OTAS_* settings against OTAS
 
 exit codes: 0 success; 1 a check or the demo failed, or a server could not be reached or
-started; 2 bad arguments; 3 an optional dependency is missing (the message says which
-extra to install). `otas-capture COMMAND --help` shows each command's options.
+started; 2 bad arguments. `otas-capture COMMAND --help` shows each command's options.
 """
 
 
@@ -56,13 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         code: int = args.run(args)
-    except ImportError as exc:
-        print(
-            f"error: this command needs {exc.name or 'an optional dependency'}: "
-            "pip install 'otas-capture[demo]' (from a checkout: pip install -e '.[demo]')",
-            file=sys.stderr,
-        )
-        return 3
     except KeyboardInterrupt:
         return 130
     return code

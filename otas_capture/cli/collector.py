@@ -26,8 +26,10 @@ examples:
   otas-capture collector --port 9000
   otas-capture collector --db events.sqlite  # keep events across restarts
 
-exit codes: 0 stopped with Ctrl-C; 1 could not listen on the port; 2 bad arguments;
-3 the collector extra is not installed.
+exit codes: 0 stopped with Ctrl-C; 1 could not listen on the port; 2 bad arguments.
+
+It serves with waitress when that is installed (pip install 'otas-capture[collector]'),
+else with the standard library's server, which closes the connection after each call.
 """
 
 
@@ -100,8 +102,15 @@ def banner(server: CollectorServer) -> str:
 
     collector: Collector = server.collector
     url = server.url
+    served = (
+        ""
+        if server.uses_waitress
+        else "  (served by the standard library's server, one connection per call; "
+        "pip install 'otas-capture[collector]' for waitress)\n"
+    )
     return (
         f"OTAS local collector (UASAM and Brain) on {url}\n"
+        f"{served}"
         f"  live viewer:   {url}/\n"
         f"  SDK key:       {DEMO_SDK_KEY}\n"
         f"  project id:    {DEMO_PROJECT_ID}\n\n"

@@ -1,22 +1,24 @@
 """``otas-capture demo``: watch an AI agent's calls to a backend reach OTAS, locally.
 
 It starts the local collector (the stand-in for OTAS UASAM and Brain) with its live
-viewer, starts a small Flask shop API wrapped by the middleware on a free port, opens an
-agent session at UASAM as an agent would, and plays a short agent conversation against
-the API: create items, list them, a call the API refuses, a form login and a streamed
-export, plus one request without the session token (not an agent call: not captured).
-Then it flushes the middleware and prints what the collector received, and the viewer's
-address. With ``--keep`` everything stays up until Ctrl-C so the viewer can be explored.
+viewer, starts a small shop API (plain WSGI) wrapped by the middleware on a free port,
+opens an agent session at UASAM as an agent would, and plays a short agent conversation
+against the API: create items, list them, a call the API refuses, a form login and a
+streamed export, plus one request without the session token (not an agent call: not
+captured). Then it flushes the middleware and prints what the collector received, and
+the viewer's address. With ``--keep`` everything stays up until Ctrl-C so the viewer
+can be explored.
+
+It needs nothing beyond the package's own dependencies: both servers run on waitress
+when it is installed (the ``demo`` extra), else on the standard library's ``wsgiref``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,7 @@ examples:
   otas-capture demo --port 0   # collector on any free port
 
 exit codes: 0 every agent call reached the collector; 1 some did not (or a server could
-not start); 2 bad arguments; 3 the demo extra is not installed.
+not start); 2 bad arguments.
 """
 
 
@@ -45,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "demo",
         help="see it work: an agent calls a demo API and the local collector shows each call",
         description=(
-            "Start the local collector and its live viewer, a demo Flask API wrapped by "
+            "Start the local collector and its live viewer, a demo shop API wrapped by "
             "the middleware, and an agent session; play a short agent conversation against "
             "the API; print what was captured (and masked) and the viewer's address."
         ),
@@ -186,19 +188,8 @@ def wait_until_captured(otas: Any, expected: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import flask  # noqa: F401
-        import waitress  # noqa: F401
-    except ImportError as exc:
-        print(
-            f"error: the demo needs {exc.name}: pip install 'otas-capture[demo]' "
-            "(from a checkout: pip install -e '.[demo]')",
-            file=sys.stderr,
-        )
-        return 3
-    from werkzeug.serving import make_server
-
     from ..collector import DEMO_SDK_KEY
+    from ..collector.server import AppServer
     from .collector import banner, stop
     from .demo_app import create_app
 
@@ -206,7 +197,6 @@ def run(args: argparse.Namespace) -> int:
     # real app) must not change what it shows.
     for name in [name for name in os.environ if name.startswith("OTAS_")]:
         del os.environ[name]
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines
 
     try:
         collector = start_collector(args.port)
@@ -223,9 +213,8 @@ def run(args: argparse.Namespace) -> int:
             uasam_url=collector.url,
             flush_interval=0.1,  # ship within a moment instead of the default second
         )
-        app_server = make_server("127.0.0.1", 0, app, threaded=True)
-        threading.Thread(target=app_server.serve_forever, name="demo-app", daemon=True).start()
-        app_url = f"http://127.0.0.1:{app_server.server_port}"
+        app_server = AppServer(app).start()
+        app_url = app_server.url
         print(f"Collector (OTAS stand-in) on {collector.url}; demo shop API on {app_url}")
 
         session_headers = open_session(collector.url)
@@ -273,6 +262,5 @@ def run(args: argparse.Namespace) -> int:
         if otas is not None:
             otas.close(timeout=TIMEOUT)
         if app_server is not None:
-            app_server.shutdown()
-            app_server.server_close()
+            app_server.stop()
         stop(collector)

@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from ..collector.viewer import EVENTS_API
 from . import _output
 from .collector import DEFAULT_PORT
 
@@ -27,10 +28,6 @@ examples:
 exit codes: 0 stopped with Ctrl-C (or after --max-events); 1 the collector cannot be
 reached at start; 2 bad arguments.
 """
-
-# The viewer's endpoint (otas_capture.collector.viewer.EVENTS_API), not imported from
-# there so that tail runs without the collector extra installed.
-EVENTS_API = "/viewer/api/events"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,11 +8,16 @@
   hangs, bounded capacity, latency), behind the switches ``Collector`` exposes.
 - :mod:`.store`: ``EventStore``, accepted events and answered calls in SQLite (in
   memory, or a file that survives restarts), with the queries a viewer needs.
-- :mod:`.server`: ``CollectorServer`` and ``serve()``, running it on loopback with
-  waitress in a background thread.
+- :mod:`.server`: ``CollectorServer`` and ``serve()``, running it on loopback in a
+  background thread (``AppServer`` for any WSGI app), with waitress when installed,
+  else the standard library's ``wsgiref``.
+- :mod:`.web`: the request, response and error types the collector, its viewer and
+  the demo app are written with, on the standard library.
 - :mod:`.cli`: ``python -m otas_capture.collector`` for humans.
 
-Needs the ``collector`` extra (waitress, werkzeug): ``pip install 'otas-capture[collector]'``.
+Runs on the package's own dependencies. The ``collector`` extra (waitress) gives the
+server tests rely on: HTTP/1.1 keep-alive and chunked bodies. The standard-library
+fallback, meant for the demo, closes the connection after each call.
 """
 
 from __future__ import annotations

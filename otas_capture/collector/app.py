@@ -25,9 +25,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import jwt
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.http import HTTP_STATUS_CODES
-from werkzeug.wrappers import Request, Response
 
 from ..contract import (
     AGENT_KEY_HEADER,
@@ -52,6 +49,7 @@ from ..contract import (
 from .emulation import Answer, BrainConditions, Fault
 from .rules import database_refuses, stored_form
 from .store import EventStore
+from .web import HTTPError, MethodNotAllowed, NotFound, Request, Response, status_phrase
 
 EVENTS_PATH = "/collector/events"
 
@@ -61,12 +59,13 @@ DEMO_PROJECT_ID = "00000000-0000-4000-8000-000000000001"
 DEMO_AGENT_KEY = "otas_agent_localcollectoragentkey"
 DEMO_AGENT_ID = "00000000-0000-4000-8000-000000000002"
 
+# What an overloaded OTAS service answers (emulated when a service is down).
+SERVICE_UNAVAILABLE = "service_unavailable"
+
 TOKEN_LIFETIME = 30 * 24 * 3600.0  # what the public UASAM issues
 
 Handler = Callable[[Request], Response]
 """A route's handler: takes the request, returns the response."""
-
-_READ_CHUNK = 64 * 1024
 
 # fail_next() statuses whose natural description is not just the HTTP phrase.
 _FAULT_DESCRIPTIONS = {400: INVALID_JSON, 401: INVALID_SDK_KEY, 500: EVENT_CAPTURE_FAILED}
@@ -74,9 +73,7 @@ _FAULT_DESCRIPTIONS = {400: INVALID_JSON, 401: INVALID_SDK_KEY, 500: EVENT_CAPTU
 
 def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
     """A JSON response, as both OTAS services send them."""
-    return Response(
-        json.dumps(payload), status=status, mimetype="application/json", headers=dict(headers or {})
-    )
+    return Response(json.dumps(payload), status, mimetype="application/json", headers=headers)
 
 
 def _failure(status: int, description: str, **extra: Any) -> Response:
@@ -85,17 +82,17 @@ def _failure(status: int, description: str, **extra: Any) -> Response:
 
 def _html_error(status: int) -> Response:
     # Django's production error page: SDKs must cope with a body that is not JSON.
-    title = f"{HTTP_STATUS_CODES.get(status, 'Error')} ({status})"
+    title = f"{status_phrase(status, 'Error')} ({status})"
     page = (
         f'<!doctype html>\n<html lang="en">\n<head>\n  <title>{title}</title>\n</head>\n'
         f"<body>\n  <h1>{title}</h1><p></p>\n</body>\n</html>\n"
     )
-    return Response(page, status=status, mimetype="text/html")
+    return Response(page, status, mimetype="text/html")
 
 
 def _answer(status: int, body: dict[str, Any] | None, retry_after: str | None) -> Answer:
     if body is None:
-        phrase = HTTP_STATUS_CODES.get(status, "error").lower().replace(" ", "_")
+        phrase = status_phrase(status, "error").lower().replace(" ", "_")
         body = {"status": 0, "status_description": _FAULT_DESCRIPTIONS.get(status, phrase)}
     return Answer(status, body, retry_after)
 
@@ -111,18 +108,7 @@ def _read_body(request: Request) -> bytes | None:
     Never holds more than MAX_REQUEST_BYTES + 1 bytes: a declared length is refused
     unread, and a chunked body is read only until it proves too big.
     """
-    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
-        return None
-    chunks: list[bytes] = []
-    total = 0
-    while total <= MAX_REQUEST_BYTES:
-        # Stream reads may come back short, so loop rather than trust one read().
-        chunk = request.stream.read(min(_READ_CHUNK, MAX_REQUEST_BYTES + 1 - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return None if total > MAX_REQUEST_BYTES else b"".join(chunks)
+    return request.get_data(MAX_REQUEST_BYTES)
 
 
 class Collector:
@@ -368,9 +354,10 @@ class Collector:
                 raise NotFound()
             handler = handlers.get(request.method)
             if handler is None:
-                raise MethodNotAllowed(valid_methods=list(handlers))
+                raise MethodNotAllowed(list(handlers))
+            # Any WSGI callable will do as the answer; Response is the usual one.
             response: Any = handler(request)
-        except HTTPException as exc:  # 404, 405, or a client that hung up mid-body
+        except HTTPError as exc:  # 404, 405, or a client that hung up mid-body
             response = exc
         return response(environ, start_response)
 
@@ -487,7 +474,7 @@ class Collector:
     def _authenticate(self, request: Request) -> Response:
         self.conditions.uasam_hang.wait()
         if not self.uasam_up:
-            return _failure(503, "service_unavailable")
+            return _failure(503, SERVICE_UNAVAILABLE)
         key = request.headers.get(SDK_KEY_HEADER)
         if not key:
             return json_response(401, {"error": "SDK Key missing"})
@@ -510,7 +497,7 @@ class Collector:
     def _create_session(self, request: Request) -> Response:
         self.conditions.uasam_hang.wait()
         if not self.uasam_up:
-            return _failure(503, "service_unavailable")
+            return _failure(503, SERVICE_UNAVAILABLE)
         agent_key = request.headers.get(AGENT_KEY_HEADER)
         if not agent_key:
             return _failure(401, "missing_agent_key")
@@ -540,4 +527,4 @@ class Collector:
 
     def _clear_events(self, request: Request) -> Response:
         self.clear()
-        return Response(status=204)
+        return Response(status=204, mimetype=None)

@@ -26,10 +26,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from werkzeug.wrappers import Request, Response
-
 from . import browse
 from .app import Collector, json_response
+from .web import Request, Response
 
 STATIC = Path(__file__).resolve().parent / "static"
 
