@@ -366,8 +366,9 @@ class Worker:
                     self._stats.incr("sent")
                     self._pending -= 1
                     self._pending_bytes -= job.size
-                    if self._flushers:
-                        self._done.notify_all()
+                self._in_flight.pop(job.seq, None)  # counted: flush() may see it gone
+                if self._flushers:
+                    self._done.notify_all()
                 return
         if isinstance(outcome, Failed):
             self._settle(job, outcome.kind, outcome.reason, outcome.detail)
@@ -379,7 +380,8 @@ class Worker:
         # the retry heap): flush() must not return while stats() still calls it pending.
         with self._lock:
             self._in_flight.pop(job.seq, None)
-            self._done.notify_all()
+            if self._flushers:
+                self._done.notify_all()
 
     def _recover(self, now: float) -> None:
         """The server accepts again (lock held): full speed, postponed retries due now."""
