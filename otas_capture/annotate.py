@@ -7,30 +7,10 @@ code, a wrong call is logged (rate-limited) and ignored: it never raises into th
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from typing import Any
 
+from ._frameworks import log_misuse as _log_misuse
 from .capture import EXCHANGE_ENVIRON_KEY
-from .contract import LOGGER_NAME
-
-logger = logging.getLogger(LOGGER_NAME)
-
-
-_misuse_lock = threading.Lock()
-_misuse_logged: dict[str, float] = {}
-
-
-def _log_misuse(key: str, message: str) -> None:
-    """Log a wrong call of ours once a minute at most: never raise it into the app."""
-    now = time.monotonic()
-    with _misuse_lock:
-        last = _misuse_logged.get(key)
-        if last is not None and now - last < 60.0:
-            return
-        _misuse_logged[key] = now
-    logger.error(message)
 
 
 def annotate(environ: Any = None, /, *args: Any, **props: Any) -> None:
