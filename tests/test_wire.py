@@ -8,6 +8,7 @@ server on a real loopback socket that writes the exact bytes under test.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import ssl
@@ -478,6 +479,96 @@ def test_the_parser_reads_no_body_for_204_or_head() -> None:
 def test_the_parser_refuses_an_oversized_body() -> None:
     with pytest.raises(ProtocolError):
         ResponseParser(max_body=10).feed(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n")
+
+
+def _reference_head(head: bytes) -> object:
+    """What the parser made of a head before it decoded heads as text: bytes throughout.
+
+    Kept as an oracle: the text-based parser must accept and refuse exactly the same.
+    Returns "error", "interim", or (status, reason, headers, will_close, framing).
+    """
+    lines = head.split(b"\r\n")
+    if b"\n" in head.replace(b"\r\n", b""):
+        return "error"
+    version, _, rest = lines[0].partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return "error"
+    code, _, reason = rest.partition(b" ")
+    if len(code) != 3 or not code.isdigit() or int(code) < 100:
+        return "error"
+    status = int(code)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip(b" \t") or line[:1] in b" \t":
+            return "error"
+        key = name.decode("latin-1").lower()
+        text = value.strip(b" \t").decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    if status < 200:
+        return "error" if status == 101 else "interim"
+    tokens = {t.strip() for t in headers.get("connection", "").lower().split(",")}
+    will_close = "close" in tokens or (version == b"HTTP/1.0" and "keep-alive" not in tokens)
+    framing: object = "none"
+    if status not in (204, 304):
+        if "transfer-encoding" in headers:
+            codings = [c.strip().lower() for c in headers["transfer-encoding"].split(",")]
+            framing = "chunk_size" if codings[-1] == "chunked" else "close"
+        elif "content-length" in headers:
+            values = {v.strip() for v in headers["content-length"].split(",")}
+            if len(values) != 1:
+                return "error"
+            text = values.pop()
+            if not text.isdigit() or not text.isascii():
+                return "error"
+            framing = ("length", int(text))
+        else:
+            framing = "close"
+        will_close = will_close or framing == "close"
+    return status, reason.decode("latin-1"), headers, will_close, framing
+
+
+def _parsed_head(head: bytes) -> object:
+    parser = ResponseParser(max_body=1 << 62)
+    try:
+        if parser._parse_head(head):
+            return "interim"
+    except ProtocolError:
+        return "error"
+    state = parser._state
+    framing = ("length", parser._remaining) if state == "length" else state
+    framing = "none" if framing == "done" else framing
+    return parser._status, parser._reason, parser._headers, parser._will_close, framing
+
+
+def test_the_parser_accepts_and_refuses_heads_exactly_as_the_bytewise_reference() -> None:
+    # Mutations of ordinary heads with the characters the checks are about: line ends,
+    # blanks, colons, commas, digits, and latin-1 bytes that str methods treat specially
+    # (superscript two is a digit to str.isdigit, NEL and NBSP are whitespace to strip).
+    seeds = [
+        b"HTTP/1.1 201 Created\r\nContent-Length: 69\r\nContent-Type: application/json",
+        b"HTTP/1.0 503 Busy\r\nRetry-After: 5\r\nConnection: keep-alive",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close",
+        b"HTTP/1.1 100 Continue",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 2, 2\r\nX: a\r\nx: b",
+    ]
+    alphabet = [b" ", b"\t", b"\r", b"\n", b"\r\n", b":", b",", b"1", b"0", b"\xb2", b"\x85",
+                b"\xa0", b"a", b"\r\n folded"]  # fmt: skip
+    rng = random.Random(20261126)
+    cases = list(seeds)
+    for _ in range(4000):
+        head = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randint(0, len(head))
+            if rng.random() < 0.3:
+                del head[at : at + rng.randint(1, 3)]
+            else:
+                head[at:at] = rng.choice(alphabet)
+        cases.append(bytes(head))
+    for head in cases:
+        assert _parsed_head(head) == _reference_head(head), head
+    outcomes = {_reference_head(head) == "error" for head in cases}
+    assert outcomes == {True, False}  # the mutations reach both sides
 
 
 # -- HTTPS ----------------------------------------------------------------------------------
