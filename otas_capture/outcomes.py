@@ -79,6 +79,7 @@ class Job:
         "maybe_stored",
         "duplicate_risk",
         "settled",
+        "held",
     )
 
     def __init__(self, record: Any, size: int) -> None:
@@ -91,6 +92,7 @@ class Job:
         self.maybe_stored = False  # some attempt was fully sent, then timed out
         self.duplicate_risk = False  # ... and it was the last attempt
         self.settled = False
+        self.held = 0  # the worker's places holding it: queue, retry heap, in flight
 
 
 class Exporter(Protocol):

@@ -68,6 +68,17 @@ def _deadline(timeout: float) -> float:
     return perf_counter() + timeout
 
 
+class _FlushWait:
+    """One waiting ``flush()``: the newest record it waits for, and how many of the
+    records up to that one are still unsettled."""
+
+    __slots__ = ("target", "left")
+
+    def __init__(self, target: int, left: int) -> None:
+        self.target = target
+        self.left = left
+
+
 def _wait_time(deadline: float) -> float | None:
     """What to pass to ``wait``/``join`` to wait until ``deadline`` (None: forever)."""
     return None if math.isinf(deadline) else max(0.0, deadline - perf_counter())
@@ -122,7 +133,10 @@ class Worker:
         self._last_seq = 0
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for work
-        self._flushers = 0  # flush() callers waiting: nobody to notify when 0
+        # Records held in the queue, the retry heap or in flight (a record between
+        # a retry decision and the end of its call is in two of them, counted once).
+        self._held = 0
+        self._flush_waits: list[_FlushWait] = []  # flush() callers waiting
         self._closed = False  # refuses new records
         self._stopping = False  # threads exit
         self._paused_until = 0.0
@@ -163,6 +177,8 @@ class Worker:
                 self._last_seq += 1
                 job.seq = self._last_seq
                 job.accepted_mark = self._accepted
+                job.held = 1
+                self._held += 1
                 self._queue.append(job)
                 self._pending += 1
                 self._pending_bytes += size
@@ -210,27 +226,35 @@ class Worker:
         """Wait until every record submitted before the call is settled (any timeout >= 0)."""
         deadline = _deadline(timeout)
         with self._lock:
-            target = self._last_seq
-            while self._oldest_unsettled() <= target:
-                wait = _wait_time(deadline)
-                if wait == 0.0:
-                    return False
-                self._flushers += 1
-                try:
+            if not self._held:
+                return True
+            # Every record held now was submitted before this call, and later ones are
+            # not waited for: count down the ones held now as they leave (_release), so
+            # that this thread is woken once, not at every record that settles.
+            waiting = _FlushWait(self._last_seq, self._held)
+            self._flush_waits.append(waiting)
+            try:
+                while waiting.left:
+                    wait = _wait_time(deadline)
+                    if wait == 0.0:
+                        return False
                     self._done.wait(wait)
-                finally:
-                    self._flushers -= 1
+            finally:
+                self._flush_waits.remove(waiting)
             return True
 
-    def _oldest_unsettled(self) -> float:
-        oldest = math.inf
-        if self._queue:
-            oldest = self._queue[0].seq
-        for _, seq, _job in self._retry:
-            oldest = min(oldest, seq)
-        if self._in_flight:
-            oldest = min(oldest, min(self._in_flight))
-        return oldest
+    def _release(self, job: Job) -> None:
+        """One of the places holding ``job`` let it go (lock held); once none holds it,
+        it is settled for flush(), and a flush() waiting for nothing else returns."""
+        job.held -= 1
+        if job.held:
+            return
+        self._held -= 1
+        for waiting in self._flush_waits:
+            if job.seq <= waiting.target:
+                waiting.left -= 1
+                if not waiting.left:
+                    self._done.notify_all()
 
     def close(
         self, timeout: float = 5.0, keep: Callable[[list[Any]], Collection[int]] | None = None
@@ -260,6 +284,8 @@ class Worker:
             in_flight = list(self._in_flight.values())
             self._queue.clear()
             self._retry.clear()
+            for job in waiting:
+                self._release(job)
         never_sent = [job for job in waiting if not job.maybe_stored]
         kept: set[int] = set()
         if keep is not None and never_sent:
@@ -323,6 +349,9 @@ class Worker:
                     self._work.wait(wait)  # woken by new work, a free slot, or stop
             finally:
                 self._idle -= 1
+            if job.seq in self._in_flight:
+                # Retried before its previous call ended: the in-flight set holds it once.
+                job.held -= 1
             self._in_flight[job.seq] = job
             if job.duplicate_risk:  # the last attempt may have been stored
                 job.duplicate_risk = False
@@ -366,9 +395,8 @@ class Worker:
                     self._stats.incr("sent")
                     self._pending -= 1
                     self._pending_bytes -= job.size
-                self._in_flight.pop(job.seq, None)  # counted: flush() may see it gone
-                if self._flushers:
-                    self._done.notify_all()
+                if self._in_flight.pop(job.seq, None) is not None:
+                    self._release(job)  # counted: flush() may see it gone
                 return
         if isinstance(outcome, Failed):
             self._settle(job, outcome.kind, outcome.reason, outcome.detail)
@@ -379,9 +407,8 @@ class Worker:
         # Leave the in-flight set only once the outcome is counted (or the job is back in
         # the retry heap): flush() must not return while stats() still calls it pending.
         with self._lock:
-            self._in_flight.pop(job.seq, None)
-            if self._flushers:
-                self._done.notify_all()
+            if self._in_flight.pop(job.seq, None) is not None:
+                self._release(job)
 
     def _recover(self, now: float) -> None:
         """The server accepts again (lock held): full speed, postponed retries due now."""
@@ -412,8 +439,6 @@ class Worker:
         with self._lock:
             self._pending -= 1
             self._pending_bytes -= job.size
-            if self._flushers:
-                self._done.notify_all()
         return True
 
     def _retry_later(self, job: Job, outcome: Retry) -> None:
@@ -489,6 +514,7 @@ class Worker:
         if self._stopping:
             return False
         heapq.heappush(self._retry, (due, job.seq, job))
+        job.held += 1  # still in flight too, until _finish lets it go
         self._work.notify()
         return True
 

@@ -86,6 +86,52 @@ def test_every_record_is_delivered_once_and_flush_says_so():
     worker.close(1)
 
 
+def test_many_flushers_over_a_backlog_each_return_once_their_own_records_are_settled():
+    finished: set[int] = set()  # records whose call ended (before the worker counts them)
+    tried: set[int] = set()
+
+    def rule(record: object, n: int) -> Outcome:
+        assert isinstance(record, int)
+        if record == 500:  # waits in the retry heap long after every flush
+            return Retry("event_capture_failed", server_wide=False, retry_after=60)
+        if record % 50 == 7 and record not in tried:
+            tried.add(record)
+            return Retry("event_capture_failed", server_wide=False)  # once, then sent
+        finished.add(record)
+        return Sent()
+
+    script = Script(rule)
+    script.release.clear()  # a backlog: nothing ends until released
+    stats = Stats()
+    worker = make_worker(script, stats, ceiling=4)
+    results: list[tuple[int, bool, set[int]]] = []
+
+    def flusher(upto: int) -> None:
+        ok = worker.flush(10)
+        results.append((upto, ok, set(finished)))
+
+    threads = []
+    for batch in range(5):
+        for record in range(batch * 100, batch * 100 + 100):
+            assert worker.submit(record, 10)
+        threads.append(threading.Thread(target=flusher, args=(batch * 100 + 99,)))
+        threads[-1].start()
+    deadline = time.monotonic() + 5
+    while len(worker._flush_waits) < 5 and time.monotonic() < deadline:  # all waiting
+        time.sleep(0.001)
+    assert worker.submit(500, 10)  # submitted after every flush began: none waits for it
+    script.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 5
+    for upto, ok, seen in results:
+        assert ok and set(range(upto + 1)) <= seen
+    assert worker.flush(0.2) is False  # record 500 waits to be retried
+    assert stats.snapshot()["sent"] == 500 and worker.pending == 1
+    worker.close(0)
+    assert stats.snapshot()["dropped"] == 1
+
+
 @pytest.mark.parametrize("timeout", [math.inf, 0, -1, math.nan, 1e300])
 def test_any_flush_timeout_is_accepted(timeout):
     worker = make_worker(Script(lambda record, n: Sent()))
