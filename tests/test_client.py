@@ -167,6 +167,67 @@ class TricklingServer:
         self.sock.close()
 
 
+class CannedServer:
+    """Answers each request with the next of ``answers``, then closes the connection."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = list(answers)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(self.answers.pop(0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "status, body, retry_after",
+    [
+        (201, b'{"status": 1, "status_description": "event_captured", "response": {}}', None),
+        (201, b"<html>Created</html>", "soon"),
+        (201, b"", "5"),
+        (401, b'{"status": 0, "status_description": "invalid_sdk_key"}', None),
+        (400, b'{"status_description": "invalid_json", "missing_fields": ["path"]}', None),
+        (503, b"busy", "7"),
+        (500, b"[1]", None),
+        (404, b"", None),
+    ],
+)
+def test_export_means_what_the_rules_say_of_the_answer(status, body, retry_after):
+    extra = f"Retry-After: {retry_after}\r\n".encode() if retry_after else b""
+    answer = (
+        f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n".encode() + extra + b"\r\n" + body
+    )
+    server = CannedServer([answer])
+    try:
+        config = Config.load(
+            {"sdk_key": DEMO_SDK_KEY, "project_id": DEMO_PROJECT_ID, "brain_url": server.url},
+            environ={},
+        )
+        client = OtasClient(config, Stats())
+        outcome = client.export(Job(Prepared(b"{}", "a.b.c"), 1))
+        client.shutdown()
+    finally:
+        server.close()
+    assert outcome == interpret(status, parse_answer(body), parse_retry_after(retry_after))
+
+
 TRANSPORTS = [WireTransport, HttpTransport]
 
 
