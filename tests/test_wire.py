@@ -12,6 +12,7 @@ import random
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Callable
 
 import pytest
 
+from otas_capture import wire
 from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
 from otas_capture.contract import (
     EVENT_CAPTURED,
@@ -144,6 +146,19 @@ def always(*actions: bytes | float | str) -> Script:
 CREATED = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"
 
 
+@pytest.fixture(
+    params=[
+        pytest.param(True, id="kernel-timeouts", marks=pytest.mark.skipif(
+            not wire._KERNEL_TIMEOUTS, reason="the kernel bounds sends only on 64-bit Linux"
+        )),
+        pytest.param(False, id="python-timeouts"),
+    ]
+)  # fmt: skip
+def either_timeouts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs a test with each way KeepAliveConnection bounds its sends and receives."""
+    monkeypatch.setattr(wire, "_KERNEL_TIMEOUTS", request.param)
+
+
 # -- against the collector ----------------------------------------------------------------
 
 
@@ -160,6 +175,7 @@ def test_a_post_reaches_the_collector_and_its_answer_is_read(
     assert [e["path"] for e in collector.events()] == ["/n/0", "/n/1", "/n/2"]
 
 
+@pytest.mark.usefixtures("either_timeouts")
 def test_the_connection_is_kept_alive_between_calls(
     scripted: Callable[..., ScriptedServer],
 ) -> None:
@@ -268,6 +284,7 @@ def test_an_interim_100_continue_is_skipped(scripted: Callable[..., ScriptedServ
     assert (response.status, response.body) == (201, b"{}")
 
 
+@pytest.mark.usefixtures("either_timeouts")
 def test_an_answer_split_into_single_bytes_is_assembled(
     scripted: Callable[..., ScriptedServer],
 ) -> None:
@@ -317,6 +334,7 @@ def test_a_malformed_answer_raises_and_the_connection_is_not_reused(
     assert server.connections == 2
 
 
+@pytest.mark.usefixtures("either_timeouts")
 def test_a_connection_the_server_closed_while_idle_is_replaced_once(
     scripted: Callable[..., ScriptedServer],
 ) -> None:
@@ -330,6 +348,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_once(
     assert len(server.requests) == 2  # the retried request was sent once, not twice
 
 
+@pytest.mark.usefixtures("either_timeouts")
 def test_a_server_that_trickles_its_answer_cannot_stretch_the_deadline(
     scripted: Callable[..., ScriptedServer],
 ) -> None:
@@ -342,6 +361,55 @@ def test_a_server_that_trickles_its_answer_cannot_stretch_the_deadline(
         conn.post(event())
     assert time.monotonic() - started < 2.5
     conn.close()
+
+
+@pytest.mark.skipif(not wire._KERNEL_TIMEOUTS, reason="64-bit Linux only")
+def test_on_linux_the_socket_blocks_and_the_kernel_bounds_each_send_and_receive(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(always(CREATED))
+    conn = KeepAliveConnection(server.url, SDK_LOG_PATH, FIXED, timeout=7)
+    assert conn.post(event()).status == 201
+    sock = conn._sock
+    assert sock is not None and sock.gettimeout() is None  # no poll() before each call
+    for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+        seconds, micros = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
+        assert 6.9 < seconds + micros / 1e6 <= 7.0
+    conn.close()
+
+
+@pytest.mark.usefixtures("either_timeouts")
+def test_a_server_that_never_answers_times_out_at_the_deadline(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(always(10.0))
+    conn = KeepAliveConnection(server.url, SDK_LOG_PATH, FIXED, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(socket.timeout):
+        conn.post(event())
+    assert 0.25 < time.monotonic() - started < 1.5
+    assert conn.sent  # the request went out: the server may have acted on it
+    conn.close()
+
+
+@pytest.mark.usefixtures("either_timeouts")
+def test_a_server_that_stops_reading_cannot_stretch_the_deadline_of_the_send() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    conn = KeepAliveConnection(url, SDK_LOG_PATH, FIXED, timeout=0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(socket.timeout):
+            conn.post(b"x" * (64 * 1024 * 1024))  # far more than the socket buffers hold
+        assert 0.45 < time.monotonic() - started < 2.0
+        assert not conn.sent
+    finally:
+        conn.close()
+        for sock in accepted:
+            sock.close()
+        listener.close()
 
 
 def test_a_refused_connection_raises_an_oserror() -> None:
