@@ -231,23 +231,28 @@ class WireTransport:
         self._url = brain_url
         self._fixed: dict[str, str] | None = None
         self._conn: wire.KeepAliveConnection | None = None
+        # The last call's headers (a copy) and the token header made of them: the next
+        # call usually has the same, and then skips taking them apart again.
+        self._headers: dict[str, str] | None = None
+        self._token: tuple[tuple[str, str], ...] = ()
 
     def post(
         self, body: bytes, headers: dict[str, str], timeout: float
     ) -> tuple[int, bytes, str | None]:
-        fixed = {name: value for name, value in headers.items() if name != SESSION_TOKEN_HEADER}
         conn = self._conn
-        if conn is None or fixed != self._fixed:
-            self.close()
-            conn = wire.KeepAliveConnection(
-                self._url, SDK_LOG_PATH, fixed, timeout, connect_timeout=CONNECT_TIMEOUT
-            )
-            self._conn, self._fixed = conn, fixed
-        token = headers.get(SESSION_TOKEN_HEADER)
+        if conn is None or headers != self._headers:
+            fixed = {k: v for k, v in headers.items() if k != SESSION_TOKEN_HEADER}
+            if conn is None or fixed != self._fixed:
+                self.close()
+                conn = wire.KeepAliveConnection(
+                    self._url, SDK_LOG_PATH, fixed, timeout, connect_timeout=CONNECT_TIMEOUT
+                )
+                self._conn, self._fixed = conn, fixed
+            token = headers.get(SESSION_TOKEN_HEADER)
+            self._token = () if token is None else ((SESSION_TOKEN_HEADER, token),)
+            self._headers = dict(headers)
         try:
-            response = conn.post(
-                body, () if token is None else ((SESSION_TOKEN_HEADER, token),), timeout
-            )
+            response = conn.post(body, self._token, timeout)
         except (socket.timeout, TimeoutError):
             raise TransportError("timeout", timeout=True, sent=conn.sent) from None
         except OSError as exc:

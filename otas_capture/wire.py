@@ -421,6 +421,10 @@ class KeepAliveConnection:
         self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
         self._sock: socket.socket | None = None
+        # The last call's own headers, as a tuple of (name, value) pairs, and their lines:
+        # the sender's differ only when the session token does, which is seldom.
+        self._extra: tuple[tuple[str, str], ...] | None = None
+        self._extra_lines = b""
         # The kernel's bound on each send and receive of this socket, when the kernel
         # bounds them (see _KERNEL_TIMEOUTS); None: Python's own timeout does.
         self._kernel_timeout: float | None = None
@@ -445,7 +449,13 @@ class KeepAliveConnection:
         server may have acted on it, when the call failed).
         """
         self.sent = False
-        request = _request_bytes(self._endpoint.head, body, headers)
+        # A value comparison: a list, a generator or another iterable is never equal to
+        # the tuple kept, so only the same pairs again reuse the checked lines.
+        if headers != self._extra:
+            pairs = tuple((name, value) for name, value in headers)
+            self._extra_lines = _header_lines(pairs)  # ValueError: nothing is kept
+            self._extra = pairs
+        request = _join_request(self._endpoint.head, self._extra_lines, body)
         deadline = perf_counter() + (self._timeout if timeout is None else timeout)
         while True:
             fresh = self._sock is None
@@ -551,13 +561,20 @@ def _stale(exc: OSError) -> bool:
     return isinstance(exc, (ConnectionResetError, BrokenPipeError, ClosedEarly))
 
 
+def _header_lines(headers: Iterable[tuple[str, str]]) -> bytes:
+    lines = [
+        b"%s: %s\r\n" % (name.encode("ascii"), _check_field(value, f"header {name}"))
+        for name, value in headers
+    ]
+    return b"".join(lines)
+
+
 def _request_bytes(head: bytes, body: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
-    parts = [head]
-    for name, value in headers:
-        parts.append(b"%s: %s\r\n" % (name.encode("ascii"), _check_field(value, f"header {name}")))
-    parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
-    parts.append(body)
-    return b"".join(parts)
+    return _join_request(head, _header_lines(headers), body)
+
+
+def _join_request(head: bytes, header_lines: bytes, body: bytes) -> bytes:
+    return b"".join((head, header_lines, b"Content-Length: %d\r\n\r\n" % len(body), body))
 
 
 def multiplexable(url: str) -> bool:

@@ -34,6 +34,9 @@ from otas_capture.contract import (
     MISSING_SDK_KEY,
     MISSING_SESSION_TOKEN,
 )
+from otas_capture.contract import (
+    SESSION_TOKEN_HEADER as SESSION_TOKEN,
+)
 from otas_capture.event import EventRefused
 from otas_capture.outcomes import Failed, Job, PauseForKey, Retry, Sent
 from otas_capture.stats import Stats
@@ -172,6 +175,7 @@ class CannedServer:
 
     def __init__(self, answers: list[bytes]) -> None:
         self.answers = list(answers)
+        self.requests: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -190,6 +194,7 @@ class CannedServer:
                 length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                 while len(body) < length:
                     body += conn.recv(65536)
+                self.requests.append(request[: len(head) + 4] + body)
                 conn.sendall(self.answers.pop(0))
 
     def close(self) -> None:
@@ -226,6 +231,33 @@ def test_export_means_what_the_rules_say_of_the_answer(status, body, retry_after
     finally:
         server.close()
     assert outcome == interpret(status, parse_answer(body), parse_retry_after(retry_after))
+
+
+def test_the_wire_transport_sends_each_calls_token_and_fixed_headers():
+    answers = [b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"] * 4
+    server = CannedServer(answers)  # one answer per connection
+    fixed = {"Content-Type": "application/json", "User-Agent": "a"}
+    try:
+        transport = WireTransport(server.url)
+        for headers in [
+            {**fixed, SESSION_TOKEN: "one"},
+            {**fixed, SESSION_TOKEN: "two"},
+            {**fixed, "User-Agent": "b", SESSION_TOKEN: "two"},
+            dict(fixed),
+        ]:
+            assert transport.post(b"{}", headers, timeout=5.0)[0] == 201
+        transport.close()
+    finally:
+        server.close()
+    heads = [request.split(b"\r\n\r\n")[0].split(b"\r\n") for request in server.requests]
+    token = SESSION_TOKEN.encode() + b": "
+    assert [[line for line in head if line.startswith(token)] for head in heads] == [
+        [token + b"one"],
+        [token + b"two"],
+        [token + b"two"],
+        [],
+    ]
+    assert [b"User-Agent: b" in head for head in heads] == [False, False, True, False]
 
 
 TRANSPORTS = [WireTransport, HttpTransport]

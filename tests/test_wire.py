@@ -205,6 +205,44 @@ def test_the_request_carries_fixed_and_per_call_headers_and_the_exact_body(
     assert sent == body
 
 
+def test_each_call_carries_its_own_headers_whatever_the_last_call_sent(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(always(CREATED))
+    conn = KeepAliveConnection(server.url, SDK_LOG_PATH, FIXED, timeout=5)
+    calls: list[object] = [
+        ((SESSION_TOKEN_HEADER, "a"),),
+        ((SESSION_TOKEN_HEADER, "a"),),
+        [(SESSION_TOKEN_HEADER, "b")],
+        (pair for pair in [(SESSION_TOKEN_HEADER, "b")]),
+        (),
+        ((SESSION_TOKEN_HEADER, "a"), ("X-Extra", "1")),
+        ((SESSION_TOKEN_HEADER, "a"),),
+    ]
+    for headers in calls:
+        assert conn.post(event(), headers).status == 201  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        conn.post(event(), ((SESSION_TOKEN_HEADER, "a\nb"),))
+    assert conn.post(event(), ((SESSION_TOKEN_HEADER, "a"),)).status == 201
+    conn.close()
+    extra = [
+        [line for line in request.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+         if line.startswith((SESSION_TOKEN_HEADER.encode(), b"X-Extra"))]
+        for request in server.requests
+    ]  # fmt: skip
+    token = SESSION_TOKEN_HEADER.encode() + b": "
+    assert extra == [
+        [token + b"a"],
+        [token + b"a"],
+        [token + b"b"],
+        [token + b"b"],
+        [],
+        [token + b"a", b"X-Extra: 1"],
+        [token + b"a"],
+        [token + b"a"],
+    ]
+
+
 def test_the_multiplexer_delivers_every_call_with_several_in_flight(
     collector_server: CollectorServer, collector: Collector, token: str
 ) -> None:
