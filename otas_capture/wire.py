@@ -76,8 +76,10 @@ _CRLF = b"\r\n"
 # system calls and two more hand-offs of the interpreter lock per call, about a quarter
 # of the CPU of a whole call on loopback. Elsewhere, and for TLS, Python's timeouts.
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize("l") == 8
-# A kernel timeout within this many seconds of what is left of the call is kept rather
-# than set again (a system call): the kernel rounds it to its clock tick anyway.
+# Setting the kernel's bound is a system call, so a bound already set is kept while it
+# lies between half of what is left of the call and that plus this slack (the kernel
+# rounds it to its clock tick anyway). A bound that ends before the deadline only
+# costs one more wait with a new bound.
 _TIMEOUT_SLACK = 0.001
 # connect_ex() answers of a non-blocking connect that is under way (or done).
 _CONNECTING = frozenset(
@@ -487,7 +489,7 @@ class KeepAliveConnection:
         kernel = self._kernel_timeout
         if kernel is None:
             sock.settimeout(seconds)
-        elif not seconds - _TIMEOUT_SLACK <= kernel <= seconds + _TIMEOUT_SLACK:
+        elif not seconds / 2 <= kernel <= seconds + _TIMEOUT_SLACK:
             # Rounded up to the microsecond: a zero timeval would mean no bound at all.
             micros = max(1, math.ceil(seconds * 1e6))
             value = struct.pack("@ll", *divmod(micros, 1_000_000))
@@ -501,26 +503,31 @@ class KeepAliveConnection:
             sock.sendall(request)
             return
         # Not sendall: it would give each partial send the kernel's whole bound again.
-        try:
-            sent = sock.send(request)
-            while sent < len(request):  # the server is not reading: its buffer is full
-                self._bound(sock, _remaining(deadline))
-                sent += sock.send(memoryview(request)[sent:])
-        except BlockingIOError:  # how the kernel's bound ends a blocking send
-            raise socket.timeout("timed out") from None
+        sent = 0
+        while True:
+            try:
+                sent += sock.send(memoryview(request)[sent:] if sent else request)
+            except BlockingIOError:  # the kernel's bound ran out, nothing was sent
+                pass
+            else:
+                if sent == len(request):
+                    return
+            # The server is not reading (its buffer is full): wait on, to the deadline.
+            self._bound(sock, _remaining(deadline))
 
     def _read(self, sock: socket.socket, parser: ResponseParser, deadline: float) -> Response:
-        try:
-            while True:
+        while True:
+            try:
                 data = sock.recv(_RECV)
-                if not data:
-                    parser.eof()
-                    break
-                if parser.feed(data):
-                    break
+            except BlockingIOError:  # the kernel's bound ran out: wait on, to the deadline
                 self._bound(sock, _remaining(deadline))
-        except BlockingIOError:  # how the kernel's bound ends a blocking receive
-            raise socket.timeout("timed out") from None
+                continue
+            if not data:
+                parser.eof()
+                break
+            if parser.feed(data):
+                break
+            self._bound(sock, _remaining(deadline))
         assert parser.response is not None
         return parser.response
 

@@ -417,6 +417,20 @@ def test_on_linux_the_socket_blocks_and_the_kernel_bounds_each_send_and_receive(
 
 
 @pytest.mark.usefixtures("either_timeouts")
+def test_an_answer_within_a_longer_deadline_than_the_last_calls_is_waited_for(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    # The second call may last longer than the first: a bound kept from the first call
+    # (the kernel's, on Linux) must not end it early.
+    server = scripted(lambda request: [CREATED] if len(server.requests) == 1 else [1.3, CREATED])
+    conn = KeepAliveConnection(server.url, SDK_LOG_PATH, FIXED, timeout=5)
+    assert conn.post(event(), timeout=1.0).status == 201
+    assert conn.post(event(), timeout=1.9).status == 201
+    conn.close()
+    assert server.connections == 1
+
+
+@pytest.mark.usefixtures("either_timeouts")
 def test_a_server_that_never_answers_times_out_at_the_deadline(
     scripted: Callable[..., ScriptedServer],
 ) -> None:
