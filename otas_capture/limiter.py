@@ -78,10 +78,11 @@ class AdaptiveLimit:
             self._recent = latency
         else:
             self._recent += SMOOTHING * (latency - self._recent)
-        if self._recent > TOLERANCE * self.min_latency:
+        floor = min(self._min_previous, self._min_current)  # min_latency, once per call
+        if self._recent > TOLERANCE * floor:
             self._cut(ended, started)
             return
-        if self._recent > SLOW_START_EXIT * self.min_latency:
+        if self._recent > SLOW_START_EXIT * floor:
             # A queue is starting to form: stop doubling before it costs a cut (as
             # CUBIC's HyStart does), and go on growing one call per round trip.
             self._slow_start = False

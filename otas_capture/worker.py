@@ -379,11 +379,8 @@ class Worker:
         with self._lock:
             if not job.settled:  # the exporter may have replaced the record
                 self._pending_bytes += job.size - size
-            called = not isinstance(outcome, (Failed, PauseForKey)) or outcome.called
-            if called:
-                overloaded = isinstance(outcome, Retry) and outcome.server_wide
-                self._limit.on_call(started, ended, in_flight, overloaded)
             if isinstance(outcome, Sent):
+                self._limit.on_call(started, ended, in_flight, False)
                 self._accepted += 1
                 if self._probing or self._paused_until:
                     self._recover(ended)
@@ -398,6 +395,9 @@ class Worker:
                 if self._in_flight.pop(job.seq, None) is not None:
                     self._release(job)  # counted: flush() may see it gone
                 return
+            if not isinstance(outcome, (Failed, PauseForKey)) or outcome.called:
+                overloaded = isinstance(outcome, Retry) and outcome.server_wide
+                self._limit.on_call(started, ended, in_flight, overloaded)
         if isinstance(outcome, Failed):
             self._settle(job, outcome.kind, outcome.reason, outcome.detail)
         elif isinstance(outcome, Retry):
