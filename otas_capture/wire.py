@@ -36,6 +36,7 @@ HTTP only, so an ``https`` Brain URL uses :class:`KeepAliveConnection` threads i
 
 from __future__ import annotations
 
+import _socket
 import errno
 import math
 import os
@@ -541,7 +542,9 @@ class KeepAliveConnection:
         try:
             # One sendall per call, but a large body still crosses several segments.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if _KERNEL_TIMEOUTS and not endpoint.tls:
+            # Only the standard library's own socket: a green one (gevent, eventlet)
+            # waits in its event loop, where only its own timeout ends the wait.
+            if _KERNEL_TIMEOUTS and not endpoint.tls and isinstance(sock, _socket.socket):
                 sock.settimeout(None)  # blocking from here on; _bound sets the kernel's
                 self._kernel_timeout = -1.0  # no bound set yet: _bound sets one first
             if endpoint.tls:
