@@ -306,6 +306,71 @@ def utc_iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds")
 
 
+class _Parts:
+    """An event's fields after masking, before the known secrets are scrubbed from them."""
+
+    __slots__ = (
+        "path",
+        "request_headers",
+        "response_headers",
+        "query_pairs",
+        "form_pairs",
+        "request_body",
+        "response_body",
+        "error",
+        "custom_properties",
+        "metadata",
+        "fixed",
+        "scrub",
+    )
+
+    path: str
+    request_headers: list[tuple[str, str]]
+    response_headers: list[tuple[str, str]]
+    query_pairs: list[tuple[str, str]]
+    form_pairs: list[tuple[str, str]]
+    request_body: str
+    response_body: str
+    error: str
+    custom_properties: dict[str, Any]
+    metadata: dict[str, Any]
+    fixed: dict[str, Any]
+    scrub: Scrubber
+
+    def assemble(self, scrub: bool) -> dict[str, Any]:
+        """The event, in the contract's field order; ``scrub``: with every known secret
+        replaced (False only when the caller knows there is none to replace)."""
+        text = self.scrub.text if scrub else _same
+        fixed = self.fixed
+        metadata = self.metadata
+        return {
+            "project_id": fixed["project_id"],
+            "path": cut_path(text(self.path), metadata),
+            "method": fixed["method"],
+            "status_code": fixed["status_code"],
+            "latency_ms": fixed["latency_ms"],
+            "request_size_bytes": fixed["request_size_bytes"],
+            "response_size_bytes": fixed["response_size_bytes"],
+            "request_headers": headers_json([(k, text(v)) for k, v in self.request_headers]),
+            "request_body": text(self.request_body),
+            "query_params": _text_json(_group([(k, text(v)) for k, v in self.query_pairs])),
+            "post_data": _text_json(_group([(k, text(v)) for k, v in self.form_pairs])),
+            "response_headers": headers_json([(k, text(v)) for k, v in self.response_headers]),
+            "response_body": text(self.response_body),
+            "request_content_type": fixed["request_content_type"],
+            "response_content_type": fixed["response_content_type"],
+            "custom_properties": self.scrub.json(self.custom_properties)
+            if scrub
+            else self.custom_properties,
+            "error": text(self.error),
+            "metadata": self.scrub.json(metadata) if scrub else metadata,
+        }
+
+
+def _same(text: str) -> str:
+    return text
+
+
 class EventBuilder:
     """Builds events for one configuration; holds what can be prepared once."""
 
@@ -329,14 +394,28 @@ class EventBuilder:
         Raises :class:`EventRefused` when the user's ``before_send`` drops the event or
         fails (the event is then not shipped: fail closed).
         """
-        event = self.event(ex, project_id)
+        parts = self._parts(ex, project_id)
         before_send = self._config.before_send
+        if before_send is None and parts.scrub.absent_from_json(
+            parts.path.encode("utf-8", "surrogatepass")
+        ):
+            # Most events hold no known secret outside the fields masking replaced: encode
+            # once without scrubbing, and scrub only if a secret shows up in the text.
+            event = parts.assemble(scrub=False)
+            payload = _dumps(event)
+            if parts.scrub.absent_from_json(payload):
+                return encode_event(event, payload)
+        event = parts.assemble(scrub=True)
         if before_send is not None:
             event = self._run_before_send(before_send, event)
         return encode_event(event)
 
     def event(self, ex: Exchange, project_id: str) -> dict[str, Any]:
         """The event for ``ex`` as a dict, masked and scrubbed, before ``before_send``."""
+        return self._parts(ex, project_id).assemble(scrub=True)
+
+    def _parts(self, ex: Exchange, project_id: str) -> _Parts:
+        """The event's fields, masked, and the secrets still to scrub from them."""
         rule = self._rule
         found = Found()
         metadata: dict[str, Any] = {
@@ -348,22 +427,23 @@ class EventBuilder:
         if ex.first_byte is not None:
             metadata["time_to_first_byte_ms"] = round((ex.first_byte - ex.start) * 1000, 3)
 
-        request_headers = redact_headers(
+        parts = _Parts()
+        parts.request_headers = redact_headers(
             [(header_name(key), wsgi_text(value)) for key, value in ex.request_headers],
             rule,
             found,
         )
-        response_headers = redact_headers(
+        parts.response_headers = redact_headers(
             [(_safe_str(k), _safe_str(v)) for k, v in ex.response_headers], rule, found
         )
-        request_type = find_header(request_headers, "content-type")
-        response_type = find_header(response_headers, "content-type")
+        request_type = find_header(parts.request_headers, "content-type")
+        response_type = find_header(parts.response_headers, "content-type")
 
-        _, query_pairs, _ = mask_form(wsgi_text(ex.query_string), rule, found)
-        request_body, form_pairs = self._body_text(
+        _, parts.query_pairs, _ = mask_form(wsgi_text(ex.query_string), rule, found)
+        parts.request_body, parts.form_pairs = self._body_text(
             ex.request_body, request_type, "request", metadata, found
         )
-        response_body, _ = self._body_text(
+        parts.response_body, _ = self._body_text(
             ex.response_body, response_type, "response", metadata, found
         )
 
@@ -377,20 +457,24 @@ class EventBuilder:
         if error and rule.may_contain(error):
             # Validation errors quote the input: "password=hunter2", {'token': '...'}.
             error = mask_text(error, rule, found)[0]
+        parts.error = error
         path = wsgi_text(ex.script_name + ex.path_info) or "/"
         if "=" in path:  # matrix parameters: /reset;token=...
             path = mask_assignments(path, rule, found)[0]
+        parts.path = path
 
         custom_properties, cut = bounded_json(ex.custom_properties or {})
         if cut:
             metadata["custom_properties_truncated"] = True
         # Annotations are the app's own words, but an annotated api_key is still a key.
         mask_json(custom_properties, rule, found)
+        parts.custom_properties = custom_properties
         if ex.metadata:
             metadata.update(bounded_json(ex.metadata)[0])
         # One id per event, made once: a retry sends the same payload, so the same id.
         if "event_id" not in metadata:
             metadata["event_id"] = _event_id()
+        parts.metadata = metadata
 
         # Everything this request is known to hold secret, wherever else it shows up.
         secrets = found.values
@@ -398,32 +482,18 @@ class EventBuilder:
             secrets.add(self._config.sdk_key)
         if ex.token:
             secrets.add(ex.token)
-        scrub = _scrubber(secrets)
-        request_headers = [(k, scrub.text(v)) for k, v in request_headers]
-        response_headers = [(k, scrub.text(v)) for k, v in response_headers]
-        query_pairs = [(k, scrub.text(v)) for k, v in query_pairs]
-        form_pairs = [(k, scrub.text(v)) for k, v in form_pairs]
-
-        return {
+        parts.scrub = _scrubber(secrets)
+        parts.fixed = {
             "project_id": project_id,
-            "path": cut_path(scrub.text(path), metadata),
             "method": wsgi_text(ex.method)[:METHOD_LIMIT],
             "status_code": code,
             "latency_ms": round(max(0.0, end - ex.start) * 1000, 3),
             "request_size_bytes": ex.request_body.size,
             "response_size_bytes": ex.response_body.size if ex.response_body else 0,
-            "request_headers": headers_json(request_headers),
-            "request_body": scrub.text(request_body),
-            "query_params": _text_json(_group(query_pairs)),
-            "post_data": _text_json(_group(form_pairs)),
-            "response_headers": headers_json(response_headers),
-            "response_body": scrub.text(response_body),
             "request_content_type": request_type[:CONTENT_TYPE_LIMIT],
             "response_content_type": response_type[:CONTENT_TYPE_LIMIT],
-            "custom_properties": scrub.json(custom_properties),
-            "error": scrub.text(error),
-            "metadata": scrub.json(metadata),
         }
+        return parts
 
     def _run_before_send(
         self, before_send: Callable[[dict[str, Any]], Any], event: dict[str, Any]
@@ -568,9 +638,13 @@ def storable(event: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def encode_event(event: dict[str, Any]) -> bytes:
-    """Serialize, cutting the largest parts (and saying so) until it fits Brain's limit."""
-    payload = _dumps(event)
+def encode_event(event: dict[str, Any], payload: bytes | None = None) -> bytes:
+    """Serialize, cutting the largest parts (and saying so) until it fits Brain's limit.
+
+    ``payload``: ``event`` already serialized, when the caller has it.
+    """
+    if payload is None:
+        payload = _dumps(event)
     for keep in (256 * 1024, 16 * 1024, 1024, 0):
         if len(payload) <= MAX_EVENT_BYTES:
             break
