@@ -70,10 +70,39 @@ class EventRefused(Exception):
         self.reason = reason
 
 
-# json.dumps with any non-default option makes a new encoder on every call; these are
-# made once (the same options, so the same text) and are safe to share between threads.
-_text_json = json.JSONEncoder(ensure_ascii=False).encode
-_EVENT_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+def _json_encoder(allow_nan: bool) -> Callable[[Any], str]:
+    """``json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan).encode``, made cheaper.
+
+    ``JSONEncoder.encode`` makes a new C encoder on every call, which costs more than
+    encoding a few headers. The C encoder is made once here, without the cycle check
+    (what is encoded here is built here and has no cycles; the check does not change
+    the text), and is safe to share between threads. Without the C accelerator the
+    plain ``encode`` is used: the same text.
+    """
+    plain = json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return plain.encode
+    encode = make(
+        None,
+        plain.default,
+        json.encoder.encode_basestring,
+        None,
+        ": ",
+        ", ",
+        False,
+        False,
+        allow_nan,
+    )
+
+    def encoded(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return encoded
+
+
+_text_json = _json_encoder(allow_nan=True)
+_event_json = _json_encoder(allow_nan=False)
 
 
 def clean_text(text: str) -> str:
@@ -672,4 +701,4 @@ _CUTTABLE_JSON_TEXT = ("request_headers", "response_headers", "query_params", "p
 
 
 def _dumps(value: Any) -> bytes:
-    return _EVENT_ENCODER.encode(value).encode("utf-8")
+    return _event_json(value).encode("utf-8")

@@ -11,9 +11,12 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qs
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
 import otas_capture
+import otas_capture.event as event_module
 from otas_capture.capture import BodyBuffer, Exchange
 from otas_capture.config import Config
 from otas_capture.contract import (
@@ -1330,3 +1333,31 @@ def test_an_xml_body_has_its_credential_elements_masked():
     assert (
         event["request_body"] == f"<login><user>bob</user><password>{REDACTED}</password></login>"
     )
+
+
+# -- JSON text ----------------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(JSON_VALUES)
+def test_the_shared_json_encoders_write_what_json_dumps_writes(value):
+    assert event_module._text_json(value) == json.dumps(value, ensure_ascii=False)
+    expected = json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    assert event_module._dumps(value) == expected
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_the_event_encoder_refuses_what_json_cannot_carry_and_the_text_encoder_writes_it(number):
+    assert event_module._text_json({"x": number}) == json.dumps({"x": number}, ensure_ascii=False)
+    with pytest.raises(ValueError):
+        event_module._dumps({"x": number})
