@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from itertools import chain
 from typing import IO, Any, Callable
 
 # Where the exchange of a captured request lives in its environ, for annotate() and the
@@ -47,6 +48,21 @@ def is_textual(content_type: str | None) -> bool:
     """Whether a body of this content type is captured. A missing type is sniffed later."""
     if not content_type:
         return True
+    # Asked twice per request, of the same few types: the answers are kept.
+    known = _textual.get(content_type)
+    if known is None:
+        known = _is_textual(content_type)
+        if len(content_type) <= 200:
+            if len(_textual) >= 256:
+                _textual.clear()
+            _textual[content_type] = known
+    return known
+
+
+_textual: dict[str, bool] = {}
+
+
+def _is_textual(content_type: str) -> bool:
     base = content_type.split(";", 1)[0].strip().lower()
     major, _, subtype = base.partition("/")
     if major == "text":
@@ -321,7 +337,7 @@ class Exchange:
             + len(self.query_string)
             + self.request_body.data.__sizeof__()
             + 176 * (len(request) + len(response))
-            + sum([len(name) + len(value) for name, value in request])
+            + sum(map(len, chain.from_iterable(request)))
             + _headers_size(response)
         )
         if self.response_body is not None:
@@ -370,7 +386,7 @@ def _headers_size(headers: Any) -> int:
     server, not this count, is the one to refuse it.
     """
     try:
-        return sum([len(name) + len(value) for name, value in headers])
+        return sum(map(len, chain.from_iterable(headers)))
     except (TypeError, ValueError):
         return sum(len(repr(pair)) for pair in headers) if isinstance(headers, list) else 1024
 
