@@ -42,6 +42,7 @@ from .redaction import (
     Found,
     Rule,
     Scrubber,
+    header_passes,
     looks_like_form,
     mask_assignments,
     mask_form,
@@ -261,6 +262,18 @@ def headers_json(headers: list[tuple[str, str]]) -> str:
     return _text_json(combined)
 
 
+def _request_header(environ_key: str, value: str) -> tuple[str, str]:
+    return header_name(environ_key), wsgi_text(value)
+
+
+def _response_header(name: Any, value: Any) -> tuple[str, str]:
+    return _safe_str(name), _safe_str(value)
+
+
+_SEEN_HEADERS = 1024
+_SEEN_HEADER_CHARS = 512
+
+
 def find_header(headers: list[tuple[str, str]], name: str) -> str:
     for key, value in headers:
         if key.lower() == name:
@@ -413,9 +426,44 @@ class EventBuilder:
             config.sensitive_headers,
         )
 
+        # Most headers (User-Agent, Accept, Host, Content-Type) come back event after
+        # event with the same value: what each became, when it held nothing to hide.
+        self._request_headers_seen: dict[tuple[str, str], tuple[str, str]] = {}
+        self._response_headers_seen: dict[tuple[Any, Any], tuple[str, str]] = {}
+
     @property
     def rule(self) -> Rule:
         return self._rule
+
+    def _headers(
+        self,
+        raw: list[tuple[Any, Any]],
+        seen: dict[Any, tuple[str, str]],
+        as_text: Callable[[Any, Any], tuple[str, str]],
+        found: Found,
+    ) -> list[tuple[str, str]]:
+        """Captured headers as text, redacted and masked; ``seen`` remembers the pairs
+        that pass unchanged (only those: the others add to ``found``)."""
+        rule = self._rule
+        result = []
+        for pair in raw:
+            remember = True
+            try:
+                done = seen.get(pair)
+            except TypeError:  # an unhashable pair the app handed over: not remembered
+                done, remember = None, False
+            if done is None:
+                name, value = as_text(*pair)
+                if header_passes(name, value, rule):
+                    done = (name, value)
+                    if remember and len(value) <= _SEEN_HEADER_CHARS:
+                        if len(seen) >= _SEEN_HEADERS:
+                            seen.clear()
+                        seen[pair] = done
+                else:
+                    done = redact_headers([(name, value)], rule, found)[0]
+            result.append(done)
+        return result
 
     def build(self, ex: Exchange, project_id: str) -> bytes:
         """The UTF-8 JSON body of the log call for ``ex``.
@@ -457,13 +505,11 @@ class EventBuilder:
             metadata["time_to_first_byte_ms"] = round((ex.first_byte - ex.start) * 1000, 3)
 
         parts = _Parts()
-        parts.request_headers = redact_headers(
-            [(header_name(key), wsgi_text(value)) for key, value in ex.request_headers],
-            rule,
-            found,
+        parts.request_headers = self._headers(
+            ex.request_headers, self._request_headers_seen, _request_header, found
         )
-        parts.response_headers = redact_headers(
-            [(_safe_str(k), _safe_str(v)) for k, v in ex.response_headers], rule, found
+        parts.response_headers = self._headers(
+            ex.response_headers, self._response_headers_seen, _response_header, found
         )
         request_type = find_header(parts.request_headers, "content-type")
         response_type = find_header(parts.response_headers, "content-type")

@@ -700,16 +700,23 @@ def redact_headers(
     found = Found() if found is None else found
     result = []
     for name, value in headers:
-        if rule.header(name):
+        if header_passes(name, value, rule):
+            result.append((name, value))
+        elif rule.header(name):
             found.add_header(name, value)
             result.append((name, REDACTED))
         else:
-            if ("=" in value or ":" in value or "<" in value) and rule.may_contain(value):
-                # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...;
-                # a debugging header holding JSON or "api_key: ..."; a URL with a password.
-                value = mask_text(value, rule, found)[0]
-            result.append((name, value))
+            # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...;
+            # a debugging header holding JSON or "api_key: ..."; a URL with a password.
+            result.append((name, mask_text(value, rule, found)[0]))
     return result
+
+
+def header_passes(name: str, value: str, rule: Rule) -> bool:
+    """Whether :func:`redact_headers` keeps this header as it is, finding no secret."""
+    if rule.header(name):
+        return False
+    return not (("=" in value or ":" in value or "<" in value) and rule.may_contain(value))
 
 
 # -- name=value text: forms, query strings, URLs in header values, free text -------------
