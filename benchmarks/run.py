@@ -27,6 +27,12 @@ default now, so the column only differs for an older checkout measured with
 * idle CPU of a process whose middleware has started its sender; ``import otas_capture``
   time; peak memory while OTAS is unreachable, against the queue bound.
 
+On a machine of two or more CPUs the gunicorn phase runs the server on the first CPU
+and the collector, the sinks, the load generator and this driver on the others
+(``--no-pin``: no pinning), so that a sink's work does not come out of the server's
+CPU: the collector answers one call per event, the OpenTelemetry sink one per batch
+of spans.
+
 Variants run interleaved (each round runs every variant once, in a rotating order) and
 the table shows the median of the rounds: the machine is shared and noisy, so a single
 run means little. Load is bounded: a few seconds per variant per round, loopback only.
@@ -140,12 +146,57 @@ def http(method: str, url: str, timeout: float = 30) -> str:
         return str(response.read().decode())
 
 
+# Where the gunicorn phase runs its processes. On a machine of two or more CPUs the
+# server gets the first CPU and everything else (the collector, the sinks, the load
+# generator, this driver) the others, so that the sink of one variant does not take
+# CPU from the server it measures: otas-capture's collector answers one call per
+# event, OpenTelemetry's sink one per batch. Empty: no pinning (one CPU, not Linux,
+# or --no-pin). The in-process phases run unpinned.
+APP_CPUS: set[int] = set()
+OTHER_CPUS: set[int] = set()
+
+
+def split_cpus(enabled: bool) -> None:
+    global APP_CPUS, OTHER_CPUS
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if enabled and len(cpus) >= 2:
+        APP_CPUS, OTHER_CPUS = {cpus[0]}, set(cpus[1:])
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Move running processes (0: this one) to ``cpus``; nothing when not pinning."""
+    if not cpus:
+        return
+    for pid in pids:
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except OSError:  # gone already
+            pass
+
+
+def pinned(cpus: set[int]) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that runs the child on ``cpus`` (None when not pinning)."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 class Process:
     """A child process serving HTTP on a loopback port; ready once ``probe`` answers."""
 
-    def __init__(self, argv: list[str], port: int, probe: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        argv: list[str],
+        port: int,
+        probe: str,
+        env: dict[str, str] | None = None,
+        cpus: set[int] | None = None,
+    ):
         self.url = f"http://127.0.0.1:{port}"
-        self._proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=pinned(cpus or set())
+        )
+        self.pid = self._proc.pid
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -473,6 +524,7 @@ def wrk_load(wrk: str, url: str, seconds: float, connections: int, tok: str) -> 
             check=True,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=pinned(OTHER_CPUS),
         ).stdout
     finally:
         os.unlink(script.name)
@@ -581,41 +633,63 @@ def phase_gunicorn(
 ) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
     gunicorn = str(venv_python().parent / "gunicorn") if in_venv() else "gunicorn"
-    for round_number in range(args.rounds):
-        for variant in rotated(args.variants, round_number):
-            say(f"gunicorn, round {round_number + 1}/{args.rounds}: {variant} ...")
-            reset(collector, sink)
-            port = free_port()
-            env = dict(os.environ)
-            env.update(
-                BENCH_VARIANT=variant,
-                BENCH_COLLECTOR=collector.url,
-                BENCH_SINK=sink.url,
-                PYTHONPATH=measured_path(),
+    everywhere = os.sched_getaffinity(0) if APP_CPUS else set()
+    pin([0, collector.pid, sink.pid], OTHER_CPUS)
+    try:
+        for round_number in range(args.rounds):
+            gunicorn_round(
+                args, round_number, gunicorn, collector, sink, tok, wrk, problems, results
             )
-            argv = [gunicorn, "-k", "gthread", "--threads", str(GUNICORN_THREADS), "-w", "1"]
-            argv += ["-b", f"127.0.0.1:{port}", "--log-level", "warning", "apps:application"]
-            server = Process(argv, port, "/bench/handled", env)
-            try:
-                url = server.url + "/api/items"
-                if wrk:
-                    load = wrk_load(wrk, url, args.seconds, GUNICORN_CONNECTIONS, tok)
-                else:
-                    load = python_load(url, args.seconds, GUNICORN_CONNECTIONS, tok)
-                # Requests still in flight when the load stopped are answered (and
-                # captured) after it: wait for the count to settle.
-                handled = -1
-                while handled != (now := int(http("GET", server.url + "/bench/handled"))):
-                    handled = now
-                    time.sleep(0.3)
-                got = wait_delivered(variant, handled, collector, sink)
-                if variant != "bare" and got != handled:
-                    problems.append(f"gunicorn, {variant}: {got} of {handled} delivered")
-                load["handled"] = handled
-                results[variant].append(load)
-            finally:
-                server.stop()
+    finally:
+        pin([0, collector.pid, sink.pid], everywhere)
     return results
+
+
+def gunicorn_round(
+    args: argparse.Namespace,
+    round_number: int,
+    gunicorn: str,
+    collector: Process,
+    sink: Process,
+    tok: str,
+    wrk: str | None,
+    problems: list[str],
+    results: dict[str, list[dict[str, Any]]],
+) -> None:
+    """One round of the gunicorn phase: each variant served and loaded in turn."""
+    for variant in rotated(args.variants, round_number):
+        say(f"gunicorn, round {round_number + 1}/{args.rounds}: {variant} ...")
+        reset(collector, sink)
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            BENCH_VARIANT=variant,
+            BENCH_COLLECTOR=collector.url,
+            BENCH_SINK=sink.url,
+            PYTHONPATH=measured_path(),
+        )
+        argv = [gunicorn, "-k", "gthread", "--threads", str(GUNICORN_THREADS), "-w", "1"]
+        argv += ["-b", f"127.0.0.1:{port}", "--log-level", "warning", "apps:application"]
+        server = Process(argv, port, "/bench/handled", env, cpus=APP_CPUS)
+        try:
+            url = server.url + "/api/items"
+            if wrk:
+                load = wrk_load(wrk, url, args.seconds, GUNICORN_CONNECTIONS, tok)
+            else:
+                load = python_load(url, args.seconds, GUNICORN_CONNECTIONS, tok)
+            # Requests still in flight when the load stopped are answered (and
+            # captured) after it: wait for the count to settle.
+            handled = -1
+            while handled != (now := int(http("GET", server.url + "/bench/handled"))):
+                handled = now
+                time.sleep(0.3)
+            got = wait_delivered(variant, handled, collector, sink)
+            if variant != "bare" and got != handled:
+                problems.append(f"gunicorn, {variant}: {got} of {handled} delivered")
+            load["handled"] = handled
+            results[variant].append(load)
+        finally:
+            server.stop()
 
 
 def phase_delivery(
@@ -814,6 +888,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "made with `git worktree add`); the collector and sinks stay this checkout's",
     )
     parser.add_argument("--python-loadgen", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not give the gunicorn server a CPU of its own (see APP_CPUS)",
+    )
     parser.add_argument("--no-apt", action="store_true", help="never apt-get install wrk")
     parser.add_argument("--no-venv", action="store_true", help="use this interpreter as it is")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -856,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["BENCH_OTAS"] = str(Path(args.otas).resolve())
         say(f"measuring the otas_capture of {os.environ['BENCH_OTAS']}")
     wrk = ensure_wrk(args) if "gunicorn" in args.only else None
+    split_cpus(not args.no_pin)
     started = time.perf_counter()
     problems: list[str] = []
     tok = token()
@@ -905,8 +985,13 @@ def main(argv: list[str] | None = None) -> int:
         f"`python benchmarks/run.py{' --quick' if args.quick else ''}`: {args.rounds} rounds, "
         f"{args.iterations} timed requests per variant per round, gunicorn "
         f"{args.seconds:g} s per variant per round with "
-        f"{'wrk' if wrk else 'the Python load generator'}; medians of rounds. "
-        f"Took {time.perf_counter() - started:.0f} s.\n"
+        f"{'wrk' if wrk else 'the Python load generator'}; medians of rounds; "
+        + (
+            f"gunicorn on CPU {sorted(APP_CPUS)}, sinks and load on {sorted(OTHER_CPUS)}. "
+            if APP_CPUS
+            else "no CPU pinning. "
+        )
+        + f"Took {time.perf_counter() - started:.0f} s.\n"
     )
     print("\n".join(build_table(args, path, guni, deliv, idle, import_ms, mem)))
     if problems:

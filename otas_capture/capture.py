@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import IO, Any, Callable
+from itertools import chain
+from typing import IO, Any
 
 # Where the exchange of a captured request lives in its environ, for annotate() and the
 # framework integrations. Its presence also tells a second OtasMiddleware around the
@@ -47,6 +48,21 @@ def is_textual(content_type: str | None) -> bool:
     """Whether a body of this content type is captured. A missing type is sniffed later."""
     if not content_type:
         return True
+    # Asked twice per request, of the same few types: the answers are kept.
+    known = _textual.get(content_type)
+    if known is None:
+        known = _is_textual(content_type)
+        if len(content_type) <= 200:
+            if len(_textual) >= 256:
+                _textual.clear()
+            _textual[content_type] = known
+    return known
+
+
+_textual: dict[str, bool] = {}
+
+
+def _is_textual(content_type: str) -> bool:
     base = content_type.split(";", 1)[0].strip().lower()
     major, _, subtype = base.partition("/")
     if major == "text":
@@ -109,20 +125,18 @@ class InputTee:
     attribute) is the wrapped stream's, looked up on it: forwarded, not emulated.
     """
 
+    def __new__(cls, stream: IO[bytes] | None = None, buffer: BodyBuffer | None = None) -> Any:
+        # readinto, read1 and readall are optional on a stream, and frameworks probe
+        # for them (werkzeug reads through readinto when it is there), so the tee
+        # offers each one exactly when the real stream does: its class is the one of
+        # the tee classes that has just those (made once each, see _tee_class).
+        if cls is InputTee and stream is not None:
+            cls = _tee_class(tuple(name for name in _OPTIONAL_READS if hasattr(stream, name)))
+        return object.__new__(cls)
+
     def __init__(self, stream: IO[bytes], buffer: BodyBuffer) -> None:
         self._stream = stream
         self._buffer = buffer
-        # readinto, read1 and readall are optional on a stream, and frameworks probe
-        # for them (werkzeug reads through readinto when it is there), so the tee
-        # offers each one exactly when the real stream does.
-        # They are closures over the stream and the buffer, not bound methods: a bound
-        # method stored on the tee would make a reference cycle, keeping every request's
-        # tee and body alive until the cyclic garbage collector happens to run.
-        if hasattr(stream, "readinto"):
-            self.readinto = _copying_readinto(stream.readinto, buffer)
-        for name in ("read1", "readall"):
-            if hasattr(stream, name):
-                setattr(self, name, _copying_read(getattr(stream, name), buffer))
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
         data = self._stream.read(*args, **kwargs)
@@ -185,26 +199,42 @@ class InputTee:
         return getattr(stream, name)
 
 
-def _copying_readinto(
-    real: Callable[..., int | None], body: BodyBuffer
-) -> Callable[..., int | None]:
-    def readinto(buffer: Any, *args: Any, **kwargs: Any) -> int | None:
-        count = real(buffer, *args, **kwargs)
+class _TeeReadinto:
+    def readinto(self: Any, buffer: Any, *args: Any, **kwargs: Any) -> int | None:
+        count: int | None = self._stream.readinto(buffer, *args, **kwargs)
         if count:
-            body.add(memoryview(buffer)[:count])
+            self._buffer.add(memoryview(buffer)[:count])
         return count
 
-    return readinto
 
-
-def _copying_read(real: Callable[..., bytes], body: BodyBuffer) -> Callable[..., bytes]:
-    def read(*args: Any, **kwargs: Any) -> bytes:
-        data = real(*args, **kwargs)
+class _TeeRead1:
+    def read1(self: Any, *args: Any, **kwargs: Any) -> bytes:
+        data: bytes = self._stream.read1(*args, **kwargs)
         if data:
-            body.add(data)
+            self._buffer.add(data)
         return data
 
-    return read
+
+class _TeeReadall:
+    def readall(self: Any, *args: Any, **kwargs: Any) -> bytes:
+        data: bytes = self._stream.readall(*args, **kwargs)
+        if data:
+            self._buffer.add(data)
+        return data
+
+
+_OPTIONAL_READS = ("readinto", "read1", "readall")
+_TEE_MIXINS = {"readinto": _TeeReadinto, "read1": _TeeRead1, "readall": _TeeReadall}
+_tee_classes: dict[tuple[str, ...], type[InputTee]] = {(): InputTee}
+
+
+def _tee_class(names: tuple[str, ...]) -> type[InputTee]:
+    """The InputTee class with exactly the optional read methods ``names`` (made once)."""
+    made = _tee_classes.get(names)
+    if made is None:
+        mixins = tuple(_TEE_MIXINS[name] for name in names)
+        made = _tee_classes[names] = type("InputTee", (*mixins, InputTee), {})
+    return made
 
 
 class Exchange:
@@ -321,7 +351,7 @@ class Exchange:
             + len(self.query_string)
             + self.request_body.data.__sizeof__()
             + 176 * (len(request) + len(response))
-            + sum([len(name) + len(value) for name, value in request])
+            + sum(map(len, chain.from_iterable(request)))
             + _headers_size(response)
         )
         if self.response_body is not None:
@@ -370,7 +400,7 @@ def _headers_size(headers: Any) -> int:
     server, not this count, is the one to refuse it.
     """
     try:
-        return sum([len(name) + len(value) for name, value in headers])
+        return sum(map(len, chain.from_iterable(headers)))
     except (TypeError, ValueError):
         return sum(len(repr(pair)) for pair in headers) if isinstance(headers, list) else 1024
 

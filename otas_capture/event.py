@@ -42,6 +42,7 @@ from .redaction import (
     Found,
     Rule,
     Scrubber,
+    header_passes,
     looks_like_form,
     mask_assignments,
     mask_form,
@@ -70,10 +71,39 @@ class EventRefused(Exception):
         self.reason = reason
 
 
-# json.dumps with any non-default option makes a new encoder on every call; these are
-# made once (the same options, so the same text) and are safe to share between threads.
-_text_json = json.JSONEncoder(ensure_ascii=False).encode
-_EVENT_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+def _json_encoder(allow_nan: bool) -> Callable[[Any], str]:
+    """``json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan).encode``, made cheaper.
+
+    ``JSONEncoder.encode`` makes a new C encoder on every call, which costs more than
+    encoding a few headers. The C encoder is made once here, without the cycle check
+    (what is encoded here is built here and has no cycles; the check does not change
+    the text), and is safe to share between threads. Without the C accelerator the
+    plain ``encode`` is used: the same text.
+    """
+    plain = json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return plain.encode
+    encode = make(
+        None,
+        plain.default,
+        json.encoder.encode_basestring,
+        None,
+        ": ",
+        ", ",
+        False,
+        False,
+        allow_nan,
+    )
+
+    def encoded(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return encoded
+
+
+_text_json = _json_encoder(allow_nan=True)
+_event_json = _json_encoder(allow_nan=False)
 
 
 def clean_text(text: str) -> str:
@@ -232,6 +262,18 @@ def headers_json(headers: list[tuple[str, str]]) -> str:
     return _text_json(combined)
 
 
+def _request_header(environ_key: str, value: str) -> tuple[str, str]:
+    return header_name(environ_key), wsgi_text(value)
+
+
+def _response_header(name: Any, value: Any) -> tuple[str, str]:
+    return _safe_str(name), _safe_str(value)
+
+
+_SEEN_HEADERS = 1024
+_SEEN_HEADER_CHARS = 512
+
+
 def find_header(headers: list[tuple[str, str]], name: str) -> str:
     for key, value in headers:
         if key.lower() == name:
@@ -306,6 +348,71 @@ def utc_iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds")
 
 
+class _Parts:
+    """An event's fields after masking, before the known secrets are scrubbed from them."""
+
+    __slots__ = (
+        "path",
+        "request_headers",
+        "response_headers",
+        "query_pairs",
+        "form_pairs",
+        "request_body",
+        "response_body",
+        "error",
+        "custom_properties",
+        "metadata",
+        "fixed",
+        "scrub",
+    )
+
+    path: str
+    request_headers: list[tuple[str, str]]
+    response_headers: list[tuple[str, str]]
+    query_pairs: list[tuple[str, str]]
+    form_pairs: list[tuple[str, str]]
+    request_body: str
+    response_body: str
+    error: str
+    custom_properties: dict[str, Any]
+    metadata: dict[str, Any]
+    fixed: dict[str, Any]
+    scrub: Scrubber
+
+    def assemble(self, scrub: bool) -> dict[str, Any]:
+        """The event, in the contract's field order; ``scrub``: with every known secret
+        replaced (False only when the caller knows there is none to replace)."""
+        text = self.scrub.text if scrub else _same
+        fixed = self.fixed
+        metadata = self.metadata
+        return {
+            "project_id": fixed["project_id"],
+            "path": cut_path(text(self.path), metadata),
+            "method": fixed["method"],
+            "status_code": fixed["status_code"],
+            "latency_ms": fixed["latency_ms"],
+            "request_size_bytes": fixed["request_size_bytes"],
+            "response_size_bytes": fixed["response_size_bytes"],
+            "request_headers": headers_json([(k, text(v)) for k, v in self.request_headers]),
+            "request_body": text(self.request_body),
+            "query_params": _text_json(_group([(k, text(v)) for k, v in self.query_pairs])),
+            "post_data": _text_json(_group([(k, text(v)) for k, v in self.form_pairs])),
+            "response_headers": headers_json([(k, text(v)) for k, v in self.response_headers]),
+            "response_body": text(self.response_body),
+            "request_content_type": fixed["request_content_type"],
+            "response_content_type": fixed["response_content_type"],
+            "custom_properties": self.scrub.json(self.custom_properties)
+            if scrub
+            else self.custom_properties,
+            "error": text(self.error),
+            "metadata": self.scrub.json(metadata) if scrub else metadata,
+        }
+
+
+def _same(text: str) -> str:
+    return text
+
+
 class EventBuilder:
     """Builds events for one configuration; holds what can be prepared once."""
 
@@ -319,9 +426,44 @@ class EventBuilder:
             config.sensitive_headers,
         )
 
+        # Most headers (User-Agent, Accept, Host, Content-Type) come back event after
+        # event with the same value: what each became, when it held nothing to hide.
+        self._request_headers_seen: dict[tuple[str, str], tuple[str, str]] = {}
+        self._response_headers_seen: dict[tuple[Any, Any], tuple[str, str]] = {}
+
     @property
     def rule(self) -> Rule:
         return self._rule
+
+    def _headers(
+        self,
+        raw: list[tuple[Any, Any]],
+        seen: dict[Any, tuple[str, str]],
+        as_text: Callable[[Any, Any], tuple[str, str]],
+        found: Found,
+    ) -> list[tuple[str, str]]:
+        """Captured headers as text, redacted and masked; ``seen`` remembers the pairs
+        that pass unchanged (only those: the others add to ``found``)."""
+        rule = self._rule
+        result = []
+        for pair in raw:
+            remember = True
+            try:
+                done = seen.get(pair)
+            except TypeError:  # an unhashable pair the app handed over: not remembered
+                done, remember = None, False
+            if done is None:
+                name, value = as_text(*pair)
+                if header_passes(name, value, rule):
+                    done = (name, value)
+                    if remember and len(value) <= _SEEN_HEADER_CHARS:
+                        if len(seen) >= _SEEN_HEADERS:
+                            seen.clear()
+                        seen[pair] = done
+                else:
+                    done = redact_headers([(name, value)], rule, found)[0]
+            result.append(done)
+        return result
 
     def build(self, ex: Exchange, project_id: str) -> bytes:
         """The UTF-8 JSON body of the log call for ``ex``.
@@ -329,14 +471,28 @@ class EventBuilder:
         Raises :class:`EventRefused` when the user's ``before_send`` drops the event or
         fails (the event is then not shipped: fail closed).
         """
-        event = self.event(ex, project_id)
+        parts = self._parts(ex, project_id)
         before_send = self._config.before_send
+        if before_send is None and parts.scrub.absent_from_json(
+            parts.path.encode("utf-8", "surrogatepass")
+        ):
+            # Most events hold no known secret outside the fields masking replaced: encode
+            # once without scrubbing, and scrub only if a secret shows up in the text.
+            event = parts.assemble(scrub=False)
+            payload = _dumps(event)
+            if parts.scrub.absent_from_json(payload):
+                return encode_event(event, payload)
+        event = parts.assemble(scrub=True)
         if before_send is not None:
             event = self._run_before_send(before_send, event)
         return encode_event(event)
 
     def event(self, ex: Exchange, project_id: str) -> dict[str, Any]:
         """The event for ``ex`` as a dict, masked and scrubbed, before ``before_send``."""
+        return self._parts(ex, project_id).assemble(scrub=True)
+
+    def _parts(self, ex: Exchange, project_id: str) -> _Parts:
+        """The event's fields, masked, and the secrets still to scrub from them."""
         rule = self._rule
         found = Found()
         metadata: dict[str, Any] = {
@@ -348,22 +504,21 @@ class EventBuilder:
         if ex.first_byte is not None:
             metadata["time_to_first_byte_ms"] = round((ex.first_byte - ex.start) * 1000, 3)
 
-        request_headers = redact_headers(
-            [(header_name(key), wsgi_text(value)) for key, value in ex.request_headers],
-            rule,
-            found,
+        parts = _Parts()
+        parts.request_headers = self._headers(
+            ex.request_headers, self._request_headers_seen, _request_header, found
         )
-        response_headers = redact_headers(
-            [(_safe_str(k), _safe_str(v)) for k, v in ex.response_headers], rule, found
+        parts.response_headers = self._headers(
+            ex.response_headers, self._response_headers_seen, _response_header, found
         )
-        request_type = find_header(request_headers, "content-type")
-        response_type = find_header(response_headers, "content-type")
+        request_type = find_header(parts.request_headers, "content-type")
+        response_type = find_header(parts.response_headers, "content-type")
 
-        _, query_pairs, _ = mask_form(wsgi_text(ex.query_string), rule, found)
-        request_body, form_pairs = self._body_text(
+        _, parts.query_pairs, _ = mask_form(wsgi_text(ex.query_string), rule, found)
+        parts.request_body, parts.form_pairs = self._body_text(
             ex.request_body, request_type, "request", metadata, found
         )
-        response_body, _ = self._body_text(
+        parts.response_body, _ = self._body_text(
             ex.response_body, response_type, "response", metadata, found
         )
 
@@ -377,20 +532,24 @@ class EventBuilder:
         if error and rule.may_contain(error):
             # Validation errors quote the input: "password=hunter2", {'token': '...'}.
             error = mask_text(error, rule, found)[0]
+        parts.error = error
         path = wsgi_text(ex.script_name + ex.path_info) or "/"
         if "=" in path:  # matrix parameters: /reset;token=...
             path = mask_assignments(path, rule, found)[0]
+        parts.path = path
 
         custom_properties, cut = bounded_json(ex.custom_properties or {})
         if cut:
             metadata["custom_properties_truncated"] = True
         # Annotations are the app's own words, but an annotated api_key is still a key.
         mask_json(custom_properties, rule, found)
+        parts.custom_properties = custom_properties
         if ex.metadata:
             metadata.update(bounded_json(ex.metadata)[0])
         # One id per event, made once: a retry sends the same payload, so the same id.
         if "event_id" not in metadata:
             metadata["event_id"] = _event_id()
+        parts.metadata = metadata
 
         # Everything this request is known to hold secret, wherever else it shows up.
         secrets = found.values
@@ -398,32 +557,18 @@ class EventBuilder:
             secrets.add(self._config.sdk_key)
         if ex.token:
             secrets.add(ex.token)
-        scrub = _scrubber(secrets)
-        request_headers = [(k, scrub.text(v)) for k, v in request_headers]
-        response_headers = [(k, scrub.text(v)) for k, v in response_headers]
-        query_pairs = [(k, scrub.text(v)) for k, v in query_pairs]
-        form_pairs = [(k, scrub.text(v)) for k, v in form_pairs]
-
-        return {
+        parts.scrub = _scrubber(secrets)
+        parts.fixed = {
             "project_id": project_id,
-            "path": cut_path(scrub.text(path), metadata),
             "method": wsgi_text(ex.method)[:METHOD_LIMIT],
             "status_code": code,
             "latency_ms": round(max(0.0, end - ex.start) * 1000, 3),
             "request_size_bytes": ex.request_body.size,
             "response_size_bytes": ex.response_body.size if ex.response_body else 0,
-            "request_headers": headers_json(request_headers),
-            "request_body": scrub.text(request_body),
-            "query_params": _text_json(_group(query_pairs)),
-            "post_data": _text_json(_group(form_pairs)),
-            "response_headers": headers_json(response_headers),
-            "response_body": scrub.text(response_body),
             "request_content_type": request_type[:CONTENT_TYPE_LIMIT],
             "response_content_type": response_type[:CONTENT_TYPE_LIMIT],
-            "custom_properties": scrub.json(custom_properties),
-            "error": scrub.text(error),
-            "metadata": scrub.json(metadata),
         }
+        return parts
 
     def _run_before_send(
         self, before_send: Callable[[dict[str, Any]], Any], event: dict[str, Any]
@@ -568,9 +713,13 @@ def storable(event: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def encode_event(event: dict[str, Any]) -> bytes:
-    """Serialize, cutting the largest parts (and saying so) until it fits Brain's limit."""
-    payload = _dumps(event)
+def encode_event(event: dict[str, Any], payload: bytes | None = None) -> bytes:
+    """Serialize, cutting the largest parts (and saying so) until it fits Brain's limit.
+
+    ``payload``: ``event`` already serialized, when the caller has it.
+    """
+    if payload is None:
+        payload = _dumps(event)
     for keep in (256 * 1024, 16 * 1024, 1024, 0):
         if len(payload) <= MAX_EVENT_BYTES:
             break
@@ -598,4 +747,4 @@ _CUTTABLE_JSON_TEXT = ("request_headers", "response_headers", "query_params", "p
 
 
 def _dumps(value: Any) -> bytes:
-    return _EVENT_ENCODER.encode(value).encode("utf-8")
+    return _event_json(value).encode("utf-8")

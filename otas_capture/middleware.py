@@ -149,11 +149,11 @@ class OtasMiddleware:
         self._orphans: deque[Exchange] = deque()
         self._unclosed = 0
         self._drain_lock = threading.Lock()
-        # Exchanges begun and not finished yet, for close() to wait for a response
-        # being finished (a lock held for an addition, twice a request). Reentrant: the
-        # SIGTERM handler may finish an exchange in the main thread while it holds it.
-        self._in_progress = 0
-        self._progress_lock = threading.RLock()
+        # One item per exchange begun and not finished yet, for close() to wait for a
+        # response being finished. A deque's append and pop are atomic and take no
+        # lock, so neither a request nor the SIGTERM handler (which may finish an
+        # exchange while the main thread is anywhere) ever waits for it.
+        self._in_progress: deque[None] = deque()
         if not self.config.enabled and self.config.env_refused:
             pass  # off because a variable was refused: config logged that, naming it
         elif not self.config.enabled:
@@ -224,7 +224,7 @@ class OtasMiddleware:
         """Wait up to ``timeout`` s until every exchange begun has been finished (those
         begun before close(): later requests pass through uncaptured)."""
         deadline = perf_counter() + timeout
-        while self._in_progress > 0 and perf_counter() < deadline:
+        while self._in_progress and perf_counter() < deadline:
             time.sleep(0.005)  # only at close: a poll costs nothing meanwhile
             self._drain_orphans()
 
@@ -284,8 +284,7 @@ class OtasMiddleware:
             request_limit = 0  # counted, not kept: binary, or compressed text
         request_body = BodyBuffer(request_limit)
         exchange = Exchange(token, time.time(), start, environ, request_body)
-        with self._progress_lock:
-            self._in_progress += 1
+        self._in_progress.append(None)
         environ[EXCHANGE_ENVIRON_KEY] = exchange
         stream = environ.get("wsgi.input")
         if stream is not None:
@@ -323,8 +322,10 @@ class OtasMiddleware:
         """Hand a complete exchange to the sender, once. Never raises into the server."""
         if exchange.sealed:
             return
-        with self._progress_lock:
-            self._in_progress -= 1
+        try:
+            self._in_progress.pop()
+        except IndexError:  # one item per exchange begun, so never; and never raised
+            pass
         try:
             if exchange.end is None:
                 exchange.end = perf_counter()

@@ -624,6 +624,9 @@ def _spell(secret: str) -> tuple[str, ...]:
     )
 
 
+# What JSON text escapes when non-ASCII is kept: the quote, the backslash, control characters.
+_JSON_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
+
 # The same secrets (a key, a session's token, its Authorization header) recur event after
 # event: spell each once. Only short ones are cached, so the cache stays small.
 _spellings = functools.lru_cache(maxsize=256)(_spell)
@@ -641,9 +644,30 @@ class Scrubber:
         # Longest first: a secret that contains another is replaced whole.
         self._variants = sorted(variants, key=len, reverse=True)
         self._shortest = len(self._variants[-1]) if self._variants else 0
+        # A variant JSON would not escape shows in an encoded event exactly as written.
+        self._verbatim_in_json = not any(map(_JSON_ESCAPED.search, self._variants))
+        self._utf8 = [variant.encode("utf-8", "surrogatepass") for variant in self._variants]
 
     def __bool__(self) -> bool:
         return bool(self._variants)
+
+    def absent_from_json(self, encoded: bytes) -> bool:
+        """Whether scrubbing the strings of a value would change nothing, judged from
+        ``encoded``, its UTF-8 JSON text (``ensure_ascii=False``; a string may hold JSON
+        text in turn).
+
+        True only when no secret can be in any of its strings; False means maybe. One
+        search of the whole text is much cheaper than scrubbing each field, and events
+        seldom hold a known secret outside the fields masking already replaced.
+        """
+        if not self._variants:
+            return True
+        if not self._verbatim_in_json:
+            return False  # a secret with a quote or a control character: look closely
+        for variant in self._utf8:
+            if variant in encoded:
+                return False
+        return True
 
     def text(self, text: str) -> str:
         if len(text) < self._shortest:
@@ -676,16 +700,23 @@ def redact_headers(
     found = Found() if found is None else found
     result = []
     for name, value in headers:
-        if rule.header(name):
+        if header_passes(name, value, rule):
+            result.append((name, value))
+        elif rule.header(name):
             found.add_header(name, value)
             result.append((name, REDACTED))
         else:
-            if ("=" in value or ":" in value or "<" in value) and rule.may_contain(value):
-                # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...;
-                # a debugging header holding JSON or "api_key: ..."; a URL with a password.
-                value = mask_text(value, rule, found)[0]
-            result.append((name, value))
+            # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...;
+            # a debugging header holding JSON or "api_key: ..."; a URL with a password.
+            result.append((name, mask_text(value, rule, found)[0]))
     return result
+
+
+def header_passes(name: str, value: str, rule: Rule) -> bool:
+    """Whether :func:`redact_headers` keeps this header as it is, finding no secret."""
+    if rule.header(name):
+        return False
+    return not (("=" in value or ":" in value or "<" in value) and rule.may_contain(value))
 
 
 # -- name=value text: forms, query strings, URLs in header values, free text -------------

@@ -11,9 +11,12 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qs
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
 import otas_capture
+import otas_capture.event as event_module
 from otas_capture.capture import BodyBuffer, Exchange
 from otas_capture.config import Config
 from otas_capture.contract import (
@@ -1330,3 +1333,73 @@ def test_an_xml_body_has_its_credential_elements_masked():
     assert (
         event["request_body"] == f"<login><user>bob</user><password>{REDACTED}</password></login>"
     )
+
+
+# -- JSON text ----------------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(JSON_VALUES)
+def test_the_shared_json_encoders_write_what_json_dumps_writes(value):
+    assert event_module._text_json(value) == json.dumps(value, ensure_ascii=False)
+    expected = json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    assert event_module._dumps(value) == expected
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_the_event_encoder_refuses_what_json_cannot_carry_and_the_text_encoder_writes_it(number):
+    assert event_module._text_json({"x": number}) == json.dumps({"x": number}, ensure_ascii=False)
+    with pytest.raises(ValueError):
+        event_module._dumps({"x": number})
+
+
+# -- headers seen before -----------------------------------------------------------------
+
+
+def test_a_redacted_header_is_redacted_and_scrubbed_in_every_event_of_a_builder():
+    # Headers that pass unchanged are remembered between events; a secret one never is:
+    # every event redacts it and scrubs its value from the other fields.
+    builder = EventBuilder(Config.load({}, {}))
+    for _ in range(3):
+        ex = exchange(
+            headers={"Authorization": "Bearer s3cret-value-1", "User-Agent": "agent/1"},
+            response_body=b'{"echo": "s3cret-value-1"}',
+        )
+        event = json.loads(builder.build(ex, PROJECT))
+        headers = json.loads(event["request_headers"])
+        assert headers["Authorization"] == REDACTED
+        assert headers["User-Agent"] == "agent/1"
+        assert "s3cret-value-1" not in event["response_body"]
+
+
+def test_a_header_holding_a_secret_is_masked_in_every_event_of_a_builder():
+    builder = EventBuilder(Config.load({}, {}))
+    for _ in range(3):
+        ex = exchange(headers={"Referer": "https://app/cb?access_token=abcdef123456"})
+        referer = json.loads(json.loads(builder.build(ex, PROJECT))["request_headers"])["Referer"]
+        assert "abcdef123456" not in referer
+
+
+def test_a_response_header_pair_that_cannot_be_remembered_still_ships():
+    builder = EventBuilder(Config.load({}, {}))
+    for _ in range(2):
+        ex = exchange(response_headers=[["Content-Type", "application/json"], ("X-N", 7)])
+        headers = json.loads(json.loads(builder.build(ex, PROJECT))["response_headers"])
+        assert headers == {"Content-Type": "application/json", "X-N": "7"}
+
+
+def test_remembered_headers_stay_bounded():
+    builder = EventBuilder(Config.load({}, {}))
+    for n in range(3000):
+        builder.build(exchange(headers={"X-Request-Id": f"r-{n}"}), PROJECT)
+    assert len(builder._request_headers_seen) <= 1024
