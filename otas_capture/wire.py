@@ -21,7 +21,9 @@ What this module does instead:
   else malformed raises :class:`ProtocolError` (an ``OSError``, as a broken connection
   would be) and the connection is dropped, never reused in an unknown state.
 * Every call has a deadline: each blocking send and receive gets what is left of it, so
-  a server that trickles bytes cannot stretch one call beyond ``timeout``.
+  a server that trickles bytes cannot stretch one call beyond ``timeout``. On 64-bit
+  Linux the kernel enforces those bounds on a blocking plain-TCP socket, which spares
+  the ``poll`` Python runs before each send and receive of a socket with a timeout.
 
 :class:`KeepAliveConnection` is the blocking form, one per sender thread;
 :class:`BrainConnection` wraps it in the interface of the sender's own
