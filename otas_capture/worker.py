@@ -177,8 +177,7 @@ class Worker:
                 self._last_seq += 1
                 job.seq = self._last_seq
                 job.accepted_mark = self._accepted
-                job.held = 1
-                self._held += 1
+                self._hold(job)
                 self._queue.append(job)
                 self._pending += 1
                 self._pending_bytes += size
@@ -242,6 +241,14 @@ class Worker:
             finally:
                 self._flush_waits.remove(waiting)
             return True
+
+    def _hold(self, job: Job) -> None:
+        """One more place holds ``job`` (lock held)."""
+        if not job.held:
+            # New, or back in the retry heap after a thread that still ran an earlier
+            # attempt of it let it go (its retry was due at once): unsettled again.
+            self._held += 1
+        job.held += 1
 
     def _release(self, job: Job) -> None:
         """One of the places holding ``job`` let it go (lock held); once none holds it,
@@ -514,7 +521,7 @@ class Worker:
         if self._stopping:
             return False
         heapq.heappush(self._retry, (due, job.seq, job))
-        job.held += 1  # still in flight too, until _finish lets it go
+        self._hold(job)  # usually still in flight too, until _finish lets it go
         self._work.notify()
         return True
 
