@@ -22,6 +22,12 @@ shown too, per event shipped during the flush (the application is idle then).
 
     python benchmarks/breakdown.py                           # wire, 1 and 4 threads
     python benchmarks/breakdown.py --transport http.client   # the same with http.client
+    python benchmarks/breakdown.py --instant                 # a server that answers at once
+
+``--instant`` ships to a minimal loopback server (in another process) that answers
+every call at once with Brain's 201, instead of the collector, which takes about a
+millisecond per call: the difference is what waiting for each answer costs the
+sender (its thread sleeps, other work runs, its caches go cold).
 
 Runs in any environment with this checkout and Flask installed (benchmarks/.venv has
 both). The wrappers cost about a microsecond each; they are the same in every run.
@@ -31,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -139,6 +147,49 @@ def one_run(url: str, concurrency: int, events: int, token: str) -> dict[str, fl
     }
 
 
+_ANSWER = (
+    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 38\r\n\r\n"
+    b'{"status":1,"status_description":"ok"}'
+)
+
+
+def serve_instant() -> None:
+    """Answer every log call at once with a 201, on a port it prints (keep-alive)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+
+    def serve(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buffer = b""
+        while data := conn.recv(65536):
+            buffer += data
+            while (end := buffer.find(b"\r\n\r\n")) >= 0:
+                head = buffer[:end].decode("latin-1").lower()
+                length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+                if len(buffer) < end + 4 + length:
+                    break
+                buffer = buffer[end + 4 + length :]
+                conn.sendall(_ANSWER)
+
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+class InstantServer:
+    """``serve_instant`` in a process of its own, with the collector's ``url``/``stop``."""
+
+    def __init__(self) -> None:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--serve-instant"]
+        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        self.url = f"http://127.0.0.1:{self._proc.stdout.readline().strip()}"
+
+    def stop(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Where the sender's CPU goes, per event.")
     parser.add_argument("--transport", choices=("http.client", "wire"), default="wire")
@@ -148,10 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds the collector adds to each call"
     )
+    parser.add_argument(
+        "--instant", action="store_true", help="ship to a server that answers at once"
+    )
+    parser.add_argument("--serve-instant", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_instant:
+        serve_instant()
+        return 0
     install(args.transport)
     levels = [int(c) for c in args.concurrency.split(",")]
-    collector = start_collector(args.latency)
+    collector = InstantServer() if args.instant else start_collector(args.latency)
     try:
         token = Collector().issue_token()
         one_run(collector.url, 1, 100, token)  # warm up

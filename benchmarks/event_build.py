@@ -7,6 +7,13 @@ password to the request body, so it is parsed and masked.
     python benchmarks/event_build.py [--secret]
 
 Prints the best of five runs of 2,000 builds, in CPU time (the machine may be shared).
+
+``--count N`` builds the same event N times and prints nothing: for counting
+instructions, which no other load on the machine changes, with valgrind::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python benchmarks/event_build.py --count 600    # then --count 100:
+    # instructions per build = (the first "Collected" - the second) / 500
 """
 
 from __future__ import annotations
@@ -73,6 +80,11 @@ def exchange(secret: bool) -> Exchange:
 def main() -> None:
     secret = "--secret" in sys.argv
     builder = EventBuilder(Config.load({"sdk_key": "otas_abc_defghijkl"}, {}))
+    if "--count" in sys.argv:
+        ex = exchange(secret)
+        for _ in range(int(sys.argv[sys.argv.index("--count") + 1])):
+            builder.build(ex, PROJECT)
+        return
     exchanges = iter([exchange(secret) for _ in range(10_000)])
     runs = [
         timeit.Timer(
