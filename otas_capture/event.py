@@ -71,34 +71,42 @@ class EventRefused(Exception):
         self.reason = reason
 
 
-def _json_encoder(allow_nan: bool) -> Callable[[Any], str]:
+def _json_encoder(allow_nan: bool, make: Any = "c_make_encoder") -> Callable[[Any], str]:
     """``json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan).encode``, made cheaper.
 
     ``JSONEncoder.encode`` makes a new C encoder on every call, which costs more than
     encoding a few headers. The C encoder is made once here, without the cycle check
     (what is encoded here is built here and has no cycles; the check does not change
-    the text), and is safe to share between threads. Without the C accelerator the
-    plain ``encode`` is used: the same text.
+    the text), and is safe to share between threads. Without the C accelerator, or
+    with one that takes other arguments or writes other text (another Python), the
+    plain ``encode`` is used.
     """
     plain = json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan)
-    make = getattr(json.encoder, "c_make_encoder", None)
+    if isinstance(make, str):  # the accelerator's name (tests pass a stand-in)
+        make = getattr(json.encoder, make, None)
     if make is None:
         return plain.encode
-    encode = make(
-        None,
-        plain.default,
-        json.encoder.encode_basestring,
-        None,
-        ": ",
-        ", ",
-        False,
-        False,
-        allow_nan,
-    )
 
     def encoded(value: Any) -> str:
         return "".join(encode(value, 0))
 
+    probe = {"a": [1, -2.5, None, True, 'é\n"\\'], "b": {}}
+    try:
+        encode = make(
+            None,
+            plain.default,
+            json.encoder.encode_basestring,
+            None,
+            ": ",
+            ", ",
+            False,
+            False,
+            allow_nan,
+        )
+        if encoded(probe) != plain.encode(probe):
+            return plain.encode
+    except Exception:
+        return plain.encode
     return encoded
 
 

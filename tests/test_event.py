@@ -1403,3 +1403,15 @@ def test_remembered_headers_stay_bounded():
     for n in range(3000):
         builder.build(exchange(headers={"X-Request-Id": f"r-{n}"}), PROJECT)
     assert len(builder._request_headers_seen) <= 1024
+
+
+@pytest.mark.parametrize(
+    "accelerator",
+    [None, lambda *args: (_ for _ in ()).throw(TypeError("other arguments")), lambda *a: len],
+    ids=["absent", "other-arguments", "other-text"],
+)
+def test_the_json_encoder_falls_back_to_plain_encoding_when_the_accelerator_differs(
+    accelerator,
+):
+    encode = event_module._json_encoder(allow_nan=False, make=accelerator)
+    assert encode({"a": ["é", 1.5]}) == json.dumps({"a": ["é", 1.5]}, ensure_ascii=False)
