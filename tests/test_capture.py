@@ -349,3 +349,33 @@ def test_describe_exception_survives_a_broken_str(exc):
 def test_describe_exception_cuts_a_huge_message():
     text = describe_exception(ValueError("x" * 1_000_000))
     assert text.startswith("ValueError: xxx") and len(text) < 5000
+
+
+@pytest.mark.parametrize(
+    "offered",
+    [set(), {"readinto"}, {"read1"}, {"readall"}, {"readinto", "read1", "readall"}],
+    ids=lambda names: "+".join(sorted(names)) or "none",
+)
+def test_the_tee_offers_exactly_the_optional_reads_its_stream_offers(offered):
+    real = io.BytesIO(BODY)
+
+    class Stream:
+        def read(self, *args):
+            return real.read(*args)
+
+    for name in offered:
+        setattr(Stream, name, lambda self, *args, _name=name: getattr(real, _name)(*args))
+    if "readall" in offered:
+        Stream.readall = lambda self: real.read()
+    buffer = BodyBuffer(1 << 20)
+    tee = InputTee(Stream(), buffer)
+    assert {n for n in ("readinto", "read1", "readall") if hasattr(tee, n)} == offered
+    if "readinto" in offered:
+        chunk = bytearray(10)
+        assert tee.readinto(chunk) == 10
+    if "read1" in offered:
+        tee.read1(5)
+    if "readall" in offered:
+        tee.readall()
+    tee.read()
+    assert buffer.getvalue() == BODY
