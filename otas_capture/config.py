@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import unicodedata
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Callable
@@ -293,6 +292,8 @@ def _parse_sdk_key(option: str, value: Any) -> str | None:
 def _parse_project_id(option: str, value: Any) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    import uuid  # here: a few milliseconds of `import otas_capture` otherwise
+
     try:
         return str(uuid.UUID(str(value).strip()))
     except ValueError:

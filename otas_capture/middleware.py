@@ -37,11 +37,12 @@ from .response import (
     pass_file,
     record_start,
 )
-from .sender import Sender
 from .stats import Stats
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .sender import Sender
 
 # The framework integrations find a request's exchange under EXCHANGE_ENVIRON_KEY.
 __all__ = ["EXCHANGE_ENVIRON_KEY", "TOKEN_ENVIRON_KEY", "OtasMiddleware"]
@@ -164,6 +165,11 @@ class OtasMiddleware:
                 "is sent to OTAS"
             )
         else:
+            # Imported here: the sender's modules (the event builder, the masker, the
+            # transport) are most of the package's import time, and a middleware that
+            # ships nothing, or code that only imports the package, never needs them.
+            from .sender import Sender
+
             self._sender = Sender(self.config, self._stats)
             self._capturing = True
             shutdown.register(self)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -657,3 +659,31 @@ def test_json_sent_as_plain_text_is_masked_too(make_middleware, collector, agent
     event = one_event(middleware, collector)
     assert "hunter2" not in event["request_body"]
     assert '"user": "bob"' in event["request_body"]
+
+
+LAZY = """
+import sys
+import otas_capture
+print(" ".join(sorted(name for name in sys.modules if name.startswith("otas_capture."))))
+otas_capture.OtasMiddleware(
+    lambda environ, start_response: [], sdk_key="otas_lazy_testkey", brain_url="http://127.0.0.1:9"
+)
+print("otas_capture.sender" in sys.modules)
+"""
+
+
+def test_importing_the_package_leaves_the_senders_modules_for_the_first_middleware():
+    # They are most of the import time; code that only imports the package (or a
+    # middleware that ships nothing) never needs them.
+    out = subprocess.run(
+        [sys.executable, "-c", LAZY], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    loaded = set(out[0].split())
+    assert not loaded & {
+        "otas_capture.sender",
+        "otas_capture.client",
+        "otas_capture.event",
+        "otas_capture.redaction",
+        "otas_capture.wire",
+    }
+    assert out[1] == "True"
