@@ -132,7 +132,9 @@ def _unsendable_character(text: str) -> str:
     return ""
 
 
-def _parse_bool(option: str, value: Any) -> bool:
+def as_bool(value: Any) -> bool | None:
+    """``value`` as a switch (a bool, or true/false, 1/0, yes/no, on/off in any case);
+    None when it is none of those."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -140,7 +142,14 @@ def _parse_bool(option: str, value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise _fail(option, "one of true/false, 1/0, yes/no, on/off", value)
+    return None
+
+
+def _parse_bool(option: str, value: Any) -> bool:
+    parsed = as_bool(value)
+    if parsed is None:
+        raise _fail(option, "one of true/false, 1/0, yes/no, on/off", value)
+    return parsed
 
 
 def _parse_int(option: str, value: Any, low: int, high: int | None = None) -> int:

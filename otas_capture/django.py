@@ -47,7 +47,7 @@ from django.utils.functional import LazyObject, empty
 
 from ._frameworks import log_misuse, option_names, with_overrides
 from .capture import Exchange
-from .config import ConfigError, check_names
+from .config import ConfigError, as_bool, check_names
 from .contract import LOGGER_NAME
 from .middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
 
@@ -331,7 +331,7 @@ def load_options() -> tuple[dict[str, Any], bool]:
 
 def _capture_user(value: Any) -> bool:
     if value is not None:
-        parsed = _parse_bool(value)
+        parsed = as_bool(value)
         if parsed is None:
             raise ConfigError(
                 f"OTAS_CAPTURE_USER (option capture_user=) must be true or false, got {value!r}"
@@ -340,24 +340,13 @@ def _capture_user(value: Any) -> bool:
     text = os.environ.get("OTAS_CAPTURE_USER")
     if text is None:
         return False
-    parsed = _parse_bool(text)
+    parsed = as_bool(text)
     if parsed is None:
         logger.error(
             "otas-capture: OTAS_CAPTURE_USER must be true or false, got %r; using false", text
         )
         return False
     return parsed
-
-
-def _parse_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    return None
 
 
 def _core_for(options: dict[str, Any]) -> OtasMiddleware:
