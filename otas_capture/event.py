@@ -42,14 +42,13 @@ from .redaction import (
     Found,
     Rule,
     Scrubber,
-    header_passes,
     looks_like_form,
     mask_assignments,
     mask_form,
     mask_json,
     mask_multipart,
     mask_text,
-    redact_headers,
+    redact_header,
 )
 
 SDK_NAME = "otas-capture"
@@ -461,15 +460,11 @@ class EventBuilder:
             except TypeError:  # an unhashable pair the app handed over: not remembered
                 done, remember = None, False
             if done is None:
-                name, value = as_text(*pair)
-                if header_passes(name, value, rule):
-                    done = (name, value)
-                    if remember and len(value) <= _SEEN_HEADER_CHARS:
-                        if len(seen) >= _SEEN_HEADERS:
-                            seen.clear()
-                        seen[pair] = done
-                else:
-                    done = redact_headers([(name, value)], rule, found)[0]
+                done, passed = redact_header(*as_text(*pair), rule, found)
+                if passed and remember and len(done[1]) <= _SEEN_HEADER_CHARS:
+                    if len(seen) >= _SEEN_HEADERS:
+                        seen.clear()
+                    seen[pair] = done
             result.append(done)
         return result
 

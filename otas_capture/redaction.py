@@ -698,25 +698,20 @@ def redact_headers(
 ) -> list[tuple[str, str]]:
     """Headers with every sensitive one's value replaced, and secrets in URLs masked."""
     found = Found() if found is None else found
-    result = []
-    for name, value in headers:
-        if header_passes(name, value, rule):
-            result.append((name, value))
-        elif rule.header(name):
-            found.add_header(name, value)
-            result.append((name, REDACTED))
-        else:
-            # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...;
-            # a debugging header holding JSON or "api_key: ..."; a URL with a password.
-            result.append((name, mask_text(value, rule, found)[0]))
-    return result
+    return [redact_header(name, value, rule, found)[0] for name, value in headers]
 
 
-def header_passes(name: str, value: str, rule: Rule) -> bool:
-    """Whether :func:`redact_headers` keeps this header as it is, finding no secret."""
+def redact_header(name: str, value: str, rule: Rule, found: Found) -> tuple[tuple[str, str], bool]:
+    """One header, redacted or masked as :func:`redact_headers` does it, and whether it
+    passed as it was (then it held nothing secret and ``found`` is unchanged)."""
     if rule.header(name):
-        return False
-    return not (("=" in value or ":" in value or "<" in value) and rule.may_contain(value))
+        found.add_header(name, value)
+        return (name, REDACTED), False
+    if ("=" in value or ":" in value or "<" in value) and rule.may_contain(value):
+        # Referer: https://app/cb?access_token=... ; Location: ...#access_token=...;
+        # a debugging header holding JSON or "api_key: ..."; a URL with a password.
+        return (name, mask_text(value, rule, found)[0]), False
+    return (name, value), True
 
 
 # -- name=value text: forms, query strings, URLs in header values, free text -------------
