@@ -476,6 +476,8 @@ class EventBuilder:
         """
         parts = self._parts(ex, project_id)
         before_send = self._config.before_send
+        # The whole path is searched too: the event carries it cut to Brain's limit, and
+        # a secret across the cut would not show in the encoded text.
         if before_send is None and parts.scrub.absent_from_json(
             parts.path.encode("utf-8", "surrogatepass")
         ):
