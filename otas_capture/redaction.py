@@ -477,6 +477,8 @@ class Rule:
         if "-----BEGIN" in text:
             return True  # maybe a PEM private key
         lowered = text.lower()
+        if len(lowered) != len(text):  # a letter that lower-cases to two: positions differ
+            return any(needle in lowered for needle in self._needles)
         for needle in self._needles:
             start = lowered.find(needle)
             if start < 0:
@@ -484,9 +486,10 @@ class Rule:
             precise = _PRECISE.get(needle)
             if precise is None:
                 return True
+            seen = text if needle in _CASED else lowered
             for _ in range(_MAX_LOOKS):
                 window = max(0, start - _WINDOW)
-                if precise.search(lowered, window, start + len(needle) + _WINDOW):
+                if precise.search(seen, window, start + len(needle) + _WINDOW):
                     return True
                 start = lowered.find(needle, start + 1)
                 if start < 0:
@@ -527,15 +530,19 @@ _NEEDLES = (
 # Between two words of a name: nothing (camel case), _ - . or a space, or "][" (a[b][c]).
 _SEPARATOR = "[^a-z0-9]{0,3}"
 # What must surround a needle for a name to be possible, where the needle alone is common.
+# Most close looks read the lower-cased text. Those that rule a hit out by the letters
+# after it (passenger, tokens, pinned) read the text as it is, the needle in any case
+# and those letters in lower case only: they must continue the same word, and an
+# upper-case letter starts a new one (pinNumber is "pin number", not "pinn...").
 _PRECISE = {
     needle: re.compile(pattern)
     for needle, pattern in {
-        "pass": r"pass(?!eng|port|ive|age|ed|es|ing|ion)",
-        "pw": r"pw(?:d|(?![a-z]))",
-        "token": r"token(?!s(?![a-z])|iz)",
-        "cred": r"cred(?!it)",
-        "auth": r"auth(?!or(?!i[sz])|ent)",
-        "pin": r"pin(?![gnei])",
+        "pass": r"(?i:pass)(?!eng|port|ive|age|ed|es|ing|ion)",
+        "pw": r"(?i:pw)(?:[dD]|(?![a-z]))",
+        "token": r"(?i:token)(?!s(?![a-z])|iz)",
+        "cred": r"(?i:cred)(?!it)",
+        "auth": r"(?i:auth)(?!or(?!i[sz])|ent)",
+        "pin": r"(?i:pin)(?![gnei])",
         "sess": r"sess(?:ion|id)",
         "key": _any(_KEY_QUALIFIERS) + _SEPARATOR + "key",
         "card": r"card" + _SEPARATOR + r"n(?:um|o|r)|(?:credit|debit)" + _SEPARATOR + "card",
@@ -544,6 +551,8 @@ _PRECISE = {
         "security": "security" + _SEPARATOR + r"(?:code|n(?:um|o|r))",
     }.items()
 }
+# The needles whose close look reads the text as it is, not lower-cased.
+_CASED = frozenset({"pass", "pw", "token", "cred", "auth", "pin"})
 _WINDOW = 24  # characters around a hit that can decide it
 _MAX_LOOKS = 64
 

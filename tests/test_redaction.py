@@ -909,3 +909,13 @@ def test_the_value_of_an_html_input_with_a_credential_name_is_masked(html):
     )
     assert changed and "html-Secret-1" not in masked and "value='bob'" in masked
     assert "html-Secret-1" in found.values
+
+
+@pytest.mark.parametrize("name", ["pinNumber", "pinEntry", "PINInput", "pinGuess", "userPinEntry"])
+def test_a_name_whose_next_word_starts_with_a_letter_that_rules_a_near_miss_out_is_masked(name):
+    # "pine", "ping" and "pinned" are not PINs; "pin" followed by "Number" is one.
+    text = json.dumps({name: "4821-Secret-7", "note": "ok"})
+    assert RULE.field(name)
+    assert RULE.may_contain(text)
+    masked, changed = mask_text(text, RULE, Found())
+    assert changed and "4821-Secret-7" not in masked
