@@ -418,6 +418,14 @@ class Rule:
         # A user's name is found by its last word (it may be glued to the others).
         extra_needles = {words[-1] for words in self._extra} - set(_NEEDLES)
         self._needles = _NEEDLES + tuple(sorted(extra_needles))
+        # may_contain judges ASCII text word by word (runs of letters), remembering the
+        # verdict of each word: a user's needle with other characters than letters
+        # spans words and is searched for in the whole text instead.
+        self._letter_needles = tuple(n for n in self._needles if n.isalpha() and n.isascii())
+        self._odd_needles = tuple(n for n in self._needles if n not in self._letter_needles)
+        self._plain_words: set[bytes] = set()
+        self._word_verdicts: dict[bytes, int] = {}
+        self._word_cache_bytes = 0
 
     @property
     def known_fields(self) -> dict[str, bool]:
@@ -465,38 +473,135 @@ class Rule:
     def may_contain(self, text: str) -> bool:
         """False when no sensitive name can be in ``text``: it then needs no parsing.
 
-        A fast substring search finds the letters a credential's name must contain; each
-        hit is then looked at closely (``max_tokens`` holds "token" but is a count,
-        "author" holds "auth"). A name spelled with JSON or percent escapes is only
-        visible once parsed, so any escape at all means "maybe".
+        A sensitive name holds one of a few needles ("pass", "token", "key"); each hit
+        is then looked at closely (``max_tokens`` holds "token" but is a count, "author"
+        holds "auth"). A name spelled with JSON or percent escapes is only visible once
+        parsed, so any escape at all means "maybe".
+
+        Every needle is made of letters, so it lies inside one run of letters: ASCII
+        text is split into those runs once, and each distinct run is judged once per
+        rule (bodies of one API repeat the same keys event after event). Only a needle
+        whose close look needs the neighbouring run ("api key", "card no") sends the
+        whole text through the search for those few needles.
         """
-        if "\\u" in text or "%" in text:
+        # One character first: finding it is a memchr, much cheaper than a substring.
+        if ("\\" in text and "\\u" in text) or "%" in text:
             return True
-        if "://" in text and _USERINFO.search(text):
+        if "/" in text and "://" in text and _USERINFO.search(text):
             return True  # scheme://user:password@host names no field but holds one
         if "-----BEGIN" in text:
             return True  # maybe a PEM private key
-        lowered = text.lower()
-        if len(lowered) != len(text):  # a letter that lower-cases to two: positions differ
-            return any(needle in lowered for needle in self._needles)
-        for needle in self._needles:
-            start = lowered.find(needle)
-            if start < 0:
-                continue
-            precise = _PRECISE.get(needle)
-            if precise is None:
+        if not text.isascii():
+            # str.lower() can turn other letters into ASCII ones (the Kelvin sign into k).
+            return _search(text, self._needles)
+        if self._odd_needles and _search(text, self._odd_needles):
+            return True
+        words = set(text.encode("ascii").translate(_LETTER_RUNS).split())
+        unknown = words - self._plain_words
+        if not unknown:
+            return False
+        across = False
+        for word in unknown:
+            verdict = self._word_verdicts.get(word)
+            if verdict is None:
+                verdict = self._judge_word(word)
+            if verdict == _WORD_MAYBE:
                 return True
-            seen = text if needle in _CASED else lowered
-            for _ in range(_MAX_LOOKS):
-                window = max(0, start - _WINDOW)
-                if precise.search(seen, window, start + len(needle) + _WINDOW):
-                    return True
-                start = lowered.find(needle, start + 1)
-                if start < 0:
-                    break
+            across = across or verdict == _WORD_ACROSS
+        return across and _search(text, _ACROSS_NEEDLES)
+
+    def _judge_word(self, word: bytes) -> int:
+        """The verdict on one run of letters, remembered within a bound in bytes."""
+        verdict = _word_verdict(word.decode("ascii"), self._letter_needles)
+        if len(word) <= _WORD_CACHE_BYTES // 16:
+            self._word_cache_bytes += len(word)
+            if (
+                self._word_cache_bytes > _WORD_CACHE_BYTES
+                or len(self._plain_words) + len(self._word_verdicts) >= _NAME_CACHE_LIMIT
+            ):
+                self._plain_words.clear()
+                self._word_verdicts.clear()
+                self._word_cache_bytes = len(word)
+            if verdict == _WORD_PLAIN:
+                self._plain_words.add(word)
             else:
-                return True  # too many near misses to look at each: say maybe
-        return False
+                self._word_verdicts[word] = verdict
+        return verdict
+
+
+# The runs of letters may_contain remembers: a few thousand words of an API's bodies,
+# and the odd long run that recurs (padding, a repeated identifier), in 256 KiB at most.
+_WORD_CACHE_BYTES = 256 * 1024
+
+
+# What one run of letters says about the text around it.
+_WORD_PLAIN, _WORD_MAYBE, _WORD_ACROSS = 0, 1, 2
+# Keeps ASCII letters and turns every other byte into a space.
+_LETTER_RUNS = bytes(c if 65 <= c <= 90 or 97 <= c <= 122 else 32 for c in range(256))
+
+
+def _word_verdict(word: str, needles: Iterable[str]) -> int:
+    """Whether a run of letters holds a possible name (_WORD_MAYBE), holds a needle whose
+    close look depends on the run before or after it (_WORD_ACROSS), or neither (_WORD_PLAIN).
+
+    The close looks of most needles read only the letters that follow the needle
+    (``token`` but not ``tokens``), so the run alone decides. The others need a word
+    before (``api key``, ``mfa code``, ``credit card``) or after (``card no``, ``cc
+    num``, ``security code``), separated by up to three characters that are not
+    letters or digits; when the needle sits at that edge of the run, only the whole
+    text can tell.
+    """
+    across = False
+    lowered = word.lower()
+    for needle in needles:
+        if needle not in lowered:
+            continue
+        precise = _PRECISE.get(needle)
+        if precise is None or precise.search(word if needle in _CASED else lowered):
+            return _WORD_MAYBE
+        edges = _ACROSS_EDGES.get(needle)
+        if edges is not None:
+            before, after = edges
+            # The needle may recur: any occurrence at the edge counts.
+            across = across or (before and lowered.startswith(needle))
+            across = across or (after and lowered.endswith(needle))
+    return _WORD_ACROSS if across else _WORD_PLAIN
+
+
+# Needles whose close look may read the run before (True, _) or after (_, True).
+_ACROSS_EDGES = {
+    "key": (True, False),
+    "code": (True, False),
+    "card": (True, True),
+    "cc": (False, True),
+    "security": (False, True),
+}
+_ACROSS_NEEDLES = tuple(_ACROSS_EDGES)
+
+
+def _search(text: str, needles: Iterable[str]) -> bool:
+    """Whether any of ``needles`` is in ``text`` (in any case) where its close look matches."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a letter that lower-cases to two: positions differ
+        return any(needle in lowered for needle in needles)
+    for needle in needles:
+        start = lowered.find(needle)
+        if start < 0:
+            continue
+        precise = _PRECISE.get(needle)
+        if precise is None:
+            return True
+        seen = text if needle in _CASED else lowered
+        for _ in range(_MAX_LOOKS):
+            window = max(0, start - _WINDOW)
+            if precise.search(seen, window, start + len(needle) + _WINDOW):
+                return True
+            start = lowered.find(needle, start + 1)
+            if start < 0:
+                break
+        else:
+            return True  # too many near misses to look at each: say maybe
+    return False
 
 
 def _any(words: Iterable[str]) -> str:

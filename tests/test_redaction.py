@@ -919,3 +919,9 @@ def test_a_name_whose_next_word_starts_with_a_letter_that_rules_a_near_miss_out_
     assert RULE.may_contain(text)
     masked, changed = mask_text(text, RULE, Found())
     assert changed and "4821-Secret-7" not in masked
+
+
+def test_words_that_only_hold_a_needle_leave_the_text_unparsed():
+    text = json.dumps({"pinecone": 1, "pinned": True, "max_tokens": 5, "Keyboard": "x" * 500})
+    assert not RULE.may_contain(text)
+    assert not RULE.may_contain(text)  # the second time from the word cache
