@@ -48,8 +48,9 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from .contract import SDK_LOG_PATH, SESSION_TOKEN_HEADER
@@ -73,6 +74,7 @@ MAX_HEAD_BYTES = 64 * 1024  # status line and headers of one answer
 MAX_BODY_BYTES = 1024 * 1024  # Brain's answers are a few dozen bytes
 _RECV = 65536
 _CRLF = b"\r\n"
+_T = TypeVar("_T")
 # Plain TCP on 64-bit Linux: KeepAliveConnection's socket blocks and the kernel bounds
 # each send and receive (SO_SNDTIMEO, SO_RCVTIMEO, a struct timeval of two longs). A
 # socket with a Python timeout polls before every send and every receive: two more
@@ -284,13 +286,127 @@ class ResponseParser:
 
     def _parse_head(self, head: bytes) -> bool:
         """Parse status line and headers; True for a 1xx answer to skip."""
-        # The whole head is decoded once: latin-1 maps each byte to one character, so
-        # the checks below see exactly the bytes, at a fraction of the per-line cost of
-        # working on bytes (this runs once per event sent).
-        text = head.decode("latin-1")
-        if text.count("\n") != text.count("\r\n"):
-            raise ProtocolError("bare LF in response head")
-        lines = text.split("\r\n")
+        parsed = _read_head(head, self._head_request, self._max_body)
+        if parsed is None:
+            return True
+        (
+            self._status,
+            self._reason,
+            self._headers,
+            self._will_close,
+            self._state,
+            self._remaining,
+        ) = parsed
+        return False
+
+    def _finish(self, rest: bytes) -> bool:
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        # Bytes after the answer were never asked for (no pipelining here): the
+        # connection's state is unknown, so it is not reused.
+        will_close = self._will_close or bool(rest)
+        self.response = Response(self._status, self._reason, self._headers, body, will_close)
+        self.leftover = rest
+        self._state = "done"
+        return True
+
+
+# What a head says: status, reason, headers, whether the connection closes after the
+# answer, how the body is delimited (a ResponseParser state) and its length if known.
+_Head = tuple[int, str, dict[str, str], bool, str, int]
+
+
+def _read_head(head: bytes, head_request: bool, max_body: int) -> _Head | None:
+    """What ``head`` (without its blank line) says; None for a 1xx answer to skip."""
+    (status, reason, keep_alive_default), headers = _head_fields(head)
+    if status < 200:
+        if status == 101:
+            raise ProtocolError("unexpected protocol switch")
+        return None
+    connection = headers.get("connection")
+    if connection is None:
+        will_close = not keep_alive_default
+    else:
+        will_close = _closes(connection, keep_alive_default)
+    if head_request or status in (204, 304):
+        return status, reason, headers, will_close, "done", 0
+    encoding = headers.get("transfer-encoding")
+    if encoding is not None:
+        codings = [c.strip().lower() for c in encoding.split(",")]
+        if codings[-1] != "chunked":
+            # The body then ends when the connection does (RFC 9112, 6.3).
+            return status, reason, headers, True, "close", 0
+        return status, reason, headers, will_close, "chunk_size", 0
+    length = headers.get("content-length")
+    if length is not None:
+        size = _content_length(length)
+        if size > max_body:
+            raise ProtocolError("response body too large")
+        return status, reason, headers, will_close, "length", size
+    return status, reason, headers, True, "close", 0
+
+
+# Both depend on one header value only, and Brain's are the same on every call.
+@lru_cache(maxsize=64)
+def _closes(connection: str, keep_alive_default: bool) -> bool:
+    """Whether a ``Connection`` header value says the connection closes."""
+    tokens = {token.strip() for token in connection.lower().split(",")}
+    return "close" in tokens or (not keep_alive_default and "keep-alive" not in tokens)
+
+
+@lru_cache(maxsize=64)
+def _content_length(value: str) -> int:
+    if "," in value:  # repeated: acceptable only if every copy agrees
+        values = {v.strip() for v in value.split(",")}
+        if len(values) != 1:
+            raise ProtocolError("conflicting Content-Length")
+        value = values.pop()
+    else:
+        value = value.strip()
+    if not value.isdigit() or not value.isascii():
+        raise ProtocolError("bad Content-Length")
+    return int(value)
+
+
+# Parsing a head is most of the CPU of a call (about 80 000 of the 95 000 instructions
+# of one with Brain's dozen header lines, under valgrind), nearly all of it per line.
+# Yet Brain sends the same lines on every call but Date's, and what a line parses to
+# depends on nothing but the line: so each line that passed the checks is remembered
+# with what it parsed to, and a head made only of remembered lines is taken apart with
+# a few calls in C. A head with any other line goes through every check, as always.
+# The memory is bounded: at most _REMEMBERED lines, each at most _REMEMBERED_CHARS long
+# (Date's, new every second, fill it; it is then emptied and starts again).
+_REMEMBERED = 256
+_REMEMBERED_CHARS = 256
+_STATUS_LINES: dict[str, tuple[int, str, bool]] = {}  # status, reason, keep-alive default
+_FIELD_LINES: dict[str, tuple[str, str]] = {}  # lower-cased name, value
+
+
+def _remember(memory: dict[str, _T], line: str, parsed: _T) -> None:
+    if len(line) <= _REMEMBERED_CHARS:
+        if len(memory) >= _REMEMBERED:
+            memory.clear()
+        memory[line] = parsed
+
+
+def _head_fields(head: bytes) -> tuple[tuple[int, str, bool], dict[str, str]]:
+    """(status, reason, keep-alive default) and headers of a head; raises ProtocolError."""
+    # The whole head is decoded once: latin-1 maps each byte to one character, so the
+    # checks see exactly the bytes, at a fraction of the per-line cost of bytes.
+    text = head.decode("latin-1")
+    lines = text.split("\r\n")
+    first = _STATUS_LINES.get(lines[0])
+    if first is not None:
+        fields = list(map(_FIELD_LINES.get, lines[1:]))
+        # Every line remembered, so every line passed the checks below in a head that
+        # passed them all: none holds a LF, so the head has no bare LF either.
+        if None not in fields:
+            known = dict(cast("list[tuple[str, str]]", fields))
+            if len(known) == len(fields):  # else a repeated name: joined below
+                return first, known
+    if text.count("\n") != text.count("\r\n"):
+        raise ProtocolError("bare LF in response head")
+    first = _STATUS_LINES.get(lines[0])
+    if first is None:
         version, _, rest = lines[0].partition(" ")
         if version == "HTTP/1.1":
             keep_alive_default = True
@@ -305,73 +421,27 @@ class ResponseParser:
         status = int(code)
         if status < 100:
             raise ProtocolError("bad status code")
-        headers: dict[str, str] = {}
-        for index in range(1, len(lines)):
-            name, colon, value = lines[index].partition(":")
+        first = (status, reason, keep_alive_default)
+    headers: dict[str, str] = {}
+    parsed: list[tuple[str, str, str]] = []
+    for index in range(1, len(lines)):
+        line = lines[index]
+        field = _FIELD_LINES.get(line)
+        if field is None:
+            name, colon, value = line.partition(":")
             # No name, whitespace around it (obsolete line folding starts a line with
             # it), or no colon at all: the header line is malformed.
             if not colon or not name or name[0] in " \t" or name[-1] in " \t":
                 raise ProtocolError("malformed header line")
-            key = name.lower()
-            value = value.strip(" \t")
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        if status < 200:
-            if status == 101:
-                raise ProtocolError("unexpected protocol switch")
-            return True
-        self._status = status
-        self._reason = reason
-        self._headers = headers
-        connection = headers.get("connection")
-        if connection is None:
-            self._will_close = not keep_alive_default
-        else:
-            tokens = {token.strip() for token in connection.lower().split(",")}
-            self._will_close = "close" in tokens or (
-                not keep_alive_default and "keep-alive" not in tokens
-            )
-        if self._head_request or status in (204, 304):
-            self._state = "done"
-            return False
-        encoding = headers.get("transfer-encoding")
-        if encoding is not None:
-            codings = [c.strip().lower() for c in encoding.split(",")]
-            if codings[-1] != "chunked":
-                # The body then ends when the connection does (RFC 9112, 6.3).
-                self._state = "close"
-                self._will_close = True
-            else:
-                self._state = "chunk_size"
-            return False
-        length = headers.get("content-length")
-        if length is not None:
-            if "," in length:  # repeated: acceptable only if every copy agrees
-                values = {v.strip() for v in length.split(",")}
-                if len(values) != 1:
-                    raise ProtocolError("conflicting Content-Length")
-                length = values.pop()
-            else:
-                length = length.strip()
-            if not length.isdigit() or not length.isascii():
-                raise ProtocolError("bad Content-Length")
-            self._remaining = int(length)
-            if self._remaining > self._max_body:
-                raise ProtocolError("response body too large")
-            self._state = "length"
-            return False
-        self._state = "close"
-        self._will_close = True
-        return False
-
-    def _finish(self, rest: bytes) -> bool:
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        # Bytes after the answer were never asked for (no pipelining here): the
-        # connection's state is unknown, so it is not reused.
-        will_close = self._will_close or bool(rest)
-        self.response = Response(self._status, self._reason, self._headers, body, will_close)
-        self.leftover = rest
-        self._state = "done"
-        return True
+            field = (name.lower(), value.strip(" \t"))
+            parsed.append((line, *field))
+        key, value = field
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    # Remembered only now that the whole head has passed.
+    _remember(_STATUS_LINES, lines[0], first)
+    for line, key, value in parsed:
+        _remember(_FIELD_LINES, line, (key, value))
+    return first, headers
 
 
 def _remaining(deadline: float) -> float:

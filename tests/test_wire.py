@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otas_capture import wire
 from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
@@ -717,6 +719,43 @@ def test_the_parser_accepts_and_refuses_heads_exactly_as_the_bytewise_reference(
         assert _parsed_head(head) == _reference_head(head), head
     outcomes = {_reference_head(head) == "error" for head in cases}
     assert outcomes == {True, False}  # the mutations reach both sides
+
+
+# Header lines, good and bad, that the heads below are made of: repeated across examples,
+# so that most heads meet lines the parser has already seen (and remembered).
+_LINES = [
+    "HTTP/1.1 201 Created", "HTTP/1.0 200 OK", "HTTP/1.1 100 Continue", "HTTP/1.1 204 No",
+    "HTTP/1.1 101 Switch", "HTTP/1.1 304 Not Modified", "HTTP/2 200 OK", "HTTP/1.1 20 x",
+    "HTTP/1.1 2\xb201 x", "HTTP/1.1 201", "Content-Length: 2", "content-length: 2",
+    "Content-Length: 3", "Content-Length: 2, 2", "Content-Length: \xa02", "Content-Length: -1",
+    "Content-Length:", "Transfer-Encoding: chunked", "Transfer-Encoding: gzip",
+    "Connection: close", "Connection: keep-alive", "Connection: Keep-Alive, x",
+    "Retry-After: 5", "Date: Thu, 26 Nov 2026 17:32:01 GMT", "X: a", "x: b", "X:", ":x",
+    " folded: x", "Bad header", "Name : x", "\tName: x", "N\r: x", "N: a\rb", "N: a\nb",
+    "N\n: x", "", "Server: gunicorn",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    st.lists(
+        st.sampled_from(_LINES) | st.text(st.sampled_from(" \t\r\n:,0129aAX\xb2\x85\xa0")),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_head_of_lines_seen_before_parses_as_the_bytewise_reference_says(
+    lines: list[str],
+) -> None:
+    # Each head twice: the second time every line that passed is remembered. A head
+    # made only of remembered lines skips the checks, so it must be exactly a head
+    # that would pass them (no line holding a LF, no repeated names left unjoined).
+    head = "\r\n".join(lines).encode("latin-1")
+    if b"\r\n\r\n" in head or head.endswith(b"\r\n"):
+        return  # not a head: the blank line would end it sooner
+    expected = _reference_head(head)
+    assert _parsed_head(head) == expected
+    assert _parsed_head(head) == expected
 
 
 # -- HTTPS ----------------------------------------------------------------------------------
