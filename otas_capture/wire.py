@@ -444,6 +444,36 @@ def _head_fields(head: bytes) -> tuple[tuple[int, str, bool], dict[str, str]]:
     return first, headers
 
 
+def _whole_answer(data: bytes) -> Response | None:
+    """The answer, if ``data`` (a first receive) holds all of a usual one; else None.
+
+    Usual: a final answer (no 1xx before it) whose body is delimited by
+    ``Content-Length`` or absent (204, 304). That is nearly every answer from Brain,
+    and it is read here in one pass, without the general parser's object and states.
+    For anything else None says that the general parser must read ``data`` instead;
+    a malformed head raises what the general parser would (the same checks run).
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end > MAX_HEAD_BYTES:
+        return None
+    head = _read_head(data[:end], False, MAX_BODY_BYTES)
+    if head is None:
+        return None
+    status, reason, headers, will_close, state, length = head
+    start = end + 4
+    if state == "length":
+        stop = start + length
+        if len(data) < stop:
+            return None
+    elif state == "done":
+        stop = start
+    else:
+        return None
+    # Bytes after the answer were never asked for (no pipelining here): the
+    # connection's state is unknown, so it is not reused.
+    return Response(status, reason, headers, data[start:stop], will_close or len(data) > stop)
+
+
 def _remaining(deadline: float) -> float:
     left = deadline - perf_counter()
     if left <= 0:
@@ -503,6 +533,9 @@ class KeepAliveConnection:
         # The kernel's bound on each send and receive of this socket, when the kernel
         # bounds them (see _KERNEL_TIMEOUTS); None: Python's own timeout does.
         self._kernel_timeout: float | None = None
+        # The general parser of the call's answer, when the answer needed it (so
+        # whether any of it had arrived when the call failed).
+        self._parser: ResponseParser | None = None
         self.sent = False
 
     @property
@@ -534,16 +567,17 @@ class KeepAliveConnection:
         deadline = perf_counter() + (self._timeout if timeout is None else timeout)
         while True:
             fresh = self._sock is None
-            parser = ResponseParser()
+            self._parser = None
             try:
                 sock = self._sock if self._sock is not None else self._connect(deadline)
                 self._sock = sock
                 self._send(sock, request, deadline)
                 self.sent = True
-                response = self._read(sock, parser, deadline)
+                response = self._read(sock, deadline)
             except OSError as exc:
                 self.close()
-                if fresh or parser.started or not _stale(exc):
+                parser = self._parser
+                if fresh or (parser is not None and parser.started) or not _stale(exc):
                     raise
                 self.sent = False
                 # A reused connection the server had closed while idle: the request
@@ -588,21 +622,32 @@ class KeepAliveConnection:
             # The server is not reading (its buffer is full): wait on, to the deadline.
             self._bound(sock, _remaining(deadline))
 
-    def _read(self, sock: socket.socket, parser: ResponseParser, deadline: float) -> Response:
+    def _read(self, sock: socket.socket, deadline: float) -> Response:
+        data = self._receive(sock, deadline)
+        if data:
+            response = _whole_answer(data)
+            if response is not None:
+                return response
+        # Anything else (an answer in pieces, 1xx, chunked, close-delimited, a close
+        # before any answer) goes through the general parser, from the first byte.
+        parser = self._parser = ResponseParser()
         while True:
-            try:
-                data = sock.recv(_RECV)
-            except BlockingIOError:  # the kernel's bound ran out: wait on, to the deadline
-                self._bound(sock, _remaining(deadline))
-                continue
             if not data:
                 parser.eof()
                 break
             if parser.feed(data):
                 break
             self._bound(sock, _remaining(deadline))
+            data = self._receive(sock, deadline)
         assert parser.response is not None
         return parser.response
+
+    def _receive(self, sock: socket.socket, deadline: float) -> bytes:
+        while True:
+            try:
+                return sock.recv(_RECV)
+            except BlockingIOError:  # the kernel's bound ran out: wait on, to the deadline
+                self._bound(sock, _remaining(deadline))
 
     def _connect(self, deadline: float) -> socket.socket:
         endpoint = self._endpoint

@@ -758,6 +758,79 @@ def test_a_head_of_lines_seen_before_parses_as_the_bytewise_reference_says(
     assert _parsed_head(head) == expected
 
 
+class _Chunks:
+    """A socket whose receives return the given chunks, then the end of the stream."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = list(chunks)
+
+    def recv(self, size: int) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+    def settimeout(self, seconds: float | None) -> None:
+        pass
+
+
+def _general(chunks: list[bytes]) -> object:
+    parser = ResponseParser()
+    try:
+        for chunk in chunks:
+            if parser.feed(chunk):
+                break
+        else:
+            parser.eof()
+    except ProtocolError as exc:
+        return type(exc)
+    response = parser.response
+    assert response is not None
+    return response.status, response.reason, response.headers, response.body, response.will_close
+
+
+def _connection_reads(chunks: list[bytes]) -> object:
+    conn = KeepAliveConnection("http://127.0.0.1:1", SDK_LOG_PATH, FIXED, timeout=5)
+    try:
+        response = conn._read(_Chunks(chunks), time.perf_counter() + 60)  # type: ignore[arg-type]
+    except ProtocolError as exc:
+        return type(exc)
+    return response.status, response.reason, response.headers, response.body, response.will_close
+
+
+_STATUS_LINES = [
+    b"HTTP/1.1 201 Created", b"HTTP/1.0 200 OK", b"HTTP/1.1 204 No Content",
+    b"HTTP/1.1 304 Not Modified", b"HTTP/1.1 101 Up", b"HTTP/1.1 200", b"HTTP/2 200 OK",
+]  # fmt: skip
+_HEADER_LINES = [
+    b"Content-Length: 2", b"Content-Length: 0", b"content-length: 2", b"Content-Length: 2, 3",
+    b"Content-Length: x", b"Content-Length: 2000000", b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: gzip", b"Connection: close", b"Connection: keep-alive",
+    b"Retry-After: 3", b"Bad header", b"X: a\nb", b"x: 1", b"X: 2", b" folded: x",
+]  # fmt: skip
+_BODIES = [b"", b"{}", b"{", b"2\r\n{}\r\n0\r\n\r\n", b"{}HTTP/1.1 200 OK\r\n"]
+_answers = st.builds(
+    lambda interim, status, lines, body: (
+        interim + b"\r\n".join([status, *lines]) + b"\r\n\r\n" + body
+    ),
+    st.sampled_from([b"", b"", b"", b"HTTP/1.1 100 Continue\r\n\r\n"]),
+    st.sampled_from(_STATUS_LINES),
+    st.lists(st.sampled_from(_HEADER_LINES), max_size=4),
+    st.sampled_from(_BODIES) | st.binary(max_size=6),
+)
+
+
+@settings(max_examples=800, deadline=None, database=None)
+@given(_answers | st.binary(max_size=40), st.data())
+def test_reading_a_whole_answer_at_once_gives_what_the_general_parser_gives(
+    answer: bytes, data: st.DataObject
+) -> None:
+    # Whatever the bytes and however they arrive: the one-pass reading of an answer
+    # that came whole (with the general parser for any other) gives the same answer,
+    # or fails the same way, as the general parser alone.
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(answer)), max_size=3)))
+    chunks = [answer[a:b] for a, b in zip([0, *cuts], [*cuts, len(answer)])]
+    chunks = [chunk for chunk in chunks if chunk]  # an empty receive is the end
+    assert _connection_reads(chunks) == _general(chunks)
+
+
 # -- HTTPS ----------------------------------------------------------------------------------
 
 
