@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from .contract import SDK_LOG_PATH, SESSION_TOKEN_HEADER
@@ -371,17 +371,17 @@ def _content_length(value: str) -> int:
 # of one with Brain's dozen header lines, under valgrind), nearly all of it per line.
 # Yet Brain sends the same lines on every call but Date's, and what a line parses to
 # depends on nothing but the line: so each line that passed the checks is remembered
-# with what it parsed to, and a head made only of remembered lines is taken apart with
-# a few calls in C. A head with any other line goes through every check, as always.
+# with what it parsed to, the lines of a head are looked up all at once (map, in C),
+# and only the lines not found go through the checks, one by one, as before.
 # The memory is bounded: at most _REMEMBERED lines, each at most _REMEMBERED_CHARS long
 # (Date's, new every second, fill it; it is then emptied and starts again).
 _REMEMBERED = 256
 _REMEMBERED_CHARS = 256
-_STATUS_LINES: dict[str, tuple[int, str, bool]] = {}  # status, reason, keep-alive default
-_FIELD_LINES: dict[str, tuple[str, str]] = {}  # lower-cased name, value
+_STATUS_LINES: dict[bytes, tuple[int, str, bool]] = {}  # status, reason, keep-alive default
+_FIELD_LINES: dict[bytes, tuple[str, str]] = {}  # lower-cased name, value
 
 
-def _remember(memory: dict[str, _T], line: str, parsed: _T) -> None:
+def _remember(memory: dict[bytes, _T], line: bytes, parsed: _T) -> None:
     if len(line) <= _REMEMBERED_CHARS:
         if len(memory) >= _REMEMBERED:
             memory.clear()
@@ -390,24 +390,40 @@ def _remember(memory: dict[str, _T], line: str, parsed: _T) -> None:
 
 def _head_fields(head: bytes) -> tuple[tuple[int, str, bool], dict[str, str]]:
     """(status, reason, keep-alive default) and headers of a head; raises ProtocolError."""
-    # The whole head is decoded once: latin-1 maps each byte to one character, so the
-    # checks see exactly the bytes, at a fraction of the per-line cost of bytes.
-    text = head.decode("latin-1")
-    lines = text.split("\r\n")
+    lines = head.split(b"\r\n")
     first = _STATUS_LINES.get(lines[0])
-    if first is not None:
-        fields = list(map(_FIELD_LINES.get, lines[1:]))
-        # Every line remembered, so every line passed the checks below in a head that
-        # passed them all: none holds a LF, so the head has no bare LF either.
-        if None not in fields:
-            known = dict(cast("list[tuple[str, str]]", fields))
-            if len(known) == len(fields):  # else a repeated name: joined below
-                return first, known
-    if text.count("\n") != text.count("\r\n"):
+    # Any: once checked, no item is None (a cast would cost a Python call per head).
+    fields: list[Any] = list(map(_FIELD_LINES.get, lines[1:]))
+    if first is None or None in fields:
+        first = _check_lines(head, lines, first, fields)
+    headers: dict[str, str] = dict(fields)
+    if len(headers) != len(fields):  # a repeated name: its values are joined
+        headers = {}
+        for key, value in fields:
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return first, headers
+
+
+def _check_lines(
+    head: bytes,
+    lines: list[bytes],
+    first: tuple[int, str, bool] | None,
+    fields: list[tuple[str, str] | None],
+) -> tuple[int, str, bool]:
+    """Check the lines of a head not remembered (None) and fill ``fields`` in.
+
+    The checks run in the order they always have, so the first to fail is the same;
+    a remembered line passed them all. Returns the status line's (status, reason,
+    keep-alive default). What passed is remembered once the whole head has passed.
+    """
+    # The lines were split at each CRLF: any other LF is a bare one.
+    if head.count(b"\n") != len(lines) - 1:
         raise ProtocolError("bare LF in response head")
-    first = _STATUS_LINES.get(lines[0])
+    new: list[tuple[bytes, tuple[str, str]]] = []
+    # Each line is decoded as latin-1, which maps each byte to one character: the
+    # checks see exactly the bytes, and str's lower() and strip() do what they did.
     if first is None:
-        version, _, rest = lines[0].partition(" ")
+        version, _, rest = lines[0].decode("latin-1").partition(" ")
         if version == "HTTP/1.1":
             keep_alive_default = True
         elif version == "HTTP/1.0":
@@ -422,26 +438,25 @@ def _head_fields(head: bytes) -> tuple[tuple[int, str, bool], dict[str, str]]:
         if status < 100:
             raise ProtocolError("bad status code")
         first = (status, reason, keep_alive_default)
-    headers: dict[str, str] = {}
-    parsed: list[tuple[str, str, str]] = []
-    for index in range(1, len(lines)):
-        line = lines[index]
-        field = _FIELD_LINES.get(line)
-        if field is None:
-            name, colon, value = line.partition(":")
-            # No name, whitespace around it (obsolete line folding starts a line with
-            # it), or no colon at all: the header line is malformed.
-            if not colon or not name or name[0] in " \t" or name[-1] in " \t":
-                raise ProtocolError("malformed header line")
-            field = (name.lower(), value.strip(" \t"))
-            parsed.append((line, *field))
-        key, value = field
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    # Remembered only now that the whole head has passed.
-    _remember(_STATUS_LINES, lines[0], first)
-    for line, key, value in parsed:
-        _remember(_FIELD_LINES, line, (key, value))
-    return first, headers
+        remember_status = True
+    else:
+        remember_status = False
+    index = -1
+    for _ in range(fields.count(None)):  # the lines not remembered, in order
+        index = fields.index(None, index + 1)
+        line = lines[index + 1]
+        name, colon, value = line.decode("latin-1").partition(":")
+        # No name, whitespace around it (obsolete line folding starts a line with
+        # it), or no colon at all: the header line is malformed.
+        if not colon or not name or name[0] in " \t" or name[-1] in " \t":
+            raise ProtocolError("malformed header line")
+        fields[index] = field = (name.lower(), value.strip(" \t"))
+        new.append((line, field))
+    if remember_status:
+        _remember(_STATUS_LINES, lines[0], first)
+    for line, field in new:
+        _remember(_FIELD_LINES, line, field)
+    return first
 
 
 def _whole_answer(data: bytes) -> Response | None:
