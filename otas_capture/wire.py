@@ -388,8 +388,50 @@ def _remember(memory: dict[bytes, _T], line: bytes, parsed: _T) -> None:
         memory[line] = parsed
 
 
+# Every HTTP/1.1 server with a clock sends Date (RFC 9110, 6.6.1), which changes every
+# second; the rest of a server's head is usually the same on every call. So a whole head
+# that passed is remembered as it reads without its Date line (and where that line
+# was), with what it parsed to; a head that reads the same but for Date takes that,
+# with its own date, in a few calls instead of a lookup per line. Only a head whose
+# Date line is its only "date" field is remembered, so that the date is its own
+# value, not joined with another's. Bounded as the lines are: _REMEMBERED_HEADS heads
+# of at most _REMEMBERED_HEAD_BYTES.
+_REMEMBERED_HEADS = 64
+_REMEMBERED_HEAD_BYTES = 4096
+_HEADS: dict[tuple[int, bytes], tuple[tuple[int, str, bool], dict[str, str]]] = {}
+_DATE = b"\r\nDate:"
+
+
 def _head_fields(head: bytes) -> tuple[tuple[int, str, bool], dict[str, str]]:
     """(status, reason, keep-alive default) and headers of a head; raises ProtocolError."""
+    at = head.find(_DATE)
+    if at >= 0:
+        end = head.find(b"\r\n", at + 2)
+        if end < 0:
+            end = len(head)
+        key = (at, head[:at] + head[end:])
+        known = _HEADS.get(key)
+        # The rest of the head passed every check; the Date line is a well-formed
+        # header line (its name is "Date"), and a bare LF is the one thing it could
+        # hold that the checks refuse.
+        if known is not None and b"\n" not in head[at + 2 : end]:
+            first, headers = known
+            headers = headers.copy()  # each answer has its own
+            headers["date"] = head[at + 7 : end].decode("latin-1").strip(" \t")
+            return first, headers
+        first, headers = _line_fields(head)
+        if len(head) <= _REMEMBERED_HEAD_BYTES and headers.get("date") == (
+            head[at + 7 : end].decode("latin-1").strip(" \t")
+        ):
+            if len(_HEADS) >= _REMEMBERED_HEADS:
+                _HEADS.clear()
+            _HEADS[key] = (first, headers.copy())
+        return first, headers
+    return _line_fields(head)
+
+
+def _line_fields(head: bytes) -> tuple[tuple[int, str, bool], dict[str, str]]:
+    """What _head_fields returns, line by line."""
     lines = head.split(b"\r\n")
     first = _STATUS_LINES.get(lines[0])
     # Any: once checked, no item is None (a cast would cost a Python call per head).

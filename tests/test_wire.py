@@ -732,7 +732,8 @@ _LINES = [
     "Connection: close", "Connection: keep-alive", "Connection: Keep-Alive, x",
     "Retry-After: 5", "Date: Thu, 26 Nov 2026 17:32:01 GMT", "X: a", "x: b", "X:", ":x",
     " folded: x", "Bad header", "Name : x", "\tName: x", "N\r: x", "N: a\rb", "N: a\nb",
-    "N\n: x", "", "Server: gunicorn",
+    "N\n: x", "", "Server: gunicorn", "Date: x", "Date:", "DATE: y", "date: z", "Date: a\nb",
+    "Date:\t x \t", "Date: x\r", "XDate: x",
 ]  # fmt: skip
 
 
@@ -756,6 +757,33 @@ def test_a_head_of_lines_seen_before_parses_as_the_bytewise_reference_says(
     expected = _reference_head(head)
     assert _parsed_head(head) == expected
     assert _parsed_head(head) == expected
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    st.sampled_from([line for line in _LINES if line.startswith("HTTP/")]),
+    st.lists(st.sampled_from([line for line in _LINES if not line.startswith("HTTP/")])),
+    st.integers(0, 5),
+    st.lists(st.text(st.sampled_from(" \t\r\n:,aZ\xa0"), max_size=5), min_size=2, max_size=3),
+)
+def test_a_head_seen_before_but_for_its_date_parses_as_the_bytewise_reference_says(
+    status: str, lines: list[str], at: int, dates: list[str]
+) -> None:
+    # The same head with one Date line after another, as a server sends it second
+    # after second (and dates no server sends: a bare LF, CRs, blanks, nothing).
+    for date in dates:
+        with_date = [status, *lines[:at], f"Date:{date}", *lines[at:]]
+        head = "\r\n".join(with_date).encode("latin-1")
+        if b"\r\n\r\n" in head or head.endswith(b"\r\n"):
+            continue  # not a head: the blank line would end it sooner
+        expected = _reference_head(head)
+        parsed = _parsed_head(head)
+        assert parsed == expected
+        if isinstance(parsed, tuple):
+            # The headers in the order of their lines, and each answer's its own.
+            assert isinstance(expected, tuple)
+            assert list(parsed[2].items()) == list(expected[2].items())
+            parsed[2]["added-by-the-caller"] = "x"
 
 
 class _Chunks:
