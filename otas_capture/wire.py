@@ -20,6 +20,11 @@ What this module does instead:
   HTTP/1.0 answers close the connection afterwards; ``Retry-After`` is kept. Anything
   else malformed raises :class:`ProtocolError` (an ``OSError``, as a broken connection
   would be) and the connection is dropped, never reused in an unknown state.
+* The usual answer (it came whole in the first receive, its body delimited by
+  ``Content-Length``) is read in one pass without a parser object, and the header
+  lines (and whole heads but for their ``Date``) that passed the checks are
+  remembered, so that a server's same lines are not checked again on every call: the
+  head was most of the CPU of a call. Anything else gets the whole of the checks.
 * Every call has a deadline: each blocking send and receive gets what is left of it, so
   a server that trickles bytes cannot stretch one call beyond ``timeout``. On 64-bit
   Linux the kernel enforces those bounds on a blocking plain-TCP socket, which spares
