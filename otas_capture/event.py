@@ -543,11 +543,13 @@ class EventBuilder:
             path = mask_assignments(path, rule, found)[0]
         parts.path = path
 
-        custom_properties, cut = bounded_json(ex.custom_properties or {})
-        if cut:
-            metadata["custom_properties_truncated"] = True
-        # Annotations are the app's own words, but an annotated api_key is still a key.
-        mask_json(custom_properties, rule, found)
+        custom_properties: dict[str, Any] = {}
+        if ex.custom_properties:
+            custom_properties, cut = bounded_json(ex.custom_properties)
+            if cut:
+                metadata["custom_properties_truncated"] = True
+            # Annotations are the app's own words, but an annotated api_key is still a key.
+            mask_json(custom_properties, rule, found)
         parts.custom_properties = custom_properties
         if ex.metadata:
             metadata.update(bounded_json(ex.metadata)[0])

@@ -850,8 +850,8 @@ def mask_form(text: str, rule: Rule, found: Found) -> tuple[str, list[tuple[str,
         segment = text[position:end]
         if segment:
             raw_key, has_value, raw_value = segment.partition("=")
-            key = unquote_plus(raw_key)
-            value = unquote_plus(raw_value)
+            key = _unquote(raw_key)
+            value = _unquote(raw_value)
             if rule.field(key):
                 found.add(value)
                 found.add(raw_value)
@@ -880,6 +880,11 @@ def mask_form(text: str, rule: Rule, found: Found) -> tuple[str, list[tuple[str,
             pieces.append(separator.group())
             position = separator.end()
     return ("".join(pieces) if changed else text), pairs, changed
+
+
+def _unquote(text: str) -> str:
+    """``unquote_plus``, skipped for the usual text that has nothing to decode."""
+    return unquote_plus(text) if "%" in text or "+" in text else text
 
 
 _FORM_LIKE = re.compile(r"[^\s=&;]+=[^\s&;]*(?:[&;][^\s=&;]+(?:=[^\s&;]*)?)*\s*")
