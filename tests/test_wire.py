@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otas_capture import wire
 from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
@@ -717,6 +719,144 @@ def test_the_parser_accepts_and_refuses_heads_exactly_as_the_bytewise_reference(
         assert _parsed_head(head) == _reference_head(head), head
     outcomes = {_reference_head(head) == "error" for head in cases}
     assert outcomes == {True, False}  # the mutations reach both sides
+
+
+# Header lines, good and bad, that the heads below are made of: repeated across examples,
+# so that most heads meet lines the parser has already seen (and remembered).
+_LINES = [
+    "HTTP/1.1 201 Created", "HTTP/1.0 200 OK", "HTTP/1.1 100 Continue", "HTTP/1.1 204 No",
+    "HTTP/1.1 101 Switch", "HTTP/1.1 304 Not Modified", "HTTP/2 200 OK", "HTTP/1.1 20 x",
+    "HTTP/1.1 2\xb201 x", "HTTP/1.1 201", "Content-Length: 2", "content-length: 2",
+    "Content-Length: 3", "Content-Length: 2, 2", "Content-Length: \xa02", "Content-Length: -1",
+    "Content-Length:", "Transfer-Encoding: chunked", "Transfer-Encoding: gzip",
+    "Connection: close", "Connection: keep-alive", "Connection: Keep-Alive, x",
+    "Retry-After: 5", "Date: Thu, 26 Nov 2026 17:32:01 GMT", "X: a", "x: b", "X:", ":x",
+    " folded: x", "Bad header", "Name : x", "\tName: x", "N\r: x", "N: a\rb", "N: a\nb",
+    "N\n: x", "", "Server: gunicorn", "Date: x", "Date:", "DATE: y", "date: z", "Date: a\nb",
+    "Date:\t x \t", "Date: x\r", "XDate: x",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    st.lists(
+        st.sampled_from(_LINES) | st.text(st.sampled_from(" \t\r\n:,0129aAX\xb2\x85\xa0")),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_head_of_lines_seen_before_parses_as_the_bytewise_reference_says(
+    lines: list[str],
+) -> None:
+    # Each head twice: the second time every line that passed is remembered. A head
+    # made only of remembered lines skips the checks, so it must be exactly a head
+    # that would pass them (no line holding a LF, no repeated names left unjoined).
+    head = "\r\n".join(lines).encode("latin-1")
+    if b"\r\n\r\n" in head or head.endswith(b"\r\n"):
+        return  # not a head: the blank line would end it sooner
+    expected = _reference_head(head)
+    assert _parsed_head(head) == expected
+    assert _parsed_head(head) == expected
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    st.sampled_from([line for line in _LINES if line.startswith("HTTP/")]),
+    st.lists(st.sampled_from([line for line in _LINES if not line.startswith("HTTP/")])),
+    st.integers(0, 5),
+    st.lists(st.text(st.sampled_from(" \t\r\n:,aZ\xa0"), max_size=5), min_size=2, max_size=3),
+)
+def test_a_head_seen_before_but_for_its_date_parses_as_the_bytewise_reference_says(
+    status: str, lines: list[str], at: int, dates: list[str]
+) -> None:
+    # The same head with one Date line after another, as a server sends it second
+    # after second (and dates no server sends: a bare LF, CRs, blanks, nothing).
+    for date in dates:
+        with_date = [status, *lines[:at], f"Date:{date}", *lines[at:]]
+        head = "\r\n".join(with_date).encode("latin-1")
+        if b"\r\n\r\n" in head or head.endswith(b"\r\n"):
+            continue  # not a head: the blank line would end it sooner
+        expected = _reference_head(head)
+        parsed = _parsed_head(head)
+        assert parsed == expected
+        if isinstance(parsed, tuple):
+            # The headers in the order of their lines, and each answer's its own.
+            assert isinstance(expected, tuple)
+            assert list(parsed[2].items()) == list(expected[2].items())
+            parsed[2]["added-by-the-caller"] = "x"
+
+
+class _Chunks:
+    """A socket whose receives return the given chunks, then the end of the stream."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = list(chunks)
+
+    def recv(self, size: int) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+    def settimeout(self, seconds: float | None) -> None:
+        pass
+
+
+def _general(chunks: list[bytes]) -> object:
+    parser = ResponseParser()
+    try:
+        for chunk in chunks:
+            if parser.feed(chunk):
+                break
+        else:
+            parser.eof()
+    except ProtocolError as exc:
+        return type(exc)
+    response = parser.response
+    assert response is not None
+    return response.status, response.reason, response.headers, response.body, response.will_close
+
+
+def _connection_reads(chunks: list[bytes]) -> object:
+    conn = KeepAliveConnection("http://127.0.0.1:1", SDK_LOG_PATH, FIXED, timeout=5)
+    try:
+        response = conn._read(_Chunks(chunks), time.perf_counter() + 60)  # type: ignore[arg-type]
+    except ProtocolError as exc:
+        return type(exc)
+    return response.status, response.reason, response.headers, response.body, response.will_close
+
+
+_STATUS_LINES = [
+    b"HTTP/1.1 201 Created", b"HTTP/1.0 200 OK", b"HTTP/1.1 204 No Content",
+    b"HTTP/1.1 304 Not Modified", b"HTTP/1.1 101 Up", b"HTTP/1.1 200", b"HTTP/2 200 OK",
+]  # fmt: skip
+_HEADER_LINES = [
+    b"Content-Length: 2", b"Content-Length: 0", b"content-length: 2", b"Content-Length: 2, 3",
+    b"Content-Length: x", b"Content-Length: 2000000", b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: gzip", b"Connection: close", b"Connection: keep-alive",
+    b"Retry-After: 3", b"Bad header", b"X: a\nb", b"x: 1", b"X: 2", b" folded: x",
+]  # fmt: skip
+_BODIES = [b"", b"{}", b"{", b"2\r\n{}\r\n0\r\n\r\n", b"{}HTTP/1.1 200 OK\r\n"]
+_answers = st.builds(
+    lambda interim, status, lines, body: (
+        interim + b"\r\n".join([status, *lines]) + b"\r\n\r\n" + body
+    ),
+    st.sampled_from([b"", b"", b"", b"HTTP/1.1 100 Continue\r\n\r\n"]),
+    st.sampled_from(_STATUS_LINES),
+    st.lists(st.sampled_from(_HEADER_LINES), max_size=4),
+    st.sampled_from(_BODIES) | st.binary(max_size=6),
+)
+
+
+@settings(max_examples=800, deadline=None, database=None)
+@given(_answers | st.binary(max_size=40), st.data())
+def test_reading_a_whole_answer_at_once_gives_what_the_general_parser_gives(
+    answer: bytes, data: st.DataObject
+) -> None:
+    # Whatever the bytes and however they arrive: the one-pass reading of an answer
+    # that came whole (with the general parser for any other) gives the same answer,
+    # or fails the same way, as the general parser alone.
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(answer)), max_size=3)))
+    chunks = [answer[a:b] for a, b in zip([0, *cuts], [*cuts, len(answer)])]
+    chunks = [chunk for chunk in chunks if chunk]  # an empty receive is the end
+    assert _connection_reads(chunks) == _general(chunks)
 
 
 # -- HTTPS ----------------------------------------------------------------------------------
