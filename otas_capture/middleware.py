@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
@@ -175,6 +174,7 @@ class OtasMiddleware:
             shutdown.register(self)
         self._skip_paths = tuple(self.config.skip_paths)
         self._sample_rate = self.config.sample_rate
+        self._sample = _sampler(self._sample_rate)
         self._body_limit = self.config.max_body_bytes
         # Lets Flask wrapped by hand keep its route and exception, and the pytest plugin
         # flush every middleware (see _frameworks).
@@ -271,7 +271,7 @@ class OtasMiddleware:
             if path.startswith(self._skip_paths):
                 self._stats.incr("skipped", "skip_path")
                 return self.app(environ, start_response)
-        if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
+        if self._sample_rate < 1.0 and self._sample() >= self._sample_rate:
             self._stats.incr("skipped", "sampled_out")
             return self.app(environ, start_response)
         if self._orphans:
@@ -384,3 +384,16 @@ def _mark_unread(exchange: Exchange, body: BodyBuffer) -> None:
         exchange.add_metadata(
             request_body_read=False, request_body_omitted="not read by the application"
         )
+
+
+def _sampler(rate: float) -> Callable[[], float]:
+    """A source of uniform numbers in [0, 1) for sampling at ``rate``.
+
+    ``random`` is imported only when some requests are sampled out: it is a few
+    milliseconds of ``import otas_capture`` otherwise.
+    """
+    if rate >= 1.0:
+        return float  # never called: every request is captured
+    import random
+
+    return random.random

@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import threading
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -64,6 +63,8 @@ def install_sigterm_handler() -> bool:
     global _sigterm_installed
     if _sigterm_installed:
         return True
+    import signal  # here: a millisecond or two of `import otas_capture` otherwise
+
     sigterm = getattr(signal, "SIGTERM", None)
     if sigterm is None or threading.current_thread() is not threading.main_thread():
         return False
@@ -112,6 +113,8 @@ def _at_exit() -> None:
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Flush for up to the shutdown timeout, then die of SIGTERM as the default would."""
+    import signal
+
     try:
         middlewares = _live_middlewares()
         if middlewares:

@@ -687,3 +687,13 @@ def test_importing_the_package_leaves_the_senders_modules_for_the_first_middlewa
         "otas_capture.wire",
     }
     assert out[1] == "True"
+
+
+def test_importing_the_package_leaves_random_and_signal_for_when_they_are_used():
+    # random only samples (sample_rate < 1); signal only installs the SIGTERM handler.
+    script = (
+        "import sys; before = set(sys.modules); import otas_capture; "
+        "print(' '.join(set(sys.modules) - before))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert not {"random", "signal"} & set(out.stdout.split())
