@@ -130,6 +130,7 @@ MASKED = [
     "pin",
     "PIN",
     "pin_code",
+    "pinNumber",
     "pinCode",
     "otp",
     "totp",
