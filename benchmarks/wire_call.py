@@ -1,0 +1,149 @@
+"""CPU of one log call through the sender's transport, in a tight loop.
+
+The sender POSTs one event per call on a kept-alive connection and reads Brain's short
+answer. This script makes the same call, with a 3 KB body, over and over against a
+loopback server in another process that answers at once, and prints the calling
+thread's CPU per call. The server answers in one of three ways:
+
+* ``brain``: the head a gunicorn/Django server sends (Server, Date, Vary, Allow and
+  the security headers, a dozen lines), with a ``Date`` that changes every second as a
+  real server's does;
+* ``unique``: the same head with a ``Date`` that differs on every answer, the worst
+  case for remembering heads;
+* ``short``: three header lines and no ``Date``.
+
+``--through transport`` calls ``client.WireTransport.post`` with the headers dict the
+client builds for every event; ``--through connection`` calls
+``wire.KeepAliveConnection.post`` directly.
+
+    python benchmarks/wire_call.py [--answer brain] [--through transport] [--calls 5000]
+
+Timings on a shared machine are noisy; instructions are not. Under valgrind, count two
+runs and divide the difference by the difference of calls (the server, another
+process, is not traced)::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python benchmarks/wire_call.py --calls 2500     # then --calls 500:
+    # instructions per call = (the first "Collected" - the second) / 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import socket
+import subprocess
+import sys
+import threading
+import time
+from email.utils import formatdate
+from typing import Callable
+
+_BODY = b'{"status":1,"status_description":"ok"}'
+_STAMP = b"Thu, 26 Nov 2026 17:32:01 GMT"
+ANSWERS = {
+    "short": (
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 38\r\n\r\n"
+        + _BODY
+    ),
+    "brain": (
+        b"HTTP/1.1 201 Created\r\nServer: gunicorn\r\nDate: " + _STAMP + b"\r\n"
+        b"Connection: keep-alive\r\nContent-Type: application/json\r\nVary: Accept, Cookie\r\n"
+        b"Allow: POST, OPTIONS\r\nX-Frame-Options: DENY\r\nContent-Length: 38\r\n"
+        b"X-Content-Type-Options: nosniff\r\nReferrer-Policy: same-origin\r\n"
+        b"Cross-Origin-Opener-Policy: same-origin\r\n\r\n" + _BODY
+    ),
+}
+ANSWERS["unique"] = ANSWERS["brain"]
+
+
+def serve(kind: str) -> None:
+    """Answer every call at once on a port printed first (keep-alive, one thread each)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+    answer = ANSWERS[kind]
+    counter = itertools.count()
+
+    def one(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buffer = b""
+        while data := conn.recv(65536):
+            buffer += data
+            while (end := buffer.find(b"\r\n\r\n")) >= 0:
+                head = buffer[:end].decode("latin-1").lower()
+                length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+                if len(buffer) < end + 4 + length:
+                    break
+                buffer = buffer[end + 4 + length :]
+                stamp = formatdate(usegmt=True).encode()
+                if kind == "unique":
+                    stamp = stamp[:-4] + b".%09d GMT" % next(counter)
+                conn.sendall(answer.replace(_STAMP, stamp))
+
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+
+def make_call(url: str, through: str) -> Callable[[], object]:
+    body = b"x" * 3052
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJhIjoiYiJ9.sig"
+    if through == "connection":
+        from otas_capture.wire import KeepAliveConnection
+
+        conn = KeepAliveConnection(
+            url,
+            "/api/v1/sdk/log",
+            {"X-OTAS-SDK-KEY": "otas_abc_defghijkl", "Content-Type": "application/json"},
+            5.0,
+        )
+        extra = (("X-OTAS-AGENT-SESSION-TOKEN", token),)
+        return lambda: conn.post(body, extra)
+
+    from otas_capture.client import USER_AGENT, WireTransport
+    from otas_capture.contract import SDK_KEY_HEADER, SESSION_TOKEN_HEADER
+
+    transport = WireTransport(url)
+
+    def call() -> object:
+        headers = {  # built for every event, as OtasClient.export does
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            SDK_KEY_HEADER: "otas_abc_defghijkl",
+            SESSION_TOKEN_HEADER: token,
+        }
+        return transport.post(body, headers, 5.0)
+
+    return call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="CPU of one log call, in a tight loop.")
+    parser.add_argument("--answer", choices=sorted(ANSWERS), default="brain")
+    parser.add_argument("--through", choices=("transport", "connection"), default="transport")
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    argv = [sys.executable, __file__, "--serve", args.answer]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        call = make_call(f"http://127.0.0.1:{server.stdout.readline().strip()}", args.through)
+        for _ in range(200):
+            call()
+        spent = time.thread_time()
+        for _ in range(args.calls):
+            call()
+        spent = time.thread_time() - spent
+        per_call = spent / max(args.calls, 1) * 1e6
+        print(f"{args.through}, {args.answer} answer: {per_call:.1f} µs of CPU per call")
+    finally:
+        server.kill()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
