@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from apps import PATH, REQUEST_BODY, make_flask_app  # noqa: E402
+from loopback import serve_answers  # noqa: E402
 from run import start_collector  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
@@ -155,25 +155,7 @@ _ANSWER = (
 
 def serve_instant() -> None:
     """Answer every log call at once with a 201, on a port it prints (keep-alive)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    print(listener.getsockname()[1], flush=True)
-
-    def serve(conn: socket.socket) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buffer = b""
-        while data := conn.recv(65536):
-            buffer += data
-            while (end := buffer.find(b"\r\n\r\n")) >= 0:
-                head = buffer[:end].decode("latin-1").lower()
-                length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
-                if len(buffer) < end + 4 + length:
-                    break
-                buffer = buffer[end + 4 + length :]
-                conn.sendall(_ANSWER)
-
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    serve_answers(lambda: _ANSWER)
 
 
 class InstantServer:

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import socket
 import subprocess
 import sys
-import threading
 import time
 from email.utils import formatdate
 from typing import Callable
+
+from loopback import serve_answers
 
 _BODY = b'{"status":1,"status_description":"ok"}'
 _STAMP = b"Thu, 26 Nov 2026 17:32:01 GMT"
@@ -58,31 +58,16 @@ ANSWERS["unique"] = ANSWERS["brain"]
 
 
 def serve(kind: str) -> None:
-    """Answer every call at once on a port printed first (keep-alive, one thread each)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    print(listener.getsockname()[1], flush=True)
-    answer = ANSWERS[kind]
+    """Answer every call at once on a port printed first, with a fresh Date."""
     counter = itertools.count()
 
-    def one(conn: socket.socket) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buffer = b""
-        while data := conn.recv(65536):
-            buffer += data
-            while (end := buffer.find(b"\r\n\r\n")) >= 0:
-                head = buffer[:end].decode("latin-1").lower()
-                length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
-                if len(buffer) < end + 4 + length:
-                    break
-                buffer = buffer[end + 4 + length :]
-                stamp = formatdate(usegmt=True).encode()
-                if kind == "unique":
-                    stamp = stamp[:-4] + b".%09d GMT" % next(counter)
-                conn.sendall(answer.replace(_STAMP, stamp))
+    def answer() -> bytes:
+        stamp = formatdate(usegmt=True).encode()
+        if kind == "unique":
+            stamp = stamp[:-4] + b".%09d GMT" % next(counter)
+        return ANSWERS[kind].replace(_STAMP, stamp)
 
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=one, args=(conn,), daemon=True).start()
+    serve_answers(answer)
 
 
 def make_call(url: str, through: str) -> Callable[[], object]:
