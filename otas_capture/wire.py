@@ -416,18 +416,17 @@ def _head_fields(head: bytes) -> tuple[tuple[int, str, bool], dict[str, str]]:
             end = len(head)
         key = (at, head[:at] + head[end:])
         known = _HEADS.get(key)
+        date = head[at + 7 : end].decode("latin-1").strip(" \t")
         # The rest of the head passed every check; the Date line is a well-formed
         # header line (its name is "Date"), and a bare LF is the one thing it could
         # hold that the checks refuse.
-        if known is not None and b"\n" not in head[at + 2 : end]:
+        if known is not None and "\n" not in date:
             first, headers = known
             headers = headers.copy()  # each answer has its own
-            headers["date"] = head[at + 7 : end].decode("latin-1").strip(" \t")
+            headers["date"] = date
             return first, headers
         first, headers = _line_fields(head)
-        if len(head) <= _REMEMBERED_HEAD_BYTES and headers.get("date") == (
-            head[at + 7 : end].decode("latin-1").strip(" \t")
-        ):
+        if len(head) <= _REMEMBERED_HEAD_BYTES and headers.get("date") == date:
             if len(_HEADS) >= _REMEMBERED_HEADS:
                 _HEADS.clear()
             _HEADS[key] = (first, headers.copy())
