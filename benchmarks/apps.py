@@ -6,7 +6,7 @@ One endpoint, ``POST /api/items``, reads a 1 KB JSON body and answers 1 KB of JS
 * ``bare``: the Flask app alone;
 * ``otas``: wrapped by ``otas_capture.flask.init_app``, shipping every agent request to
   the bundled collector (in another process), with a queue big enough to drop nothing;
-* ``otas-wire``: the same, with ``otas_capture.wire`` forced as the transport (the
+* ``otas-wire``: the same, with ``otas_capture.otas.wire`` forced as the transport (the
   default now; it differs only for an older checkout measured with ``run.py --otas``);
 * ``otel``: wrapped by OpenTelemetry's WSGI middleware with an SDK ``TracerProvider``
   and a ``BatchSpanProcessor`` exporting over OTLP/HTTP to a loopback sink that counts
@@ -121,16 +121,16 @@ def make_app(variant: str, collector_url: str = "", sink_url: str = "", events: 
 
 
 def use_wire_transport() -> None:
-    """Make this process's sender post through ``otas_capture.wire``.
+    """Make this process's sender post through ``otas_capture.otas.wire``.
 
     ``wire`` is the client's default transport since the second performance round, so
     this changes nothing for this checkout; it swaps the transport of an older one
     measured with ``run.py --otas`` whose sender still had its own ``BrainConnection``.
     """
-    from otas_capture import sender
+    from otas_capture.delivery import sender
 
     try:
-        from otas_capture import wire
+        from otas_capture.otas import wire
     except ImportError:  # a checkout from before wire existed
         return
     if hasattr(sender, "BrainConnection"):

@@ -52,9 +52,11 @@ from loopback import serve_answers  # noqa: E402
 from run import start_collector  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
-from otas_capture import OtasMiddleware, client, event  # noqa: E402
+from otas_capture import OtasMiddleware  # noqa: E402
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector  # noqa: E402
 from otas_capture.contract import SESSION_TOKEN_HEADER  # noqa: E402
+from otas_capture.event import build as event
+from otas_capture.otas import client
 
 TOKEN_HEADER = SESSION_TOKEN_HEADER
 

@@ -25,10 +25,10 @@ import timeit
 
 from werkzeug.test import EnvironBuilder
 
-from otas_capture.capture import BodyBuffer, Exchange
+from otas_capture.capture.exchange import BodyBuffer, Exchange
 from otas_capture.config import Config
 from otas_capture.contract import SESSION_TOKEN_HEADER
-from otas_capture.event import EventBuilder
+from otas_capture.event.build import EventBuilder
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJhZ2VudF9zZXNzaW9uX2lkIjoiYSIsImFnZW50X2lkIjoiYiJ9.sig"
 PROJECT = "123e4567-e89b-12d3-a456-426614174000"

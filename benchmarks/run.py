@@ -12,7 +12,7 @@ that environment and measures, each variant in a process of its own, everything 
 over loopback to a sink in another process (the bundled collector for otas-capture, a
 span-counting OTLP sink for OpenTelemetry), and checks that every event arrived. Besides
 bare, otas-capture and OpenTelemetry it runs "otas-capture + wire", the sender with
-``otas_capture.wire`` forced as its transport (``--no-wire`` leaves it out: wire is the
+``otas_capture.otas.wire`` forced as its transport (``--no-wire`` leaves it out: wire is the
 default now, so the column only differs for an older checkout measured with
 ``--otas PATH``, which runs every variant with that checkout's ``otas_capture``).
 
@@ -621,7 +621,7 @@ def python_load(url: str, seconds: float, connections: int, tok: str) -> dict[st
 
 
 VARIANTS: tuple[str, ...] = ("bare", "otas", "otel")
-WIRE = "otas-wire"  # otas-capture with the prototype transport (otas_capture.wire)
+WIRE = "otas-wire"  # otas-capture with the prototype transport (otas_capture.otas.wire)
 
 
 def rotated(items: tuple[str, ...], round_number: int) -> list[str]:

@@ -7,7 +7,7 @@ kept-alive loopback connection, and reads the calling thread's CPU clock
 (``time.thread_time``) around a batch of calls. Transports, run interleaved in rounds
 (the machine is shared and noisy: the table shows the median of the rounds):
 
-* ``http.client``: what ``otas_capture.sender.BrainConnection`` does today;
+* ``http.client``: what ``otas_capture.delivery.sender.BrainConnection`` does today;
 * ``wire.KeepAliveConnection``: preformatted headers, one ``sendall``, the strict parser;
 * ``wire.Multiplexer``, 1 connection: the same bytes through the selector loop;
 * ``wire.Multiplexer``, 4 connections: four calls in flight from one thread.
@@ -49,7 +49,7 @@ from otas_capture.contract import (  # noqa: E402
     SDK_LOG_PATH,
     SESSION_TOKEN_HEADER,
 )
-from otas_capture.wire import KeepAliveConnection, Multiplexer  # noqa: E402
+from otas_capture.otas.wire import KeepAliveConnection, Multiplexer  # noqa: E402
 
 USER_AGENT = "otas-capture-bench"
 

@@ -74,7 +74,7 @@ def make_call(url: str, through: str) -> Callable[[], object]:
     body = b"x" * 3052
     token = "eyJhbGciOiJIUzI1NiJ9.eyJhIjoiYiJ9.sig"
     if through == "connection":
-        from otas_capture.wire import KeepAliveConnection
+        from otas_capture.otas.wire import KeepAliveConnection
 
         conn = KeepAliveConnection(
             url,
@@ -85,8 +85,8 @@ def make_call(url: str, through: str) -> Callable[[], object]:
         extra = (("X-OTAS-AGENT-SESSION-TOKEN", token),)
         return lambda: conn.post(body, extra)
 
-    from otas_capture.client import USER_AGENT, WireTransport
     from otas_capture.contract import SDK_KEY_HEADER, SESSION_TOKEN_HEADER
+    from otas_capture.otas.client import USER_AGENT, WireTransport
 
     transport = WireTransport(url)
 

@@ -10,8 +10,8 @@ See :class:`OtasMiddleware` for the options and :mod:`otas_capture.flask` for Fl
 """
 
 from ._version import __version__
-from .annotate import annotate
+from .capture.annotate import annotate
+from .capture.middleware import OtasMiddleware
 from .config import ConfigError
-from .middleware import OtasMiddleware
 
 __all__ = ["OtasMiddleware", "ConfigError", "annotate", "__version__"]

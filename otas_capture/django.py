@@ -45,11 +45,11 @@ from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject, empty
 
-from ._frameworks import log_misuse, option_names, with_overrides
-from .capture import Exchange
+from .capture.exchange import Exchange
+from .capture.middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
+from .capture.registry import log_misuse, option_names, with_overrides
 from .config import ConfigError, as_bool, check_names
 from .contract import LOGGER_NAME
-from .middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
 
 __all__ = [
     "OtasCaptureMiddleware",

@@ -20,9 +20,9 @@ from typing import Any
 from flask import Flask, current_app, got_request_exception, has_app_context, has_request_context
 from flask import request as current_request
 
-from ._frameworks import log_misuse, option_names, with_overrides
-from .capture import Exchange
-from .middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
+from .capture.exchange import Exchange
+from .capture.middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
+from .capture.registry import log_misuse, option_names, with_overrides
 
 EXTENSION_KEY = "otas_capture"
 # Set once the app's signals are connected, so that no path connects them twice.

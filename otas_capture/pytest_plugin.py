@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from .capture.middleware import OtasMiddleware
     from .collector import Collector, CollectorServer
-    from .middleware import OtasMiddleware
 
 # A short interval so that events ship within milliseconds during a test.
 _FLUSH_INTERVAL = 0.01
@@ -108,7 +108,7 @@ class OtasFixture:
         Django needs no call: its middleware reads the settings when the test's client
         handles its first request.
         """
-        from .middleware import OtasMiddleware
+        from .capture.middleware import OtasMiddleware
 
         if hasattr(app, "wsgi_app") and hasattr(app, "extensions"):  # Flask
             return self._configure_flask(app)
@@ -116,8 +116,8 @@ class OtasFixture:
         return self._track(OtasMiddleware(inner, **self.options))
 
     def _configure_flask(self, app: Any) -> Any:
+        from .capture.middleware import OtasMiddleware
         from .flask import EXTENSION_KEY, connect_signals
-        from .middleware import OtasMiddleware
 
         current = app.wsgi_app
         previous = app.extensions.get(EXTENSION_KEY)
@@ -145,7 +145,7 @@ class OtasFixture:
 
     def middlewares(self) -> list[OtasMiddleware]:
         """Every live middleware that ships to this collector."""
-        from ._frameworks import live_middlewares
+        from .capture.registry import live_middlewares
 
         return [m for m in live_middlewares() if m.config.brain_url == self.url]
 
@@ -176,7 +176,7 @@ class OtasFixture:
     # -- set up and tear down --------------------------------------------------------
 
     def _start(self) -> None:
-        from . import _frameworks
+        from .capture import registry as _frameworks
 
         # Middlewares built during the test are closed after it (see _stop): an app
         # factory run by every test would otherwise leave sender threads behind.

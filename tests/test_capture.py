@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 
-from otas_capture.capture import BodyBuffer, InputTee, describe_exception, is_textual
+from otas_capture.capture.exchange import BodyBuffer, InputTee, describe_exception, is_textual
 
 # -- which bodies are captured -----------------------------------------------------------
 

@@ -10,18 +10,7 @@ from email.utils import formatdate
 import jwt
 import pytest
 
-from otas_capture.capture import BodyBuffer, Exchange
-from otas_capture.client import (
-    MAX_RETRY_AFTER,
-    HttpTransport,
-    OtasClient,
-    Prepared,
-    TransportError,
-    WireTransport,
-    interpret,
-    parse_answer,
-    parse_retry_after,
-)
+from otas_capture.capture.exchange import BodyBuffer, Exchange
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY
 from otas_capture.config import Config
 from otas_capture.contract import (
@@ -37,9 +26,20 @@ from otas_capture.contract import (
 from otas_capture.contract import (
     SESSION_TOKEN_HEADER as SESSION_TOKEN,
 )
-from otas_capture.event import EventRefused
-from otas_capture.outcomes import Failed, Job, PauseForKey, Retry, Sent
-from otas_capture.stats import Stats
+from otas_capture.delivery.outcomes import Failed, Job, PauseForKey, Retry, Sent
+from otas_capture.delivery.stats import Stats
+from otas_capture.event.build import EventRefused
+from otas_capture.otas.client import (
+    MAX_RETRY_AFTER,
+    HttpTransport,
+    OtasClient,
+    Prepared,
+    TransportError,
+    WireTransport,
+    interpret,
+    parse_answer,
+    parse_retry_after,
+)
 
 
 def answer(description: str, **extra) -> dict:

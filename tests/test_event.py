@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
 import otas_capture
-import otas_capture.event as event_module
-from otas_capture.capture import BodyBuffer, Exchange
+import otas_capture.event.build as event_module
+from otas_capture.capture.exchange import BodyBuffer, Exchange
 from otas_capture.config import Config
 from otas_capture.contract import (
     JSON_OBJECT_FIELDS,
@@ -30,7 +30,7 @@ from otas_capture.contract import (
 from otas_capture.contract import (
     TEXT_FIELDS as CONTRACT_TEXT_FIELDS,
 )
-from otas_capture.event import (
+from otas_capture.event.build import (
     MAX_EVENT_BYTES,
     EventBuilder,
     EventRefused,

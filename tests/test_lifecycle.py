@@ -14,10 +14,10 @@ from flask import Flask, jsonify
 from werkzeug.test import Client
 
 from otas_capture import OtasMiddleware, annotate
-from otas_capture.capture import InputTee
+from otas_capture.capture.exchange import InputTee
+from otas_capture.capture.middleware import EXCHANGE_ENVIRON_KEY
 from otas_capture.contract import LOGGER_NAME, SESSION_TOKEN_ENVIRON
 from otas_capture.flask import init_app
-from otas_capture.middleware import EXCHANGE_ENVIRON_KEY
 
 from .conftest import settle
 

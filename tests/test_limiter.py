@@ -6,7 +6,7 @@ import heapq
 
 import pytest
 
-from otas_capture.limiter import (
+from otas_capture.delivery.limiter import (
     DECREASE,
     MIN_WINDOW,
     SLOW_START_EXIT,

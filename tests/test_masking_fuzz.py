@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
-from otas_capture import redaction
-from otas_capture.capture import BodyBuffer, Exchange
+from otas_capture.capture.exchange import BodyBuffer, Exchange
 from otas_capture.config import Config
 from otas_capture.contract import (
     JSON_OBJECT_FIELDS,
@@ -28,8 +27,9 @@ from otas_capture.contract import (
     SIZE_FIELDS,
     TEXT_FIELDS,
 )
-from otas_capture.event import MAX_EVENT_BYTES, EventBuilder, encode_event
-from otas_capture.redaction import Rule, split_words
+from otas_capture.event import masking as redaction
+from otas_capture.event.build import MAX_EVENT_BYTES, EventBuilder, encode_event
+from otas_capture.event.masking import Rule, split_words
 
 from .test_event import PROJECT, TOKEN, TOKEN_HEADER, assert_contract_types
 from .test_redaction import MASKED, NOT_MASKED

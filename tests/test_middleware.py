@@ -668,7 +668,7 @@ print(" ".join(sorted(name for name in sys.modules if name.startswith("otas_capt
 otas_capture.OtasMiddleware(
     lambda environ, start_response: [], sdk_key="otas_lazy_testkey", brain_url="http://127.0.0.1:9"
 )
-print("otas_capture.sender" in sys.modules)
+print("otas_capture.delivery.sender" in sys.modules)
 """
 
 
@@ -680,11 +680,11 @@ def test_importing_the_package_leaves_the_senders_modules_for_the_first_middlewa
     ).stdout.split("\n")
     loaded = set(out[0].split())
     assert not loaded & {
-        "otas_capture.sender",
-        "otas_capture.client",
-        "otas_capture.event",
-        "otas_capture.redaction",
-        "otas_capture.wire",
+        "otas_capture.delivery.sender",
+        "otas_capture.otas.client",
+        "otas_capture.event.build",
+        "otas_capture.event.masking",
+        "otas_capture.otas.wire",
     }
     assert out[1] == "True"
 

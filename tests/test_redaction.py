@@ -8,7 +8,7 @@ import pytest
 
 from otas_capture.config import BUILTIN_SENSITIVE_FIELDS
 from otas_capture.contract import AGENT_KEY_HEADER, SDK_KEY_HEADER, SESSION_TOKEN_HEADER
-from otas_capture.redaction import (
+from otas_capture.event.masking import (
     REDACTED,
     STANDARD_SENSITIVE_HEADERS,
     Found,

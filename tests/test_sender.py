@@ -35,7 +35,7 @@ from otas_capture.contract import (
     MISSING_SESSION_TOKEN,
     SESSION_TOKEN_HEADER,
 )
-from otas_capture.spool import READY_SUFFIX
+from otas_capture.delivery.spool import READY_SUFFIX
 
 from .conftest import settle
 

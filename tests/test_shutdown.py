@@ -240,7 +240,7 @@ def test_an_unclosed_test_client_response_is_delivered_at_a_normal_exit(
 
 
 def test_the_summary_names_each_loss_with_its_reasons(caplog):
-    from otas_capture.shutdown import log_summary
+    from otas_capture.capture.shutdown import log_summary
 
     caplog.set_level("WARNING", logger=LOGGER_NAME)
     stats = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from otas_capture.spool import (
+from otas_capture.delivery.spool import (
     FILE_OVERHEAD,
     MAGIC,
     RECORD_OVERHEAD,
@@ -283,7 +283,7 @@ def test_a_file_held_by_a_live_claim_is_not_claimed_again(tmp_path):
 
 CLAIM_AND_DIE = """
     import os, sys
-    from otas_capture.spool import Spool
+    from otas_capture.delivery.spool import Spool
     for batch in Spool(sys.argv[1], 10 * 1024 * 1024).claim():
         print(batch[0].decode(), flush=True)
         os._exit(3)  # dies holding the claim, before taking the batch
@@ -305,7 +305,7 @@ def test_the_claim_of_a_process_that_died_is_recovered_by_the_next_claim(tmp_pat
 
 CLAIMER = """
     import json, os, sys, time
-    from otas_capture.spool import Spool
+    from otas_capture.delivery.spool import Spool
     directory, go = sys.argv[1], sys.argv[2]
     spool = Spool(directory, 1 << 30)
     while not os.path.exists(go):  # start together with the other process
@@ -345,7 +345,7 @@ def test_two_processes_claiming_at_once_get_every_record_exactly_once(tmp_path):
 
 SAVER = """
     import os, sys, time
-    from otas_capture.spool import Spool
+    from otas_capture.delivery.spool import Spool
     directory, go, max_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
     spool = Spool(directory, max_bytes)
     while not os.path.exists(go):

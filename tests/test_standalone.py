@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from otas_capture.capture.middleware import OtasMiddleware
 from otas_capture.collector import (
     DEMO_SDK_KEY,
     MAX_REQUEST_BYTES,
@@ -38,7 +39,6 @@ from otas_capture.contract import (
     SDK_KEY_HEADER,
     SESSION_TOKEN_HEADER,
 )
-from otas_capture.middleware import OtasMiddleware
 
 from .conftest import settle
 

@@ -9,7 +9,7 @@ import time
 import jwt
 import pytest
 
-from otas_capture.tokens import REQUIRED_CLAIMS, TokenChecker, inspect_token
+from otas_capture.otas.tokens import REQUIRED_CLAIMS, TokenChecker, inspect_token
 
 SECRET = "x" * 32
 NOW = 1_700_000_000

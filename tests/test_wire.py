@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 client (otas_capture.wire) against real loopback servers.
+"""The lean HTTP/1.1 client (otas_capture.otas.wire) against real loopback servers.
 
 The ordinary answers come from the project's collector, as Brain's would. Answers the
 collector never gives (chunked bodies, bodies ended by closing, HTTP/1.0, malformed
@@ -25,7 +25,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otas_capture import wire
 from otas_capture.collector import DEMO_SDK_KEY, Collector, CollectorServer
 from otas_capture.contract import (
     EVENT_CAPTURED,
@@ -33,7 +32,8 @@ from otas_capture.contract import (
     SDK_LOG_PATH,
     SESSION_TOKEN_HEADER,
 )
-from otas_capture.wire import (
+from otas_capture.otas import wire
+from otas_capture.otas.wire import (
     KeepAliveConnection,
     Multiplexer,
     ProtocolError,
@@ -470,7 +470,7 @@ def test_a_server_that_stops_reading_cannot_stretch_the_deadline_of_the_send() -
 GREEN_STALL = """
 import gevent.monkey; gevent.monkey.patch_all()
 import socket, threading, time
-from otas_capture.wire import KeepAliveConnection
+from otas_capture.otas.wire import KeepAliveConnection
 listener = socket.create_server(("127.0.0.1", 0))
 def serve():
     conn, _ = listener.accept()
@@ -904,7 +904,7 @@ def test_https_works_and_checks_the_certificate(
 def test_brain_connection_answers_as_the_senders_own_does(
     collector_server: CollectorServer, collector: Collector, token: str
 ) -> None:
-    from otas_capture.wire import BrainConnection
+    from otas_capture.otas.wire import BrainConnection
 
     conn = BrainConnection(collector_server.url, timeout=5)
     headers = {**FIXED, "User-Agent": "test", SESSION_TOKEN_HEADER: token}

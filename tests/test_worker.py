@@ -13,9 +13,9 @@ from typing import Callable
 
 import pytest
 
-from otas_capture.outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
-from otas_capture.stats import Stats
-from otas_capture.worker import MAX_BACKOFF, Worker, backoff
+from otas_capture.delivery.outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
+from otas_capture.delivery.stats import Stats
+from otas_capture.delivery.worker import MAX_BACKOFF, Worker, backoff
 
 
 class Script:

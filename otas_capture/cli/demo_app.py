@@ -23,7 +23,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
-from ..annotate import annotate
+from ..capture.annotate import annotate
+from ..capture.middleware import OtasMiddleware
 from ..collector.web import (
     HTTPError,
     MethodNotAllowed,
@@ -32,7 +33,6 @@ from ..collector.web import (
     Response,
     status_phrase,
 )
-from ..middleware import OtasMiddleware
 
 USERS = {"agent": "correct horse battery staple"}  # demo credentials
 MAX_LIMIT = 100

@@ -47,7 +47,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 
-from .contract import AGENT_KEY_HEADER, SDK_KEY_HEADER, SESSION_TOKEN_HEADER
+from ..contract import AGENT_KEY_HEADER, SDK_KEY_HEADER, SESSION_TOKEN_HEADER
 
 REDACTED = "[REDACTED]"
 TOO_DEEP = "[REDACTED: nested too deep to inspect]"

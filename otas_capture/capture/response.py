@@ -1,6 +1,6 @@
 """The response side of a captured request: what the server accepts, counted and kept.
 
-The middleware (:mod:`otas_capture.middleware`) decides which requests to capture and
+The middleware (:mod:`otas_capture.capture.middleware`) decides which requests to capture and
 owns their life cycle; this module holds what stands between the application and the
 server for one captured response: the record of ``start_response``, the wrapper that
 counts and keeps the body as the server iterates it, and the pass-through for the
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable
 
-from .capture import BodyBuffer, Exchange, is_encoded, is_textual
+from .exchange import BodyBuffer, Exchange, is_encoded, is_textual
 
 if TYPE_CHECKING:
     from .middleware import OtasMiddleware

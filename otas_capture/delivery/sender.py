@@ -2,14 +2,14 @@
 
 The request thread calls :meth:`Sender.submit`, which only appends to a bounded queue
 under a lock (dropping and counting when it is full); it never touches the network.
-Everything else happens in background threads: :mod:`otas_capture.worker` schedules
+Everything else happens in background threads: :mod:`otas_capture.delivery.worker` schedules
 (queue, memory budget, retries, pauses, flush, threads, fork) and
-:mod:`otas_capture.client` speaks OTAS (token check, project id, event body, the POST
-and the meaning of Brain's answer). :mod:`otas_capture.limiter` decides how many calls
+:mod:`otas_capture.otas.client` speaks OTAS (token check, project id, event body, the POST
+and the meaning of Brain's answer). :mod:`otas_capture.delivery.limiter` decides how many calls
 may be in flight, up to ``OTAS_CONCURRENCY``.
 
 With ``OTAS_SPOOL_DIR`` set, what was never sent when :meth:`Sender.close` runs out of
-time is written to the spool (:mod:`otas_capture.spool`), and the first event this
+time is written to the spool (:mod:`otas_capture.delivery.spool`), and the first event this
 process captures starts a thread that queues what earlier processes left there.
 """
 
@@ -21,9 +21,9 @@ from collections.abc import Collection
 from time import perf_counter
 from typing import Any
 
-from .capture import Exchange
-from .client import OtasClient, Prepared
-from .config import Config
+from ..capture.exchange import Exchange
+from ..config import Config
+from ..otas.client import OtasClient, Prepared
 from .stats import Stats
 from .worker import Worker
 

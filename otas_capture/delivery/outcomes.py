@@ -1,7 +1,7 @@
 """The seam between the delivery worker and what it delivers to: outcomes, jobs, exporters.
 
-:mod:`otas_capture.worker` schedules records without knowing where they go; an
-:class:`Exporter` (for OTAS, :class:`otas_capture.client.OtasClient`) makes one delivery
+:mod:`otas_capture.delivery.worker` schedules records without knowing where they go; an
+:class:`Exporter` (for OTAS, :class:`otas_capture.otas.client.OtasClient`) makes one delivery
 attempt per call and answers with one of the four outcomes below. This is the whole
 vocabulary the two sides share, as OpenTelemetry's processors and exporters share
 ``SpanExportResult``.

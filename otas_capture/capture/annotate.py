@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._frameworks import log_misuse as _log_misuse
-from .capture import EXCHANGE_ENVIRON_KEY
+from .exchange import EXCHANGE_ENVIRON_KEY
+from .registry import log_misuse as _log_misuse
 
 
 def annotate(environ: Any = None, /, *args: Any, **props: Any) -> None:

@@ -2,16 +2,16 @@
 
 This module knows nothing of OTAS. It holds records (opaque to it) in a queue bounded in
 count and bytes, hands each to an exporter from a background thread, and acts on the
-outcome it returns (:mod:`otas_capture.outcomes`): count it as delivered or lost, retry
+outcome it returns (:mod:`otas_capture.delivery.outcomes`): count it as delivered or lost, retry
 it later, or pause everything. It owns the due times, the retry heap, ``flush``, the
 threads and their life after ``fork``, the same split as OpenTelemetry's batch processor
-and its exporter. The OTAS side lives in :mod:`otas_capture.client`.
+and its exporter. The OTAS side lives in :mod:`otas_capture.otas.client`.
 
 Scheduling rules:
 
 - **Prompt.** A record is handed out as soon as a call slot is free; it waits only when
   every slot is busy. The number of slots is the adaptive limit of
-  :mod:`otas_capture.limiter`, between 1 and the ceiling; threads are started as the
+  :mod:`otas_capture.delivery.limiter`, between 1 and the ceiling; threads are started as the
   limit needs them and never poll: an idle thread waits on a condition.
 - **Trouble about one record or about the server.** A server-wide failure (timeout,
   refused connection, overload answer) pauses everything; so does a failure that the

@@ -27,7 +27,7 @@ import weakref
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from .contract import LOGGER_NAME
+from ..contract import LOGGER_NAME
 
 if TYPE_CHECKING:
     from .middleware import OtasMiddleware
@@ -69,14 +69,14 @@ def _connect_flask(app: Any) -> None:
         return
     owner = getattr(app, "__self__", None)
     if isinstance(owner, flask.Flask) and getattr(app, "__name__", "") == "wsgi_app":
-        from .flask import connect_signals
+        from ..flask import connect_signals
 
         connect_signals(owner)
 
 
 def option_names() -> tuple[str, ...]:
     """The middleware's option names (``sdk_key``, ``sample_rate``, ...)."""
-    from .config import Config
+    from ..config import Config
 
     return tuple(field.name for field in fields(Config))
 

@@ -29,7 +29,7 @@ import threading
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from .contract import LOGGER_NAME
+from ..contract import LOGGER_NAME
 
 if TYPE_CHECKING:
     from .middleware import OtasMiddleware

@@ -1,9 +1,9 @@
 """The OTAS client: one delivery attempt of one event, and what Brain's answer means.
 
-The delivery worker (:mod:`otas_capture.worker`) calls :meth:`OtasClient.export` from its
+The delivery worker (:mod:`otas_capture.delivery.worker`) calls :meth:`OtasClient.export` from its
 threads. On the first attempt the client checks the session token, learns the project
 id from UASAM if it was not configured, and builds the JSON body
-(:mod:`otas_capture.event`); the body is kept for retries. Then it POSTs the body over
+(:mod:`otas_capture.event.build`); the body is kept for retries. Then it POSTs the body over
 a pooled keep-alive connection and turns Brain's answer into an outcome with
 :func:`interpret`, a pure function of (status, parsed body, Retry-After):
 
@@ -22,7 +22,7 @@ timeout, refused or broken connection            retry, server-wide
 
 The connection sits behind the small :class:`Transport` interface, so another HTTP
 client can replace the default without touching the rules. The default,
-:class:`WireTransport`, is :mod:`otas_capture.wire`'s keep-alive connection: the fixed
+:class:`WireTransport`, is :mod:`otas_capture.otas.wire`'s keep-alive connection: the fixed
 request headers formatted once, one ``sendall`` per call, a strict answer parser. It
 costs about a third of the CPU of an ``http.client`` POST (:class:`HttpTransport`,
 kept as the alternative), and the sender shares the interpreter with the application.
@@ -49,11 +49,10 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 from urllib.parse import urlsplit
 
-from . import wire
-from ._version import __version__
-from .capture import Exchange
-from .config import Config
-from .contract import (
+from .._version import __version__
+from ..capture.exchange import Exchange
+from ..config import Config
+from ..contract import (
     AUTHENTICATE_PATH,
     INVALID_SDK_KEY,
     LOGGER_NAME,
@@ -62,9 +61,10 @@ from .contract import (
     SDK_LOG_PATH,
     SESSION_TOKEN_HEADER,
 )
-from .event import EventBuilder, EventRefused
-from .outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
-from .stats import Stats
+from ..delivery.outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
+from ..delivery.stats import Stats
+from ..event.build import EventBuilder, EventRefused
+from . import wire
 
 if TYPE_CHECKING:
     import http.client
@@ -220,7 +220,7 @@ class _DeadlineSocket:
 
 
 class WireTransport:
-    """A keep-alive :mod:`otas_capture.wire` connection with a whole-call deadline (the
+    """A keep-alive :mod:`otas_capture.otas.wire` connection with a whole-call deadline (the
     default transport).
 
     The headers the client passes are the same on every call but the session token, so

@@ -1,4 +1,4 @@
-"""Turning a captured :class:`~otas_capture.capture.Exchange` into the JSON body Brain takes.
+"""Turning a captured :class:`~otas_capture.capture.exchange.Exchange` into Brain's JSON body.
 
 This is where the work the request thread skipped is done, in the sender thread: header
 names are restored from the environ, secrets are redacted, bodies are decoded and
@@ -9,7 +9,7 @@ store the ``str()`` of anything else), sizes must not be negative, the path must
 Brain's index, the status code must have three digits, and the whole body must stay
 under Brain's 2.5 MiB limit. What cannot be shipped as is goes into ``metadata``.
 
-After masking (see :mod:`otas_capture.redaction`), every secret the event is known to
+After masking (see :mod:`otas_capture.event.masking`), every secret the event is known to
 hold (the SDK key, the session token, redacted header values, masked values) is
 scrubbed from all of its fields. Each event gets a ``metadata.event_id`` here, once:
 the sender keeps the payload for retries, so a retry carries the same id. Last, the
@@ -25,10 +25,10 @@ import os
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ._version import __version__
-from .capture import BodyBuffer, Exchange, is_textual
-from .config import BUILTIN_SENSITIVE_FIELDS, Config
-from .contract import (
+from .._version import __version__
+from ..capture.exchange import BodyBuffer, Exchange, is_textual
+from ..config import BUILTIN_SENSITIVE_FIELDS, Config
+from ..contract import (
     CONTENT_TYPE_LIMIT,
     JSON_OBJECT_FIELDS,
     MAX_INTEGER,
@@ -38,7 +38,7 @@ from .contract import (
     SIZE_FIELDS,
     TEXT_FIELDS,
 )
-from .redaction import (
+from .masking import (
     Found,
     Rule,
     Scrubber,

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from .contract import LOGGER_NAME
+from ..contract import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
 

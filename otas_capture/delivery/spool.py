@@ -41,7 +41,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 
-from .contract import LOGGER_NAME
+from ..contract import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
 

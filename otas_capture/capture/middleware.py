@@ -3,7 +3,7 @@
 An agent marks its requests with the ``X-OTAS-AGENT-SESSION-TOKEN`` header. For each
 such request the middleware tees the request body as the application reads it, wraps
 ``start_response`` and the response iterable to count and keep the response (see
-:mod:`otas_capture.response`), and hands the whole exchange to the background sender as
+:mod:`otas_capture.capture.response`), and hands the whole exchange to the background sender as
 soon as the response is done: iterated to the end or closed, whichever comes first.
 Other requests pass straight through.
 
@@ -24,10 +24,11 @@ from collections.abc import Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..config import BeforeSend, Config
+from ..contract import LOGGER_NAME, SESSION_TOKEN_ENVIRON
+from ..delivery.stats import Stats
 from . import shutdown
-from .capture import EXCHANGE_ENVIRON_KEY, BodyBuffer, Exchange, InputTee, is_encoded, is_textual
-from .config import BeforeSend, Config
-from .contract import LOGGER_NAME, SESSION_TOKEN_ENVIRON
+from .exchange import EXCHANGE_ENVIRON_KEY, BodyBuffer, Exchange, InputTee, is_encoded, is_textual
 from .response import (
     CapturedResponse,
     SizedCapturedResponse,
@@ -36,12 +37,11 @@ from .response import (
     pass_file,
     record_start,
 )
-from .stats import Stats
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from .sender import Sender
+    from ..delivery.sender import Sender
 
 # The framework integrations find a request's exchange under EXCHANGE_ENVIRON_KEY.
 __all__ = ["EXCHANGE_ENVIRON_KEY", "TOKEN_ENVIRON_KEY", "OtasMiddleware"]
@@ -167,7 +167,7 @@ class OtasMiddleware:
             # Imported here: the sender's modules (the event builder, the masker, the
             # transport) are most of the package's import time, and a middleware that
             # ships nothing, or code that only imports the package, never needs them.
-            from .sender import Sender
+            from ..delivery.sender import Sender
 
             self._sender = Sender(self.config, self._stats)
             self._capturing = True
@@ -178,7 +178,7 @@ class OtasMiddleware:
         self._body_limit = self.config.max_body_bytes
         # Lets Flask wrapped by hand keep its route and exception, and the pytest plugin
         # flush every middleware (see _frameworks).
-        from ._frameworks import middleware_created
+        from .registry import middleware_created
 
         middleware_created(self)
 
@@ -205,7 +205,7 @@ class OtasMiddleware:
 
         ``timeout`` defaults to ``shutdown_timeout`` (``OTAS_SHUTDOWN_TIMEOUT``). Also
         runs at interpreter exit, and on SIGTERM when the process has no handler of its
-        own (see :mod:`otas_capture.shutdown`). Events still undelivered are counted
+        own (see :mod:`otas_capture.capture.shutdown`). Events still undelivered are counted
         (reason ``shutdown``) and summed up in one log line. Requests after ``close``
         pass through untouched and uncounted.
         """

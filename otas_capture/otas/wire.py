@@ -58,7 +58,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from .contract import SDK_LOG_PATH, SESSION_TOKEN_HEADER
+from ..contract import SDK_LOG_PATH, SESSION_TOKEN_HEADER
 
 if TYPE_CHECKING:
     import ssl

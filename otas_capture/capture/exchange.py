@@ -3,7 +3,7 @@
 This runs on the host application's request path, so it does as little as it can: it
 counts bytes, keeps at most ``max_body_bytes`` of each body, and copies the few strings
 it needs out of the WSGI environ. Parsing, redaction, masking and JSON encoding happen
-later in the sender thread (see :mod:`otas_capture.event`).
+later in the sender thread (see :mod:`otas_capture.event.build`).
 
 The request body is captured by :class:`InputTee`, which stands in for ``wsgi.input``
 and copies what the application reads as it reads it: the application sees exactly the

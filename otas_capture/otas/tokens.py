@@ -22,7 +22,7 @@ from collections import OrderedDict
 
 import jwt
 
-from .contract import REQUIRED_TOKEN_CLAIMS as REQUIRED_CLAIMS
+from ..contract import REQUIRED_TOKEN_CLAIMS as REQUIRED_CLAIMS
 
 # A session JWT with the claims OTAS issues is about 250 bytes; one this large is junk,
 # checked every time it comes rather than allowed to crowd the cache.
