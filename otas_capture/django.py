@@ -102,6 +102,7 @@ class OtasCaptureMiddleware:
         if outer is not None:
             # wsgi.py wraps Django in OtasMiddleware too, and that one is capturing this
             # request: add what Django knows to its event rather than capture it twice.
+            _carry_path(outer, environ)
             response = self.get_response(request)
             self._describe(request, response, outer)
             return response
@@ -171,6 +172,7 @@ class _Call:
         request = self.request
         exchange = environ.get(EXCHANGE_ENVIRON_KEY)
         if exchange is not None:
+            _carry_path(exchange, environ)
             # The core replaced wsgi.input with its tee over Django's stream: read the
             # body through it, so every byte the app reads is counted.
             request._stream = environ["wsgi.input"]
@@ -196,6 +198,26 @@ class _Call:
             return cast("Iterable[bytes]", response.streaming_content)
         # iter(): the response's own chunks, without a copy and without its close().
         return cast("Iterable[bytes]", iter(response))
+
+
+def _carry_path(exchange: Exchange, meta: dict[str, Any]) -> None:
+    """Give the exchange the path Django's views receive, in the form the core expects.
+
+    Django replaces ``PATH_INFO`` and ``SCRIPT_NAME`` in ``META`` with the text they
+    spell (bytes that are not UTF-8 re-escaped as ``%XX``). An exchange carries them as
+    PEP 3333 does, UTF-8 bytes as Latin-1 characters, and the event builder decodes them
+    so: Django's text is put back in that form, or ``é`` would be decoded a second time
+    and stored as U+FFFD.
+    """
+    exchange.script_name = _as_pep3333(meta.get("SCRIPT_NAME", ""))
+    exchange.path_info = _as_pep3333(meta.get("PATH_INFO", ""))
+
+
+def _as_pep3333(text: str) -> str:
+    if text.isascii():
+        return text
+    # surrogatepass: never raise here; the builder replaces what is not valid text.
+    return text.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
 def _attach(response: HttpResponseBase, result: Iterable[bytes]) -> HttpResponseBase:
