@@ -24,9 +24,12 @@ per client), so a test suite does not start a sender per test.
 
 Settings, highest first: the ``OTAS`` dict in Django's settings (``{"SDK_KEY": ...}`` or
 ``{"sdk_key": ...}``), then ``OTAS_<NAME>`` settings (``OTAS_SDK_KEY = ...``), then the
-environment variables, then the defaults. Besides the middleware's options there is one
-of Django's own: ``capture_user`` (``OTAS_CAPTURE_USER``), off by default, which records the
-id of the authenticated user in the event's metadata.
+environment variables, then the defaults. A bad value or an unknown name in the settings
+never stops Django: one error is logged naming where it was set, and the value is
+replaced as a bad environment variable's is (see :mod:`otas_capture.config`). Besides
+the middleware's options there is one of Django's own: ``capture_user``
+(``OTAS_CAPTURE_USER``), off by default, which records the id of the authenticated user
+in the event's metadata.
 """
 
 from __future__ import annotations
@@ -47,8 +50,9 @@ from django.utils.functional import LazyObject, empty
 
 from .capture.exchange import Exchange
 from .capture.middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
-from .capture.registry import log_misuse, option_names, with_overrides
-from .config import ConfigError, as_bool, check_names
+from .capture.registry import log_misuse, with_overrides
+from .config import OPTION_NAMES, Setting
+from .config_values import as_bool
 from .contract import LOGGER_NAME
 
 __all__ = [
@@ -325,50 +329,62 @@ def _user_id(request: HttpRequest) -> str | None:
 
 
 def load_options() -> tuple[dict[str, Any], bool]:
-    """(core middleware options, capture_user) from Django's settings and the environment.
+    """(core middleware options, capture_user) from Django's settings.
 
-    A bad value given in settings raises :class:`~otas_capture.ConfigError`, as one given
-    in code does; a bad ``OTAS_CAPTURE_USER`` environment variable is logged and ignored.
+    Values come as :class:`~otas_capture.config.Setting`, so that a bad one is logged
+    naming where it was set (``settings.OTAS["SAMPLE_RATE"]``) and replaced, as a bad
+    environment variable is: a setting must not stop ``runserver`` or a worker from
+    starting. What the settings leave out, the core reads from the environment.
     """
-    names = set(option_names()) | set(DJANGO_OPTIONS)
+    names = set(OPTION_NAMES) | set(DJANGO_OPTIONS)
     found: dict[str, Any] = {}
     for name in sorted(names):
-        value = getattr(settings, "OTAS_" + name.upper(), None)
+        where = "settings.OTAS_" + name.upper()
+        value = getattr(settings, where.removeprefix("settings."), None)
         if value is not None:
-            found[name] = value
+            found[name] = Setting(value, where)
     block = getattr(settings, "OTAS", None)
-    if block is not None:
-        if not isinstance(block, Mapping):
-            raise ConfigError("settings.OTAS must be a dict of options, such as {'SDK_KEY': ...}")
-        for key, value in block.items():
-            if value is not None:
-                found[str(key).lower()] = value
+    if block is not None and not isinstance(block, Mapping):
+        _report("settings.OTAS must be a dict of options, such as {'SDK_KEY': ...}; ignored")
+        block = None
+    for key, value in (block or {}).items():
+        where = f'settings.OTAS["{key}"]'
+        name = str(key).lower()
+        if name not in names:
+            options = ", ".join(sorted(names))
+            _report(f"{where} is not an option, so it is ignored; the options are: {options}")
+        elif value is not None:
+            found[name] = Setting(value, where)
     found = with_overrides(found)
     capture_user = _capture_user(found.pop("capture_user", None))
-    # An unknown name is a ConfigError listing the valid ones (as keywords it would be
-    # Python's TypeError).
-    check_names(found)
     return found, capture_user
 
 
-def _capture_user(value: Any) -> bool:
-    if value is not None:
-        parsed = as_bool(value)
-        if parsed is None:
-            raise ConfigError(
-                f"OTAS_CAPTURE_USER (option capture_user=) must be true or false, got {value!r}"
-            )
-        return parsed
-    text = os.environ.get("OTAS_CAPTURE_USER")
-    if text is None:
-        return False
-    parsed = as_bool(text)
+def _capture_user(given: Any) -> bool:
+    if isinstance(given, Setting):
+        value, where = given.value, given.where
+    elif given is not None:  # imposed by the pytest plugin's overrides
+        value, where = given, "capture_user"
+    else:
+        value, where = os.environ.get("OTAS_CAPTURE_USER"), "OTAS_CAPTURE_USER"
+        if value is None:
+            return False
+    parsed = as_bool(value)
     if parsed is None:
-        logger.error(
-            "otas-capture: OTAS_CAPTURE_USER must be true or false, got %r; using false", text
-        )
+        _report(f"{where} must be true or false, got {value!r}; using false")
         return False
     return parsed
+
+
+_reported: set[str] = set()
+
+
+def _report(problem: str) -> None:
+    """Log a problem with the settings once: they are read for every handler Django
+    builds (one per test client) and by ``stats()``."""
+    if problem not in _reported:
+        _reported.add(problem)
+        logger.error("otas-capture: %s", problem)
 
 
 def _core_for(options: dict[str, Any]) -> OtasMiddleware:
@@ -385,7 +401,12 @@ def _core_key(options: dict[str, Any]) -> tuple[Any, ...]:
     # The environment is part of the key: the core reads what the options leave out
     # from it, and tests change it between clients.
     environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OTAS_")))
-    return (tuple(sorted((name, repr(value)) for name, value in options.items())), environment)
+    # Where a setting was given is part of it too: its error message names that place.
+    given = (
+        (name, getattr(value, "where", ""), repr(getattr(value, "value", value)))
+        for name, value in options.items()
+    )
+    return (tuple(sorted(given)), environment)
 
 
 def _dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -412,10 +433,7 @@ def close(timeout: float = 5.0) -> None:
 
 def stats() -> dict[str, Any]:
     """``stats()`` of the middleware the current settings use (empty before the first request)."""
-    try:
-        options, _ = load_options()
-    except ConfigError:
-        return {}
+    options, _ = load_options()
     with _cores_lock:
         core = _cores.get(_core_key(options))
     return core.stats() if core is not None else {}
