@@ -65,6 +65,7 @@ __all__ = [
     "BeforeSend",
     "Config",
     "ConfigError",
+    "SHIP_NOTHING_WHEN_REFUSED",
     "Setting",
     "check_names",
     "header_key",
@@ -203,7 +204,7 @@ class Config:
                 values[name] = parse(name, value)
             except Exception as error:  # whatever it is, the host app must start
                 refused.append(where)
-                ship_nothing = ship_nothing or name in _SHIP_NOTHING_WHEN_REFUSED
+                ship_nothing = ship_nothing or name in SHIP_NOTHING_WHEN_REFUSED
                 _log_refused(name, where, error, getattr(cls, name))
         if ship_nothing:
             values["enabled"] = False
@@ -234,13 +235,13 @@ def check_names(options: Mapping[str, Any]) -> None:
 
 # Settings whose default, taken in place of a refused value, could send data where the
 # user did not mean it to go (or unfiltered): refusing one of them ships nothing.
-_SHIP_NOTHING_WHEN_REFUSED = frozenset(
+SHIP_NOTHING_WHEN_REFUSED = frozenset(
     {"sdk_key", "brain_url", "uasam_url", "enabled", "before_send"}
 )
 
 
 def _log_refused(name: str, where: str, error: Exception, default: Any) -> None:
-    if name in _SHIP_NOTHING_WHEN_REFUSED:
+    if name in SHIP_NOTHING_WHEN_REFUSED:
         outcome = "nothing is sent to OTAS until it is fixed; requests pass through untouched"
     else:
         outcome = f"using the default ({'none' if default is None else default!r}) instead"
