@@ -22,11 +22,8 @@ through the iterable the server will send, so uploads, ``StreamingHttpResponse``
 built per configuration and shared by every handler (the test ``Client`` makes a handler
 per client), so a test suite does not start a sender per test.
 
-Settings, highest first: the ``OTAS`` dict in Django's settings (``{"SDK_KEY": ...}`` or
-``{"sdk_key": ...}``), then ``OTAS_<NAME>`` settings (``OTAS_SDK_KEY = ...``), then the
-environment variables, then the defaults. A bad value or an unknown name in the settings
-never stops Django: one error is logged naming where it was set, and the value is
-replaced as a bad environment variable's is (see :mod:`otas_capture.config`). Besides
+Settings come from Django's settings (``OTAS = {...}`` and ``OTAS_<NAME>``), then the
+environment (see :mod:`otas_capture.django_options`); a bad one never stops Django. Besides
 the middleware's options there is one of Django's own: ``capture_user``
 (``OTAS_CAPTURE_USER``), off by default, which records the id of the authenticated user
 in the event's metadata.
@@ -36,24 +33,20 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
-import traceback
-from collections.abc import Iterable, Mapping
-from types import TracebackType
+from collections.abc import Iterable
 from typing import Any, Callable, cast
 
 from django.conf import settings
-from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject, empty
 
 from .capture.exchange import Exchange
 from .capture.middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
-from .capture.registry import log_misuse, with_overrides
-from .config import OPTION_NAMES, Setting
-from .config_values import as_bool
+from .capture.registry import log_misuse
 from .contract import LOGGER_NAME
+from .django_options import load_options
+from .django_reports import csrf_failure, exchange_of, install_hooks, record_exception
 
 __all__ = [
     "OtasCaptureMiddleware",
@@ -66,9 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(LOGGER_NAME)
 
-# Options that belong to this integration, not to the core middleware.
-DJANGO_OPTIONS = ("capture_user",)
-TRACEBACK_FRAMES = 10  # innermost frames kept in metadata["traceback"]
 DEBUG_PAGE_NOTE = "Django's debug page (DEBUG=True)"
 
 # Where the per-request callable waits for the core to call it; popped at once.
@@ -76,8 +66,6 @@ _HANDLER_KEY = "otas_capture.django.handler"
 
 _cores: dict[tuple[Any, ...], OtasMiddleware] = {}
 _cores_lock = threading.Lock()
-_hooks_lock = threading.Lock()
-_hooks_installed = False
 
 
 class OtasCaptureMiddleware:
@@ -95,7 +83,7 @@ class OtasCaptureMiddleware:
         self.get_response = get_response
         options, self.capture_user = load_options()
         self.core = _core_for(options)
-        _install_hooks()
+        install_hooks()
 
     def __repr__(self) -> str:
         return f"<OtasCaptureMiddleware core={self.core!r}>"
@@ -135,7 +123,7 @@ class OtasCaptureMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         """Record the exception a view raised; Django goes on to handle it as usual."""
-        exchange = _exchange_of(request)
+        exchange = exchange_of(request)
         if exchange is not None:
             record_exception(exchange, exception, exception.__traceback__)
 
@@ -275,30 +263,6 @@ def _is_debug_page(response: HttpResponseBase, exchange: Exchange) -> bool:
     return str(response.get("Content-Type", "")).startswith("text/html")
 
 
-def _exchange_of(request: Any) -> Exchange | None:
-    meta = getattr(request, "META", None)
-    return meta.get(EXCHANGE_ENVIRON_KEY) if isinstance(meta, dict) else None
-
-
-def record_exception(exchange: Exchange, exc: BaseException, tb: TracebackType | None) -> None:
-    """Put the exception in the event: ``error``, and a traceback summary in metadata."""
-    if exchange.error is not None:  # the first one wins, as in Exchange.fail
-        return
-    exchange.fail(exc)
-    exchange.add_metadata(
-        exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-        traceback=_traceback_summary(tb),
-    )
-
-
-def _traceback_summary(tb: TracebackType | None) -> list[str]:
-    """``file:line in function`` for the innermost frames; source lines are not read."""
-    if tb is None:
-        return []
-    frames = traceback.StackSummary.extract(traceback.walk_tb(tb), lookup_lines=False)
-    return [f"{f.filename}:{f.lineno} in {f.name}" for f in frames[-TRACEBACK_FRAMES:]]
-
-
 def _view_path(func: Any) -> str:
     view = getattr(func, "view_class", func)  # class-based views
     module = getattr(view, "__module__", None) or "?"
@@ -325,66 +289,7 @@ def _user_id(request: HttpRequest) -> str | None:
     return None if pk is None else str(pk)
 
 
-# -- settings ---------------------------------------------------------------------------
-
-
-def load_options() -> tuple[dict[str, Any], bool]:
-    """(core middleware options, capture_user) from Django's settings.
-
-    Values come as :class:`~otas_capture.config.Setting`, so that a bad one is logged
-    naming where it was set (``settings.OTAS["SAMPLE_RATE"]``) and replaced, as a bad
-    environment variable is: a setting must not stop ``runserver`` or a worker from
-    starting. What the settings leave out, the core reads from the environment.
-    """
-    names = set(OPTION_NAMES) | set(DJANGO_OPTIONS)
-    found: dict[str, Any] = {}
-    for name in sorted(names):
-        where = "settings.OTAS_" + name.upper()
-        value = getattr(settings, where.removeprefix("settings."), None)
-        if value is not None:
-            found[name] = Setting(value, where)
-    block = getattr(settings, "OTAS", None)
-    if block is not None and not isinstance(block, Mapping):
-        _report("settings.OTAS must be a dict of options, such as {'SDK_KEY': ...}; ignored")
-        block = None
-    for key, value in (block or {}).items():
-        where = f'settings.OTAS["{key}"]'
-        name = str(key).lower()
-        if name not in names:
-            options = ", ".join(sorted(names))
-            _report(f"{where} is not an option, so it is ignored; the options are: {options}")
-        elif value is not None:
-            found[name] = Setting(value, where)
-    found = with_overrides(found)
-    capture_user = _capture_user(found.pop("capture_user", None))
-    return found, capture_user
-
-
-def _capture_user(given: Any) -> bool:
-    if isinstance(given, Setting):
-        value, where = given.value, given.where
-    elif given is not None:  # imposed by the pytest plugin's overrides
-        value, where = given, "capture_user"
-    else:
-        value, where = os.environ.get("OTAS_CAPTURE_USER"), "OTAS_CAPTURE_USER"
-        if value is None:
-            return False
-    parsed = as_bool(value)
-    if parsed is None:
-        _report(f"{where} must be true or false, got {value!r}; using false")
-        return False
-    return parsed
-
-
-_reported: set[str] = set()
-
-
-def _report(problem: str) -> None:
-    """Log a problem with the settings once: they are read for every handler Django
-    builds (one per test client) and by ``stats()``."""
-    if problem not in _reported:
-        _reported.add(problem)
-        logger.error("otas-capture: %s", problem)
+# -- the core middlewares, one per configuration ----------------------------------------
 
 
 def _core_for(options: dict[str, Any]) -> OtasMiddleware:
@@ -439,7 +344,7 @@ def stats() -> dict[str, Any]:
     return core.stats() if core is not None else {}
 
 
-# -- what Django reports elsewhere ------------------------------------------------------
+# -- helpers for the app ------------------------------------------------------------------
 
 
 def annotate(request: Any = None, /, **props: Any) -> None:
@@ -464,63 +369,6 @@ def annotate(request: Any = None, /, **props: Any) -> None:
             "nothing" if request is None else f"a {type(request).__name__}",
         )
         return
-    exchange = _exchange_of(request)
+    exchange = exchange_of(request)
     if exchange is not None:
         exchange.annotate(props)
-
-
-def csrf_failure(request: HttpRequest, reason: str = "", **kwargs: Any) -> HttpResponseBase:
-    """A ``CSRF_FAILURE_VIEW`` that records the reason, then answers as Django's own does.
-
-    Not needed in general: the middleware reads the reason from Django's
-    ``django.security.csrf`` log record. Use it when that logger is silenced.
-    """
-    from django.views.csrf import csrf_failure as django_csrf_failure
-
-    _record_csrf(request, reason)
-    return django_csrf_failure(request, reason=reason, **kwargs)
-
-
-def _record_csrf(request: Any, reason: str) -> None:
-    exchange = _exchange_of(request)
-    if exchange is None or exchange.error is not None:
-        return
-    exchange.error = f"CSRF verification failed: {reason}" if reason else "CSRF verification failed"
-    exchange.add_metadata(csrf_failure_reason=reason)
-
-
-class _CsrfReasonFilter(logging.Filter):
-    """Reads why Django refused a request for CSRF from the record it logs; filters nothing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            request = getattr(record, "request", None)
-            args = record.args
-            if request is not None and isinstance(args, tuple) and args:
-                _record_csrf(request, str(args[0]))
-        except Exception:  # never break Django's logging
-            pass
-        return True
-
-
-def _on_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> None:
-    # Exceptions that escape views and other middlewares: Django sends this signal
-    # while handling them, so sys.exc_info() is the exception.
-    exchange = _exchange_of(request)
-    if exchange is None:
-        return
-    _, exc, tb = sys.exc_info()
-    if exc is not None:
-        record_exception(exchange, exc, tb)
-
-
-def _install_hooks() -> None:
-    global _hooks_installed
-    with _hooks_lock:
-        if _hooks_installed:
-            return
-        _hooks_installed = True
-    got_request_exception.connect(
-        _on_request_exception, weak=False, dispatch_uid="otas_capture.django"
-    )
-    logging.getLogger("django.security.csrf").addFilter(_CsrfReasonFilter())
