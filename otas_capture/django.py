@@ -22,34 +22,31 @@ through the iterable the server will send, so uploads, ``StreamingHttpResponse``
 built per configuration and shared by every handler (the test ``Client`` makes a handler
 per client), so a test suite does not start a sender per test.
 
-Settings, highest first: the ``OTAS`` dict in Django's settings (``{"SDK_KEY": ...}`` or
-``{"sdk_key": ...}``), then ``OTAS_<NAME>`` settings (``OTAS_SDK_KEY = ...``), then the
-environment variables, then the defaults. Besides the middleware's options there is one
-of Django's own: ``capture_user`` (``OTAS_CAPTURE_USER``), off by default, which records the
-id of the authenticated user in the event's metadata.
+Settings come from Django's settings (``OTAS = {...}`` and ``OTAS_<NAME>``), then the
+environment (see :mod:`otas_capture.django_options`); a bad one never stops Django. Besides
+the middleware's options there is one of Django's own: ``capture_user``
+(``OTAS_CAPTURE_USER``), off by default, which records the id of the authenticated user
+in the event's metadata.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
-import traceback
-from collections.abc import Iterable, Mapping
-from types import TracebackType
+from collections.abc import Iterable
 from typing import Any, Callable, cast
 
 from django.conf import settings
-from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject, empty
 
 from .capture.exchange import Exchange
 from .capture.middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
-from .capture.registry import log_misuse, option_names, with_overrides
-from .config import ConfigError, as_bool, check_names
+from .capture.registry import log_misuse
 from .contract import LOGGER_NAME
+from .django_options import load_options
+from .django_reports import csrf_failure, exchange_of, install_hooks, record_exception
 
 __all__ = [
     "OtasCaptureMiddleware",
@@ -62,9 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(LOGGER_NAME)
 
-# Options that belong to this integration, not to the core middleware.
-DJANGO_OPTIONS = ("capture_user",)
-TRACEBACK_FRAMES = 10  # innermost frames kept in metadata["traceback"]
 DEBUG_PAGE_NOTE = "Django's debug page (DEBUG=True)"
 
 # Where the per-request callable waits for the core to call it; popped at once.
@@ -72,8 +66,6 @@ _HANDLER_KEY = "otas_capture.django.handler"
 
 _cores: dict[tuple[Any, ...], OtasMiddleware] = {}
 _cores_lock = threading.Lock()
-_hooks_lock = threading.Lock()
-_hooks_installed = False
 
 
 class OtasCaptureMiddleware:
@@ -91,7 +83,7 @@ class OtasCaptureMiddleware:
         self.get_response = get_response
         options, self.capture_user = load_options()
         self.core = _core_for(options)
-        _install_hooks()
+        install_hooks()
 
     def __repr__(self) -> str:
         return f"<OtasCaptureMiddleware core={self.core!r}>"
@@ -102,6 +94,7 @@ class OtasCaptureMiddleware:
         if outer is not None:
             # wsgi.py wraps Django in OtasMiddleware too, and that one is capturing this
             # request: add what Django knows to its event rather than capture it twice.
+            _carry_path(outer, environ)
             response = self.get_response(request)
             self._describe(request, response, outer)
             return response
@@ -130,7 +123,7 @@ class OtasCaptureMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         """Record the exception a view raised; Django goes on to handle it as usual."""
-        exchange = _exchange_of(request)
+        exchange = exchange_of(request)
         if exchange is not None:
             record_exception(exchange, exception, exception.__traceback__)
 
@@ -171,6 +164,7 @@ class _Call:
         request = self.request
         exchange = environ.get(EXCHANGE_ENVIRON_KEY)
         if exchange is not None:
+            _carry_path(exchange, environ)
             # The core replaced wsgi.input with its tee over Django's stream: read the
             # body through it, so every byte the app reads is counted.
             request._stream = environ["wsgi.input"]
@@ -196,6 +190,26 @@ class _Call:
             return cast("Iterable[bytes]", response.streaming_content)
         # iter(): the response's own chunks, without a copy and without its close().
         return cast("Iterable[bytes]", iter(response))
+
+
+def _carry_path(exchange: Exchange, meta: dict[str, Any]) -> None:
+    """Give the exchange the path Django's views receive, in the form the core expects.
+
+    Django replaces ``PATH_INFO`` and ``SCRIPT_NAME`` in ``META`` with the text they
+    spell (bytes that are not UTF-8 re-escaped as ``%XX``). An exchange carries them as
+    PEP 3333 does, UTF-8 bytes as Latin-1 characters, and the event builder decodes them
+    so: Django's text is put back in that form, or ``é`` would be decoded a second time
+    and stored as U+FFFD.
+    """
+    exchange.script_name = _as_pep3333(meta.get("SCRIPT_NAME", ""))
+    exchange.path_info = _as_pep3333(meta.get("PATH_INFO", ""))
+
+
+def _as_pep3333(text: str) -> str:
+    if text.isascii():
+        return text
+    # surrogatepass: never raise here; the builder replaces what is not valid text.
+    return text.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
 def _attach(response: HttpResponseBase, result: Iterable[bytes]) -> HttpResponseBase:
@@ -249,30 +263,6 @@ def _is_debug_page(response: HttpResponseBase, exchange: Exchange) -> bool:
     return str(response.get("Content-Type", "")).startswith("text/html")
 
 
-def _exchange_of(request: Any) -> Exchange | None:
-    meta = getattr(request, "META", None)
-    return meta.get(EXCHANGE_ENVIRON_KEY) if isinstance(meta, dict) else None
-
-
-def record_exception(exchange: Exchange, exc: BaseException, tb: TracebackType | None) -> None:
-    """Put the exception in the event: ``error``, and a traceback summary in metadata."""
-    if exchange.error is not None:  # the first one wins, as in Exchange.fail
-        return
-    exchange.fail(exc)
-    exchange.add_metadata(
-        exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-        traceback=_traceback_summary(tb),
-    )
-
-
-def _traceback_summary(tb: TracebackType | None) -> list[str]:
-    """``file:line in function`` for the innermost frames; source lines are not read."""
-    if tb is None:
-        return []
-    frames = traceback.StackSummary.extract(traceback.walk_tb(tb), lookup_lines=False)
-    return [f"{f.filename}:{f.lineno} in {f.name}" for f in frames[-TRACEBACK_FRAMES:]]
-
-
 def _view_path(func: Any) -> str:
     view = getattr(func, "view_class", func)  # class-based views
     module = getattr(view, "__module__", None) or "?"
@@ -299,54 +289,7 @@ def _user_id(request: HttpRequest) -> str | None:
     return None if pk is None else str(pk)
 
 
-# -- settings ---------------------------------------------------------------------------
-
-
-def load_options() -> tuple[dict[str, Any], bool]:
-    """(core middleware options, capture_user) from Django's settings and the environment.
-
-    A bad value given in settings raises :class:`~otas_capture.ConfigError`, as one given
-    in code does; a bad ``OTAS_CAPTURE_USER`` environment variable is logged and ignored.
-    """
-    names = set(option_names()) | set(DJANGO_OPTIONS)
-    found: dict[str, Any] = {}
-    for name in sorted(names):
-        value = getattr(settings, "OTAS_" + name.upper(), None)
-        if value is not None:
-            found[name] = value
-    block = getattr(settings, "OTAS", None)
-    if block is not None:
-        if not isinstance(block, Mapping):
-            raise ConfigError("settings.OTAS must be a dict of options, such as {'SDK_KEY': ...}")
-        for key, value in block.items():
-            if value is not None:
-                found[str(key).lower()] = value
-    found = with_overrides(found)
-    capture_user = _capture_user(found.pop("capture_user", None))
-    # An unknown name is a ConfigError listing the valid ones (as keywords it would be
-    # Python's TypeError).
-    check_names(found)
-    return found, capture_user
-
-
-def _capture_user(value: Any) -> bool:
-    if value is not None:
-        parsed = as_bool(value)
-        if parsed is None:
-            raise ConfigError(
-                f"OTAS_CAPTURE_USER (option capture_user=) must be true or false, got {value!r}"
-            )
-        return parsed
-    text = os.environ.get("OTAS_CAPTURE_USER")
-    if text is None:
-        return False
-    parsed = as_bool(text)
-    if parsed is None:
-        logger.error(
-            "otas-capture: OTAS_CAPTURE_USER must be true or false, got %r; using false", text
-        )
-        return False
-    return parsed
+# -- the core middlewares, one per configuration ----------------------------------------
 
 
 def _core_for(options: dict[str, Any]) -> OtasMiddleware:
@@ -363,7 +306,12 @@ def _core_key(options: dict[str, Any]) -> tuple[Any, ...]:
     # The environment is part of the key: the core reads what the options leave out
     # from it, and tests change it between clients.
     environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OTAS_")))
-    return (tuple(sorted((name, repr(value)) for name, value in options.items())), environment)
+    # Where a setting was given is part of it too: its error message names that place.
+    given = (
+        (name, getattr(value, "where", ""), repr(getattr(value, "value", value)))
+        for name, value in options.items()
+    )
+    return (tuple(sorted(given)), environment)
 
 
 def _dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -390,16 +338,13 @@ def close(timeout: float = 5.0) -> None:
 
 def stats() -> dict[str, Any]:
     """``stats()`` of the middleware the current settings use (empty before the first request)."""
-    try:
-        options, _ = load_options()
-    except ConfigError:
-        return {}
+    options, _ = load_options()
     with _cores_lock:
         core = _cores.get(_core_key(options))
     return core.stats() if core is not None else {}
 
 
-# -- what Django reports elsewhere ------------------------------------------------------
+# -- helpers for the app ------------------------------------------------------------------
 
 
 def annotate(request: Any = None, /, **props: Any) -> None:
@@ -424,63 +369,6 @@ def annotate(request: Any = None, /, **props: Any) -> None:
             "nothing" if request is None else f"a {type(request).__name__}",
         )
         return
-    exchange = _exchange_of(request)
+    exchange = exchange_of(request)
     if exchange is not None:
         exchange.annotate(props)
-
-
-def csrf_failure(request: HttpRequest, reason: str = "", **kwargs: Any) -> HttpResponseBase:
-    """A ``CSRF_FAILURE_VIEW`` that records the reason, then answers as Django's own does.
-
-    Not needed in general: the middleware reads the reason from Django's
-    ``django.security.csrf`` log record. Use it when that logger is silenced.
-    """
-    from django.views.csrf import csrf_failure as django_csrf_failure
-
-    _record_csrf(request, reason)
-    return django_csrf_failure(request, reason=reason, **kwargs)
-
-
-def _record_csrf(request: Any, reason: str) -> None:
-    exchange = _exchange_of(request)
-    if exchange is None or exchange.error is not None:
-        return
-    exchange.error = f"CSRF verification failed: {reason}" if reason else "CSRF verification failed"
-    exchange.add_metadata(csrf_failure_reason=reason)
-
-
-class _CsrfReasonFilter(logging.Filter):
-    """Reads why Django refused a request for CSRF from the record it logs; filters nothing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            request = getattr(record, "request", None)
-            args = record.args
-            if request is not None and isinstance(args, tuple) and args:
-                _record_csrf(request, str(args[0]))
-        except Exception:  # never break Django's logging
-            pass
-        return True
-
-
-def _on_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> None:
-    # Exceptions that escape views and other middlewares: Django sends this signal
-    # while handling them, so sys.exc_info() is the exception.
-    exchange = _exchange_of(request)
-    if exchange is None:
-        return
-    _, exc, tb = sys.exc_info()
-    if exc is not None:
-        record_exception(exchange, exc, tb)
-
-
-def _install_hooks() -> None:
-    global _hooks_installed
-    with _hooks_lock:
-        if _hooks_installed:
-            return
-        _hooks_installed = True
-    got_request_exception.connect(
-        _on_request_exception, weak=False, dispatch_uid="otas_capture.django"
-    )
-    logging.getLogger("django.security.csrf").addFilter(_CsrfReasonFilter())

@@ -8,7 +8,9 @@ into the event's metadata, which lets OTAS group calls by endpoint rather than b
 Settings come from the app's config (``OTAS_SDK_KEY``, ``OTAS_SAMPLE_RATE``, ... the
 same names as the environment variables) as well as from the environment, so the usual
 ``app.config.from_object(...)`` / ``from_prefixed_env`` patterns work. Options given in
-code win over ``app.config``, which wins over the environment.
+code win over ``app.config``, which wins over the environment. A bad value in code raises
+:class:`~otas_capture.ConfigError`; one in ``app.config`` is logged and replaced, as a
+bad environment variable is.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from flask import request as current_request
 
 from .capture.exchange import Exchange
 from .capture.middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
-from .capture.registry import log_misuse, option_names, with_overrides
+from .capture.registry import log_misuse, with_overrides
+from .config import OPTION_NAMES, Setting
 
 EXTENSION_KEY = "otas_capture"
 # Set once the app's signals are connected, so that no path connects them twice.
@@ -30,12 +33,18 @@ _SIGNALS_KEY = "otas_capture.signals"
 
 
 def config_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The middleware options an app's config sets, as ``OTAS_<NAME>`` keys."""
+    """The middleware options an app's config sets, as ``OTAS_<NAME>`` keys.
+
+    Each comes as a :class:`~otas_capture.config.Setting`: a bad value is logged naming
+    ``app.config["OTAS_<NAME>"]`` and replaced, as a bad environment variable is, so that
+    a config file never stops the app from starting.
+    """
     found: dict[str, Any] = {}
-    for name in option_names():
-        value = config.get("OTAS_" + name.upper())
+    for name in OPTION_NAMES:
+        key = "OTAS_" + name.upper()
+        value = config.get(key)
         if value is not None:
-            found[name] = value
+            found[name] = Setting(value, f'app.config["{key}"]')
     return found
 
 
@@ -46,8 +55,9 @@ class OtasCapture:
     :param app: the app to instrument now; leave it out for the factory pattern.
     :param options: middleware options (``sdk_key``, ``sample_rate``, ...) for every app
         this extension instruments. They win over ``OTAS_*`` keys of ``app.config``, which
-        win over ``OTAS_*`` environment variables. A bad value raises
-        :class:`~otas_capture.ConfigError` in ``init_app``.
+        win over ``OTAS_*`` environment variables. A bad value here raises
+        :class:`~otas_capture.ConfigError` in ``init_app``; a bad one in ``app.config`` is
+        logged naming the key, and replaced.
 
     .. code-block:: python
 

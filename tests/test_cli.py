@@ -184,6 +184,38 @@ def test_doctor_reports_settings_that_do_not_parse(otas_env, capsys):
     assert "FAIL  settings do not parse" in out and "OTAS_TIMEOUT" in out
 
 
+def check_lines(out: str) -> list[str]:
+    return [line.strip() for line in out.split("Checks:")[1].splitlines() if line.strip()]
+
+
+def test_doctor_says_once_that_the_key_is_refused(otas_env, collector_server, capsys):
+    point_at(otas_env, collector_server.url, key="notakey")
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    lines = check_lines(out)
+    assert lines[0].startswith("FAIL  settings do not parse: OTAS_SDK_KEY must be")
+    assert lines[1:] == [
+        "SKIP  UASAM and Brain not checked: there is no usable key (OTAS_SDK_KEY above)",
+        "1 check(s) failed.",
+    ]
+    assert "(REFUSED: nothing is sent until it is fixed)" in out
+    assert "notakey" not in out
+
+
+def test_doctor_checks_no_default_url_in_place_of_a_refused_one(otas_env, collector_server, capsys):
+    point_at(otas_env, collector_server.url)
+    otas_env.setenv("OTAS_BRAIN_URL", "htp://brain.internal:8002")
+    assert main(["doctor"]) == 1
+    lines = check_lines(capsys.readouterr().out)
+    assert lines[0].startswith("FAIL  settings do not parse: OTAS_BRAIN_URL must be")
+    assert lines[1].startswith("PASS  UASAM authenticates the key")
+    assert lines[2:] == [
+        "SKIP  Brain not checked: OTAS_BRAIN_URL above is refused, and the default is not "
+        "used in its place",
+        "1 check(s) failed.",
+    ]
+
+
 def test_doctor_fails_without_a_key(otas_env, capsys):
     assert main(["doctor"]) == 1
     assert "OTAS_SDK_KEY is not set" in capsys.readouterr().out

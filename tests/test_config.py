@@ -23,6 +23,7 @@ from otas_capture.config import (
     MAX_BODY_BYTES_LIMIT,
     Config,
     ConfigError,
+    Setting,
     header_key,
 )
 from otas_capture.contract import (
@@ -782,6 +783,34 @@ def test_each_bad_variable_is_named_in_its_own_error(caplog):
     assert len(messages) == 2
     assert "OTAS_BATCH_SIZE" in messages[0] and "OTAS_TIMEOUT" in messages[1]
     assert config.env_refused == ("OTAS_BATCH_SIZE", "OTAS_TIMEOUT") and config.shipping
+
+
+# -- framework settings: as the environment, named where they were set ------------------
+
+
+def test_a_bad_framework_setting_is_logged_where_it_was_set_and_takes_the_default(caplog):
+    options = {"sdk_key": KEY, "sample_rate": Setting("abc", 'settings.OTAS["SAMPLE_RATE"]')}
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        config = Config.load(options, {"OTAS_SAMPLE_RATE": "0.5"})
+    assert config.sample_rate == 1.0 and config.shipping
+    assert config.env_refused == ('settings.OTAS["SAMPLE_RATE"]',)
+    [message] = errors_logged(caplog)
+    assert message.startswith('otas-capture: settings.OTAS["SAMPLE_RATE"] must be a number')
+
+
+def test_a_good_framework_setting_wins_over_the_environment():
+    options = {"sample_rate": Setting("0.25", 'app.config["OTAS_SAMPLE_RATE"]')}
+    assert Config.load(options, {"OTAS_SAMPLE_RATE": "0.5"}).sample_rate == 0.25
+
+
+def test_a_bad_key_in_framework_settings_ships_nothing_and_is_never_shown(caplog):
+    secret = "otas_pk_s3cr3t with space"
+    setting = Setting(secret, 'app.config["OTAS_SDK_KEY"]')
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        config = Config.load({"sdk_key": setting}, {})
+    assert not config.shipping
+    assert 'app.config["OTAS_SDK_KEY"]' in caplog.text and "s3cr3t" not in caplog.text
+    assert "s3cr3t" not in repr(setting)
 
 
 @pytest.mark.parametrize("name", SETTINGS)

@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -28,7 +32,7 @@ from django.http import HttpResponse  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 from werkzeug.test import Client as WerkzeugClient  # noqa: E402
 
-from otas_capture import ConfigError, OtasMiddleware  # noqa: E402
+from otas_capture import OtasMiddleware  # noqa: E402
 from otas_capture import django as otas_django  # noqa: E402
 from otas_capture.contract import LOGGER_NAME  # noqa: E402
 
@@ -272,27 +276,127 @@ def test_the_otas_dict_wins_over_otas_names_which_win_over_the_environment(monke
     monkeypatch.setenv("OTAS_SAMPLE_RATE", "0.1")
     monkeypatch.setenv("OTAS_MAX_BODY_BYTES", "10")
     with override_settings(OTAS={"SAMPLE_RATE": 0.5}, OTAS_SAMPLE_RATE=0.7, OTAS_QUEUE_SIZE=7):
-        options, capture_user = otas_django.load_options()
-    assert options["sample_rate"] == 0.5
-    assert options["queue_size"] == 7
-    assert "max_body_bytes" not in options  # left to the environment, read by the core
-    assert capture_user is False
+        middleware = otas_django.OtasCaptureMiddleware(lambda request: None)
+    config = middleware.core.config
+    assert (config.sample_rate, config.queue_size, config.max_body_bytes) == (0.5, 7, 10)
+    assert middleware.capture_user is False
 
 
-def test_an_unknown_option_in_settings_raises_config_error_naming_it():
+def errors(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    "settings, where",
+    [
+        ({"OTAS": {"SAMPLE_RATE": "abc"}}, 'settings.OTAS["SAMPLE_RATE"]'),
+        ({"OTAS": {"sample_rate": "abc"}}, 'settings.OTAS["sample_rate"]'),
+        ({"OTAS": {}, "OTAS_SAMPLE_RATE": "abc"}, "settings.OTAS_SAMPLE_RATE"),
+    ],
+)
+def test_a_bad_settings_value_logs_one_error_naming_it_and_takes_the_default(
+    monkeypatch, caplog, settings, where
+):
+    monkeypatch.setenv("OTAS_QUEUE_SIZE", "99")  # a fresh middleware, whatever ran before
+    with override_settings(**settings), caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
+        first = otas_django.OtasCaptureMiddleware(lambda request: None)
+        second = otas_django.OtasCaptureMiddleware(lambda request: None)  # a second handler
+    assert first.core is second.core and first.core.config.sample_rate == 1.0
+    (message,) = errors(caplog)
+    # Named where it was set, not as the environment variable the user never set.
+    assert message.startswith(f"otas-capture: {where} must be a number from 0 to 1, got 'abc'")
+
+
+def test_a_bad_url_in_settings_ships_nothing_and_requests_pass_through(caplog):
+    from django.test import RequestFactory
+
+    from otas_capture.collector import DEMO_SDK_KEY
+    from otas_capture.contract import SESSION_TOKEN_HEADER
+
+    bad = {"BRAIN_URL": "htp://brain", "SDK_KEY": DEMO_SDK_KEY}
+    with override_settings(OTAS=bad), caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
+        middleware = otas_django.OtasCaptureMiddleware(lambda request: HttpResponse("ok"))
+    (message,) = errors(caplog)
+    assert message.startswith('otas-capture: settings.OTAS["BRAIN_URL"] must be an http://')
+    assert "nothing is sent to OTAS" in message
+    request = RequestFactory().get("/", headers={SESSION_TOKEN_HEADER: "a.b.c"})
+    assert middleware(request).content == b"ok"
+    assert not middleware.core.config.shipping
+
+
+def test_an_unknown_option_in_settings_is_logged_once_naming_it(caplog):
     with override_settings(OTAS={"sampel_rate": 0.5}):
-        with pytest.raises(ConfigError, match="sampel_rate"):
+        with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
             otas_django.OtasCaptureMiddleware(lambda request: None)
+            otas_django.OtasCaptureMiddleware(lambda request: None)
+            otas_django.stats()
+    (message,) = errors(caplog)
+    assert 'settings.OTAS["sampel_rate"] is not an option' in message
+    assert "sample_rate" in message  # the list of options
 
 
-def test_a_bad_capture_user_setting_raises_but_a_bad_env_value_is_logged(monkeypatch, caplog):
-    with override_settings(OTAS={"capture_user": "maybe"}):
-        with pytest.raises(ConfigError, match="OTAS_CAPTURE_USER"):
-            otas_django.load_options()
-    monkeypatch.setenv("OTAS_CAPTURE_USER", "maybe")
-    with override_settings(OTAS={}), caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
-        assert otas_django.load_options()[1] is False
-    assert "OTAS_CAPTURE_USER" in caplog.text
+def test_settings_otas_that_is_not_a_dict_is_logged_and_ignored(caplog):
+    with override_settings(OTAS=["SDK_KEY"]), caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
+        options, _ = otas_django.load_options()
+    assert "settings.OTAS must be a dict" in caplog.text
+
+
+def test_a_bad_capture_user_setting_or_variable_is_logged_naming_it(monkeypatch, caplog):
+    with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
+        with override_settings(OTAS={"capture_user": "maybe"}):
+            assert otas_django.load_options()[1] is False
+        monkeypatch.setenv("OTAS_CAPTURE_USER", "perhaps")
+        with override_settings(OTAS={}):
+            assert otas_django.load_options()[1] is False
+    assert errors(caplog) == [
+        "otas-capture: settings.OTAS[\"capture_user\"] must be true or false, got 'maybe'; "
+        "using false",
+        "otas-capture: OTAS_CAPTURE_USER must be true or false, got 'perhaps'; using false",
+    ]
+
+
+def test_a_bad_value_in_settings_does_not_stop_runserver(tmp_path):
+    (tmp_path / "bad_settings.py").write_text(
+        "from shop.settings import *\nOTAS = {'SAMPLE_RATE': 'abc'}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTAS_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="bad_settings",
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(PROJECT), env.get("PYTHONPATH", "")]),
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "django", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body = _get_when_up(f"http://127.0.0.1:{port}/health/", server)
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=10)
+    assert body == b"ok", stderr
+    named = [line for line in stderr.splitlines() if "SAMPLE_RATE" in line]
+    assert named == [
+        "otas-capture: settings.OTAS[\"SAMPLE_RATE\"] must be a number from 0 to 1, got 'abc'; "
+        "using the default (1.0) instead"
+    ], stderr
+
+
+def _get_when_up(url, process, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def test_enabled_false_in_settings_turns_capture_off():

@@ -8,7 +8,7 @@ import logging
 import pytest
 from flask import Flask, Response, abort, jsonify, request, stream_with_context
 
-from otas_capture import OtasMiddleware
+from otas_capture import ConfigError, OtasMiddleware
 from otas_capture.collector import DEMO_SDK_KEY
 from otas_capture.contract import LOGGER_NAME
 from otas_capture.flask import OtasCapture, annotate, init_app
@@ -164,6 +164,36 @@ def test_code_options_win_over_app_config_which_wins_over_the_environment(monkey
     app.config.update(OTAS_SAMPLE_RATE=0.2, OTAS_BATCH_SIZE=7, OTAS_QUEUE_SIZE=None)
     config = OtasCapture(app, sample_rate=0.3).middleware(app).config
     assert (config.sample_rate, config.batch_size, config.queue_size) == (0.3, 7, 11)
+
+
+def test_a_bad_app_config_value_is_logged_naming_the_key_and_replaced(monkeypatch, caplog):
+    monkeypatch.delenv("OTAS_SAMPLE_RATE", raising=False)
+    app = make_app()
+    app.config.update(OTAS_SAMPLE_RATE="abc", OTAS_QUEUE_SIZE=5)
+    with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
+        config = OtasCapture(app).middleware(app).config
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    message = record.getMessage()
+    assert message.startswith('otas-capture: app.config["OTAS_SAMPLE_RATE"] must be a number')
+    assert "'abc'" in message and "using the default (1.0)" in message
+    assert (config.sample_rate, config.queue_size) == (1.0, 5)
+
+
+def test_a_bad_app_config_url_ships_nothing_and_the_app_still_serves(caplog):
+    app = make_app()
+    app.config.update(OTAS_SDK_KEY=DEMO_SDK_KEY, OTAS_BRAIN_URL="htp://brain")
+    with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
+        middleware = init_app(app)
+    assert not middleware.config.shipping
+    assert 'app.config["OTAS_BRAIN_URL"]' in caplog.text and "OTAS_ENABLED" not in caplog.text
+    assert app.test_client().get("/items/1").json == {"id": 1}
+
+
+def test_a_bad_value_given_in_code_still_raises_config_error():
+    app = make_app()
+    app.config.update(OTAS_SAMPLE_RATE=0.5)
+    with pytest.raises(ConfigError, match="sample_rate"):
+        OtasCapture(app, sample_rate="abc")
 
 
 def test_the_extension_given_the_app_instruments_it_at_once(otas):

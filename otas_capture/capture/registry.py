@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 import weakref
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from ..contract import LOGGER_NAME
@@ -72,13 +71,6 @@ def _connect_flask(app: Any) -> None:
         from ..flask import connect_signals
 
         connect_signals(owner)
-
-
-def option_names() -> tuple[str, ...]:
-    """The middleware's option names (``sdk_key``, ``sample_rate``, ...)."""
-    from ..config import Config
-
-    return tuple(field.name for field in fields(Config))
 
 
 def with_overrides(options: dict[str, Any]) -> dict[str, Any]:

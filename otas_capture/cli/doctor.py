@@ -10,6 +10,10 @@ pass/fail line each and the round-trip time of every call:
    token: Brain checks the key first, so ``401 missing_agent_session_token`` proves the
    key works, and nothing is stored.
 
+Each problem is reported once: a refused key is not reported again as "not set", and a
+refused URL is not replaced by the default, which the middleware would never use either
+(the check that needs it is shown as SKIP).
+
 Network failures are told in plain words (refused, unresolvable, timed out), never as
 a traceback. The exit status is non-zero when any check fails.
 """
@@ -27,7 +31,7 @@ from typing import Any
 
 import requests
 
-from ..config import Config, ConfigError
+from ..config import SHIP_NOTHING_WHEN_REFUSED, Config, ConfigError
 from ..contract import (
     AUTHENTICATE_PATH,
     INVALID_SDK_KEY,
@@ -95,18 +99,30 @@ def _shown(name: str, value: Any) -> str:
     return str(value)
 
 
+def _refused(config: Config) -> set[str]:
+    """The settings whose variables were refused, by option name (``brain_url``)."""
+    return {where.removeprefix("OTAS_").lower() for where in config.env_refused}
+
+
 def describe(config: Config, environ: Mapping[str, str]) -> str:
     """The effective settings, one a line, each saying where it came from."""
+    refused = _refused(config)
     lines = []
     for field in fields(config):
         env = "OTAS_" + field.name.upper()
         if field.name == "env_refused":  # not a setting
             continue
-        if env in getattr(config, "env_refused", ()):
+        if field.name in refused & SHIP_NOTHING_WHEN_REFUSED:
+            source = "REFUSED: nothing is sent until it is fixed"
+        elif field.name in refused:
             source = "REFUSED, default used"
+        elif field.name == "enabled" and refused & SHIP_NOTHING_WHEN_REFUSED:
+            source = "off: a setting is refused"
         else:
             source = "from environment" if environ.get(env, "").strip() else "default"
         value = _shown(field.name, getattr(config, field.name))
+        if field.name in refused & SHIP_NOTHING_WHEN_REFUSED:
+            value = "(refused)"  # no default stands in for it
         lines.append(f"  {env:24} {_output.clip(value, 48):48}  ({source})")
     return "\n".join(lines)
 
@@ -116,6 +132,7 @@ class Check:
     ok: bool
     text: str
     warning: bool = False
+    skipped: bool = False  # not checked, for a reason already reported
 
 
 def _plain_error(service: str, url: str, exc: requests.RequestException, timeout: float) -> str:
@@ -243,23 +260,49 @@ def load(environ: Mapping[str, str]) -> tuple[Config | None, list[Check]]:
 
 
 def network_checks(config: Config, timeout: float | None) -> Iterator[Check]:
-    """The checks that talk to OTAS, each yielded as soon as it is done."""
-    if not config.enabled:
+    """The checks that talk to OTAS, each yielded as soon as it is done.
+
+    Only what the middleware would use is checked: a refused URL is not replaced by the
+    default here either, and a refusal already reported is not reported again as "not
+    set" or "turned off".
+    """
+    refused = _refused(config)
+    if not config.enabled and not refused & SHIP_NOTHING_WHEN_REFUSED:
         yield Check(True, "OTAS_ENABLED is false: the middleware captures nothing", True)
+    if "sdk_key" in refused:
+        yield _skip("UASAM and Brain not checked: there is no usable key (OTAS_SDK_KEY above)")
+        return
     if config.sdk_key is None:
         yield Check(False, "OTAS_SDK_KEY is not set: the middleware captures nothing")
         return
     wait = timeout if timeout is not None else config.timeout
-    uasam, project_id = check_uasam(config, config.sdk_key, wait)
-    yield uasam
-    if project_id and config.project_id and project_id != config.project_id:
-        yield Check(
-            True,
-            f"OTAS_PROJECT_ID is {config.project_id} but the key belongs to {project_id}; "
-            "Brain files events under the key's project",
-            True,
-        )
-    yield check_brain(config, config.sdk_key, wait)
+    if "uasam_url" in refused:
+        yield _skip_url("UASAM", "OTAS_UASAM_URL")
+    else:
+        uasam, project_id = check_uasam(config, config.sdk_key, wait)
+        yield uasam
+        if project_id and config.project_id and project_id != config.project_id:
+            yield Check(
+                True,
+                f"OTAS_PROJECT_ID is {config.project_id} but the key belongs to {project_id}; "
+                "Brain files events under the key's project",
+                True,
+            )
+    if "brain_url" in refused:
+        yield _skip_url("Brain", "OTAS_BRAIN_URL")
+    else:
+        yield check_brain(config, config.sdk_key, wait)
+
+
+def _skip(text: str) -> Check:
+    return Check(True, text, skipped=True)
+
+
+def _skip_url(service: str, variable: str) -> Check:
+    return _skip(
+        f"{service} not checked: {variable} above is refused, and the default is not used "
+        "in its place"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -269,7 +312,9 @@ def run(args: argparse.Namespace) -> int:
     paint = _output.Painter(_output.wants_colour(sys.stdout))
 
     def show(check: Check) -> None:
-        if check.warning:
+        if check.skipped:
+            mark = paint("SKIP", "dim")
+        elif check.warning:
             mark = paint("WARN", "yellow")
         else:
             mark = paint("PASS", "green") if check.ok else paint("FAIL", "red")

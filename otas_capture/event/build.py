@@ -132,6 +132,17 @@ def wsgi_text(value: str) -> str:
     return clean_text(raw.decode("utf-8", "replace"))
 
 
+def header_text(value: str) -> str:
+    """A PEP 3333 header value as text: UTF-8 when its bytes are UTF-8, else the Latin-1
+    text PEP 3333 makes of them, which is what the app itself reads (``acm\\xe9``: acmé)."""
+    if value.isascii():
+        return clean_text(value)
+    try:
+        return clean_text(value.encode("latin-1").decode("utf-8"))
+    except UnicodeError:  # not UTF-8, or text a server already decoded: as the app has it
+        return clean_text(value)
+
+
 # Annotations are the user's objects: bound what they may cost the sender thread.
 _ANNOTATION_DEPTH = 16
 _ANNOTATION_NODES = 2_000
@@ -270,7 +281,7 @@ def headers_json(headers: list[tuple[str, str]]) -> str:
 
 
 def _request_header(environ_key: str, value: str) -> tuple[str, str]:
-    return header_name(environ_key), wsgi_text(value)
+    return header_name(environ_key), header_text(value)
 
 
 def _response_header(name: Any, value: Any) -> tuple[str, str]:
