@@ -341,6 +341,8 @@ class Config:
     spool_dir: str | None = None
     safe_fields: frozenset[str] = frozenset()
     before_send: BeforeSend | None = None
+    environment: str | None = None
+    release: str | None = None
 
     def __repr__(self) -> str:
         # The SDK key is a credential: a repr ends up in logs and tracebacks.
@@ -425,6 +427,17 @@ def _log_refused(name: str, error: Exception, default: Any) -> None:
     logger.error("otas-capture: %s %s; %s", _env_name(name), problem, outcome)
 
 
+def _parse_label(option: str, value: Any) -> str | None:
+    """A short name recorded in each event (``production``, ``v1.4.2``); empty is unset."""
+    accepts = "a text of at most 200 characters, without control characters"
+    if not isinstance(value, str):
+        raise _fail(option, accepts, value)
+    text = value.strip()
+    if len(text) > 200 or any(unicodedata.category(char) == "Cc" for char in text):
+        raise _fail(option, accepts, value)
+    return text or None
+
+
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "sdk_key": _parse_sdk_key,
     "project_id": _parse_project_id,
@@ -448,4 +461,6 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "spool_dir": lambda o, v: _parse_path(o, v),
     "safe_fields": lambda o, v: frozenset(_parse_list(o, v)),
     "before_send": lambda o, v: _parse_callable(o, v),
+    "environment": _parse_label,
+    "release": _parse_label,
 }
