@@ -44,7 +44,7 @@ _MARKER = re.compile(r"<!-- snippet: (?P<kind>\w+)(?P<args>[^>]*?)\s*-->")
 # Commands a snippet may start with: what a reader of these pages is expected to have.
 ALLOWED_COMMANDS = {
     ".", "apt-get", "cd", "command", "curl", "docker", "export", "flask", "gunicorn",
-    "mkdocs", "mypy", "otas-capture", "pip", "pytest", "python", "python3", "ruff",
+    "mkdocs", "mypy", "otas-capture", "pip", "pytest", "python", "python3", "ruff", "twine",
     "uvicorn", "uwsgi", "waitress-serve",
 }  # fmt: skip
 
