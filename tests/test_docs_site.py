@@ -137,6 +137,13 @@ def _rows(text: str) -> list[list[str]]:
     return rows
 
 
+def test_ci_runs_the_readme_test_command_verbatim():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = next(line for line in readme.split("\n") if "pip install -q -e '.[test]'" in line)
+    tail = command[command.index("pip install") :]
+    assert tail in (ROOT / ".ci" / "run").read_text(encoding="utf-8").split("\n")
+
+
 # -- the package -------------------------------------------------------------------------
 
 

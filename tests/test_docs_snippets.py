@@ -37,6 +37,8 @@ from typing import Any
 
 import pytest
 
+from otas_capture.config import check_names
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _MARKER = re.compile(r"<!-- snippet: (?P<kind>\w+)(?P<args>[^>]*?)\s*-->")
@@ -133,6 +135,9 @@ def test_python_blocks_run(path, no_otas_environment):
             exec(code, namespace)
         except Exception as error:
             raise AssertionError(f"{block.where} fails: {error!r}") from error
+        if isinstance(namespace.get("OTAS"), dict):  # Django settings: each key a setting
+            keys = {key.lower() for key in namespace["OTAS"]} - {"capture_user"}
+            check_names(dict.fromkeys(keys))
 
 
 @pytest.mark.parametrize("block", blocks("python", "compile"))
