@@ -140,6 +140,7 @@ def test_an_invalid_traceparent_is_ignored(make_middleware, serve_app, collector
         (f"00-{TRACE_ID[:-1]}-{PARENT_ID}-01", None),
         (f"00-{TRACE_ID}-{PARENT_ID}", None),
         (f"{TRACEPARENT},{TRACEPARENT}", None),  # two headers joined by the server
+        (TRACEPARENT.encode(), (TRACE_ID, PARENT_ID)),  # as ASGI carries it
         ("", None),
         (None, None),
     ],

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["event_context", "note_current_span", "parse_traceparent"]
 
-# How a request header reaches us: the WSGI environ key, or the name as sent (ASGI).
-_TRACEPARENT_KEYS = frozenset({"HTTP_TRACEPARENT", "traceparent"})
+# How a request header reaches us: the WSGI environ key, or the name as sent (ASGI
+# carries names and values as bytes).
+_TRACEPARENT_KEYS = frozenset({"HTTP_TRACEPARENT", "traceparent", b"traceparent"})
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -62,6 +63,8 @@ def parse_traceparent(value: Any) -> tuple[str, str] | None:
     lower-case hex; version ``ff`` and all-zero ids are invalid; version ``00`` has
     exactly four fields, a later version may append more.
     """
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
     if not isinstance(value, str):
         return None
     parts = value.strip().split("-")
