@@ -102,11 +102,11 @@ def _markdown(text: str) -> str:
 
 def settings_table() -> str:
     lines = [
-        "| environment | option | default | meaning | a value must be |",
-        "|---|---|---|---|---|",
+        "| variable, option | default | meaning | a value must be |",
+        "|---|---|---|---|",
     ]
     for row in settings():
-        cells = [f"`{row['variable']}`", f"`{row['option']}`", row["default"]]
+        cells = [f"`{row['variable']}`<br>`{row['option']}=`", row["default"]]
         cells += [_markdown(row["meaning"]), _markdown(row["accepts"])]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
