@@ -42,6 +42,7 @@ from .config_values import (
     parse_callable,
     parse_float,
     parse_int,
+    parse_label,
     parse_list,
     parse_path,
     parse_project_id,
@@ -159,6 +160,8 @@ class Config:
     spool_dir: str | None = None
     safe_fields: frozenset[str] = frozenset()
     before_send: BeforeSend | None = None
+    environment: str | None = None
+    release: str | None = None
 
     def __repr__(self) -> str:
         # The SDK key is a credential: a repr ends up in logs and tracebacks.
@@ -276,6 +279,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "spool_dir": lambda o, v: parse_path(o, v),
     "safe_fields": lambda o, v: frozenset(parse_list(o, v)),
     "before_send": lambda o, v: parse_callable(o, v),
+    "environment": parse_label,
+    "release": parse_label,
 }
 
 # The names of the settings, as options (``sample_rate``); OTAS_ + upper case in the

@@ -248,3 +248,14 @@ def parse_project_id(option: str, value: Any) -> str | None:
         raise refuse(
             option, "a project UUID such as 123e4567-e89b-12d3-a456-426614174000", value
         ) from None
+
+
+def parse_label(option: str, value: Any) -> str | None:
+    """A short name recorded in each event (``production``, ``v1.4.2``); empty is unset."""
+    accepts = "a text of at most 200 characters, without control characters"
+    if not isinstance(value, str):
+        raise refuse(option, accepts, value)
+    text = value.strip()
+    if len(text) > 200 or any(unicodedata.category(char) == "Cc" for char in text):
+        raise refuse(option, accepts, value)
+    return text or None

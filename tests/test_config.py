@@ -84,6 +84,8 @@ EXPECTED_DEFAULTS = {
     "spool_dir": None,
     "safe_fields": frozenset(),
     "before_send": None,
+    "environment": None,
+    "release": None,
     # Not a setting: the variables refused while loading.
     "env_refused": (),
 }
@@ -165,6 +167,8 @@ FROM_ENVIRONMENT = {
     "spool_dir": ("/var/spool/otas", "/var/spool/otas"),
     "safe_fields": ("max_tokens, author", frozenset({"max_tokens", "author"})),
     "before_send": ("json:loads", __import__("json").loads),
+    "environment": (" staging ", "staging"),
+    "release": ("v1.4.2", "v1.4.2"),
 }
 
 

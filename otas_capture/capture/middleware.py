@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..config import BeforeSend, Config
 from ..contract import LOGGER_NAME, SESSION_TOKEN_ENVIRON
 from ..delivery.stats import Stats
+from ..event.context import note_current_span
 from . import shutdown
 from .exchange import EXCHANGE_ENVIRON_KEY, BodyBuffer, Exchange, InputTee, is_encoded, is_textual
 from .response import (
@@ -65,8 +66,8 @@ class OtasMiddleware:
     only. ``None`` (the default) means "not given": the setting is read from its
     ``OTAS_<NAME>`` environment variable, else takes its default. A bad value given here
     raises :class:`~otas_capture.ConfigError` naming it, at start-up; a bad variable never
-    does: it is logged, then replaced (see :mod:`otas_capture.config`). The README's
-    configuration table gives each default and what it accepts.
+    does: it is logged, then replaced (see :mod:`otas_capture.config`). The docs'
+    configuration reference (docs/configuration.md) gives each default and what it accepts.
 
     :param sdk_key: the backend SDK key, ``otas_<prefix>_<secret>``; without one nothing
         is captured.
@@ -92,15 +93,11 @@ class OtasMiddleware:
     :param safe_fields: field names the masking rule must leave alone.
     :param before_send: ``before_send(event) -> event | None`` run on each finished
         event (or its dotted path ``package.module:function``).
+    :param environment: the deployment's name (``production``), in each event's metadata.
+    :param release: the app's version or commit, in each event's metadata.
 
     Without an SDK key (or with ``enabled=False``) the middleware passes every request
-    through untouched and ships nothing.
-
-    .. code-block:: python
-
-        from otas_capture import OtasMiddleware
-
-        app.wsgi_app = OtasMiddleware(app.wsgi_app)  # OTAS_SDK_KEY from the environment
+    through untouched and ships nothing. Examples for each framework: docs/.
     """
 
     # The settings are spelled out so that editors complete them and type checkers check
@@ -132,6 +129,8 @@ class OtasMiddleware:
         spool_dir: str | os.PathLike[str] | None = None,
         safe_fields: str | Iterable[str] | None = None,
         before_send: BeforeSend | str | None = None,
+        environment: str | None = None,
+        release: str | None = None,
     ) -> None:
         # Every keyword is a setting: hand them all to the one parser, by name.
         options = {name: value for name, value in locals().items() if name not in _NOT_SETTINGS}
@@ -302,6 +301,7 @@ class OtasMiddleware:
             # the headers went out re-raises) leaves the event with what was sent.
             write = start_response(*args, **kwargs)
             record_start(exchange, args, kwargs, body_limit)
+            note_current_span(exchange)  # the app's OpenTelemetry span is current here
 
             def capturing_write(*data: Any, **kw: Any) -> Any:
                 result = write(*data, **kw)

@@ -38,6 +38,7 @@ from ..contract import (
     SIZE_FIELDS,
     TEXT_FIELDS,
 )
+from .context import event_context
 from .masking import (
     Found,
     Rule,
@@ -515,6 +516,7 @@ class EventBuilder:
             "sdk": SDK_NAME,
             "sdk_version": __version__,
             "started_at": utc_iso(ex.started_at),
+            **event_context(self._config, ex),  # environment, release, trace ids
         }
         end = ex.end if ex.end is not None else ex.start
         if ex.first_byte is not None:
