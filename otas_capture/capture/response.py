@@ -14,12 +14,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .exchange import BodyBuffer, Exchange, is_encoded, is_textual
-
-if TYPE_CHECKING:
-    from .middleware import OtasMiddleware
+from .handoff import Handoff
 
 
 def record_start(
@@ -161,16 +159,17 @@ class CapturedResponse:
     or closed (or raises), whichever comes first, exactly once. ``close()`` closes the
     application's iterable exactly once. A response that is never finished nor closed
     (a test client's, left unread) is shipped with what is known when it is
-    garbage-collected, and counted as ``unclosed``.
+    garbage-collected (within moments: see :mod:`otas_capture.capture.handoff`), and
+    counted as ``unclosed``.
     """
 
-    __slots__ = ("_result", "_iterator", "_exchange", "_owner", "_closed", "_done")
+    __slots__ = ("_result", "_iterator", "_exchange", "_handoff", "_closed", "_done")
 
-    def __init__(self, result: Iterable[bytes], exchange: Exchange, owner: OtasMiddleware) -> None:
+    def __init__(self, result: Iterable[bytes], exchange: Exchange, handoff: Handoff) -> None:
         self._result = result
         self._iterator: Iterator[bytes] | None = None
         self._exchange = exchange
-        self._owner = owner
+        self._handoff = handoff
         self._closed = False
         self._done = False
 
@@ -195,8 +194,10 @@ class CapturedResponse:
     def _complete(self) -> None:
         if not self._done:
             self._done = True
-            self._exchange.end = perf_counter()
-            self._owner._finish(self._exchange)
+            exchange = self._exchange
+            if not exchange.sealed:  # not shipped unfinished already (see handoff)
+                exchange.end = perf_counter()
+            self._handoff.finish(exchange)
 
     def close(self) -> None:
         if self._closed:
@@ -217,11 +218,7 @@ class CapturedResponse:
         try:
             if not self._done:
                 self._done = True
-                exchange = self._exchange
-                if exchange.end is None:
-                    exchange.end = exchange.first_byte or perf_counter()
-                exchange.add_metadata(response_unfinished=True)
-                self._owner._orphans.append(exchange)
+                self._handoff.orphan(self._exchange)
         except Exception:  # half-built, or the interpreter is going away
             pass
 
