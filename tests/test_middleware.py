@@ -295,7 +295,7 @@ def test_requests_without_a_session_token_pass_through_and_are_skipped(make_midd
 
 def test_a_request_is_not_held_up_while_brain_hangs(make_middleware, collector, agent, serve_app):
     collector.fail_next(1, status=None, delay=1.5)
-    middleware = make_middleware(json_app(), flush_interval=0.001)
+    middleware = make_middleware(json_app())
     url = serve_app(middleware)
     assert requests.post(url + "/a", json={"n": 1}, headers=agent).status_code == 201
     time.sleep(0.2)  # the sender is now stuck in Brain's slow answer
