@@ -126,6 +126,23 @@ def test_annotate_finds_the_request_of_a_plain_wsgi_app(make_middleware, collect
     assert collector.events()[0]["custom_properties"] == {"tenant": "acme", "plan": "pro"}
 
 
+def test_annotate_finds_the_request_while_a_streamed_response_is_sent(
+    make_middleware, collector, agent
+):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        sent = 0
+        for chunk in (b"one ", b"two"):
+            sent += 1
+            yield chunk
+        annotate(chunks=sent)  # known only once the stream is done
+
+    middleware = make_middleware(app)
+    assert Client(middleware).get("/", headers=agent).get_data() == b"one two"
+    assert middleware.flush(5)
+    assert collector.events()[0]["custom_properties"] == {"chunks": 2}
+
+
 def test_annotate_finds_the_request_of_a_flask_view(make_middleware, collector, agent):
     url = make_middleware(hello).config.brain_url
     app = flask_app(sdk_key=DEMO_SDK_KEY, brain_url=url, uasam_url=url)

@@ -1,7 +1,8 @@
 """``annotate()``: the application's way to add its own properties to a captured event.
 
-A capturing middleware sets :data:`CURRENT_EXCHANGE` while the application handles a
-captured request, so ``annotate(tenant="acme")`` finds the request itself, in any
+A capturing middleware sets :data:`CURRENT_EXCHANGE` while the application's code runs
+for a captured request (its call, and each step and the close of its response iterable),
+so ``annotate(tenant="acme")`` finds the request itself, in any
 framework, without a handle on the request or the middleware. The older form
 ``annotate(environ, tenant="acme")`` still works: the WSGI environ carries the exchange
 too. Being a call made by application code, a wrong call is logged (rate-limited) and

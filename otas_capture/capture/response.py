@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from time import perf_counter
 from typing import Any, Callable
 
+from .annotate import CURRENT_EXCHANGE
 from .exchange import BodyBuffer, Exchange, is_encoded, is_textual
 from .handoff import Handoff
 
@@ -177,6 +178,9 @@ class CapturedResponse:
         return self
 
     def __next__(self) -> bytes:
+        # A streaming app's code runs here, in the server's next(): annotate(**props)
+        # there (say, a count known only at the end of the stream) still finds the request.
+        context = CURRENT_EXCHANGE.set(self._exchange)
         try:
             if self._iterator is None:
                 self._iterator = iter(self._result)
@@ -188,6 +192,8 @@ class CapturedResponse:
             self._exchange.fail(exc)
             self._complete()
             raise
+        finally:
+            CURRENT_EXCHANGE.reset(context)
         count_chunk(self._exchange, chunk)
         return chunk
 
@@ -203,6 +209,7 @@ class CapturedResponse:
         if self._closed:
             return
         self._closed = True
+        context = CURRENT_EXCHANGE.set(self._exchange)  # the app's close() is its code too
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
@@ -211,6 +218,7 @@ class CapturedResponse:
             self._exchange.fail(exc)
             raise
         finally:
+            CURRENT_EXCHANGE.reset(context)
             self._complete()
 
     def __del__(self) -> None:
