@@ -37,6 +37,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .capture.middleware import OtasMiddleware
+    from .capture.registry import Capturing
     from .collector import Collector, CollectorServer
 
 __all__ = ["NoMiddlewareError", "OtasFixture", "otas"]
@@ -61,7 +62,7 @@ class OtasFixture:
         self._header = SESSION_TOKEN_HEADER
         self._token: str | None = None
         self._restores: list[Any] = []
-        self._before: weakref.WeakSet[OtasMiddleware] = weakref.WeakSet()
+        self._before: weakref.WeakSet[Capturing] = weakref.WeakSet()
         self.options: dict[str, Any] = {
             "enabled": True,
             "sdk_key": DEMO_SDK_KEY,
@@ -149,16 +150,11 @@ class OtasFixture:
 
     # -- what OTAS received ----------------------------------------------------------
 
-    def middlewares(self) -> list[OtasMiddleware]:
-        """Every live middleware that ships to this collector."""
-        from .capture.middleware import OtasMiddleware
+    def middlewares(self) -> list[Capturing]:
+        """Every live middleware that ships to this collector, whatever its framework."""
         from .capture.registry import live_middlewares
 
-        return [
-            m
-            for m in live_middlewares()
-            if isinstance(m, OtasMiddleware) and m.config.brain_url == self.url
-        ]
+        return [m for m in live_middlewares() if _brain_url(m) == self.url]
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Flush every middleware that ships to this collector; False on a timeout."""
@@ -174,10 +170,12 @@ class OtasFixture:
         no middleware ships here, rather than answer an empty list that proves nothing.
         """
         middlewares = self.middlewares()
-        if not any(m.capturing for m in middlewares):
+        if not any(getattr(m, "capturing", False) for m in middlewares):
             raise NoMiddlewareError(self._no_middleware())
         for middleware in middlewares:
-            middleware.handoff.abandon_unfinished()
+            handoff = getattr(middleware, "handoff", None)
+            if handoff is not None:
+                handoff.abandon_unfinished()
         self.flush(timeout)
         if count is not None:
             return self.collector.wait_for_events(count, timeout)
@@ -187,11 +185,7 @@ class OtasFixture:
         from .capture.registry import live_middlewares
 
         elsewhere = sorted(
-            {
-                str(getattr(getattr(m, "config", None), "brain_url", "?"))
-                for m in live_middlewares()
-                if getattr(m, "capturing", False)
-            }
+            {str(_brain_url(m)) for m in live_middlewares() if getattr(m, "capturing", False)}
         )
         return (
             f"no OtasMiddleware ships to this test's collector ({self.url}), so no event "
@@ -242,6 +236,10 @@ class OtasFixture:
             if middleware not in self._before and middleware not in shared:
                 middleware.close(timeout=2.0)
         self.collector.clear()
+
+
+def _brain_url(middleware: Capturing) -> str | None:
+    return getattr(getattr(middleware, "config", None), "brain_url", None)
 
 
 def _django_cores() -> list[OtasMiddleware]:
