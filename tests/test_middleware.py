@@ -697,3 +697,27 @@ def test_importing_the_package_leaves_random_and_signal_for_when_they_are_used()
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert not {"random", "signal"} & set(out.stdout.split())
+
+
+# -- close() -------------------------------------------------------------------------------
+
+
+def test_close_ships_a_response_still_streaming_with_what_was_sent(
+    make_middleware, collector, agent
+):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"first ", b"second"])
+
+    middleware = make_middleware(app)
+    environ = EnvironBuilder(path="/stream", headers=agent).get_environ()
+    response = middleware(environ, lambda *args: None)
+    assert next(response) == b"first "
+    middleware.close(2)
+    (event,) = collector.events()
+    assert event["response_body"] == "first "
+    assert event["metadata"]["response_unfinished"] is True
+    assert middleware.stats()["unclosed"] == 1
+    assert list(response) == [b"second"]  # the server goes on as if nothing happened
+    response.close()
+    assert middleware.stats()["captured"] == 1

@@ -77,6 +77,8 @@ def _text(value: Any) -> str:
 
 
 def count_chunk(exchange: Exchange, chunk: Any) -> None:
+    if exchange.sealed:  # shipped unfinished already: the sender thread reads it now
+        return
     if exchange.first_byte is None:
         exchange.first_byte = perf_counter()
     body = exchange.response_body
