@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Callable
@@ -220,6 +221,13 @@ class Config:
                 # Field names match with - and _ alike (see redaction.normalize_name).
                 extra = {item.replace("-", "_") for item in extra}
             values[name] = frozenset(builtin | extra)
+        for name in sorted(_DEPRECATED.intersection(values)):
+            warnings.warn(
+                f"otas-capture: {name} ({env_name(name)}) is deprecated and has no effect: "
+                "events are sent as soon as a call slot is free",
+                DeprecationWarning,
+                stacklevel=3,  # the caller of OtasMiddleware(...)
+            )
         return cls(env_refused=tuple(refused), **values)
 
 
@@ -235,6 +243,9 @@ def check_names(options: Mapping[str, Any]) -> None:
             f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(_PARSERS))}"
         )
 
+
+# Settings still parsed so that old configurations keep working, and otherwise ignored.
+_DEPRECATED = frozenset({"batch_size", "flush_interval"})
 
 # Settings whose default, taken in place of a refused value, could send data where the
 # user did not mean it to go (or unfiltered): refusing one of them ships nothing.

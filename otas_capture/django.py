@@ -41,6 +41,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject, empty
 
+from .capture.annotate import annotate as annotate_current
 from .capture.exchange import Exchange
 from .capture.middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
 from .capture.registry import log_misuse
@@ -357,16 +358,20 @@ def annotate(request: Any = None, /, **props: Any) -> None:
         def checkout(request):
             annotate(request, tenant=request.headers.get("X-Tenant"), plan="pro")
 
-    A no-op for a request that is not captured. Called without the request (or with
-    something else), it logs a clear error on the ``otas_capture`` logger and does nothing:
-    it never breaks the request.
+    A no-op for a request that is not captured. Without the request it is
+    ``otas_capture.annotate(**props)``, which finds the current request itself. Called
+    with something else, it logs a clear error on the ``otas_capture`` logger and does
+    nothing: it never breaks the request.
     """
+    if request is None:
+        annotate_current(**props)
+        return
     if not isinstance(getattr(request, "META", None), dict):
         log_misuse(
             "django.annotate",
             "otas-capture: otas_capture.django.annotate() takes the request first, as in "
-            "annotate(request, tenant='acme'); got %s, so these properties were not recorded",
-            "nothing" if request is None else f"a {type(request).__name__}",
+            "annotate(request, tenant='acme'); got a %s, so these properties were not recorded",
+            type(request).__name__,
         )
         return
     exchange = exchange_of(request)

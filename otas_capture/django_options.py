@@ -17,7 +17,6 @@ from typing import Any
 
 from django.conf import settings
 
-from .capture.registry import with_overrides
 from .config import OPTION_NAMES, Setting
 from .config_values import as_bool
 from .contract import LOGGER_NAME
@@ -57,7 +56,6 @@ def load_options() -> tuple[dict[str, Any], bool]:
             _report(f"{where} is not an option, so it is ignored; the options are: {options}")
         elif value is not None:
             found[name] = Setting(value, where)
-    found = with_overrides(found)
     capture_user = _capture_user(found.pop("capture_user", None))
     return found, capture_user
 

@@ -24,8 +24,10 @@ from flask import request as current_request
 
 from .capture.exchange import Exchange
 from .capture.middleware import EXCHANGE_ENVIRON_KEY, OtasMiddleware
-from .capture.registry import log_misuse, with_overrides
+from .capture.registry import log_misuse
 from .config import OPTION_NAMES, Setting
+
+__all__ = ["OtasCapture", "annotate", "config_options", "connect_signals", "init_app"]
 
 EXTENSION_KEY = "otas_capture"
 # Set once the app's signals are connected, so that no path connects them twice.
@@ -89,7 +91,7 @@ class OtasCapture:
             self._middlewares.add(existing)
             return existing
         merged = {**config_options(app.config), **self._options, **options}
-        middleware = OtasMiddleware(app.wsgi_app, **with_overrides(merged))
+        middleware = OtasMiddleware(app.wsgi_app, **merged)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         connect_signals(app)
         app.extensions[EXTENSION_KEY] = middleware

@@ -6,12 +6,13 @@ the ``otas`` fixture: nothing is imported, started or configured before that.
 The fixture starts the package's local collector (a stand-in for OTAS UASAM and Brain) on
 a free loopback port, once per test session, and for each test that uses it:
 
-- sets the ``OTAS_*`` environment variables (SDK key, URLs, project id, a short flush
-  interval) so that middlewares built during the test ship to the collector, and makes
-  the Flask and Django integrations use those settings over the project's own;
+- sets the ``OTAS_*`` environment variables (SDK key, URLs, project id, a short retry
+  backoff) so that middlewares built during the test ship to the collector, and puts
+  those settings over whatever code, ``app.config`` or Django settings say;
 - hands out agent session tokens as UASAM would (:meth:`OtasFixture.agent_headers`);
-- returns the events the collector received, after flushing every middleware pointed at
-  it (:meth:`OtasFixture.events`).
+- returns the events the collector received (:meth:`OtasFixture.events`): every agent
+  request the test made whose application call returned, read to the end or not,
+  crashed or not.
 
 .. code-block:: python
 
@@ -29,17 +30,24 @@ from __future__ import annotations
 
 import sys
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from .capture.middleware import OtasMiddleware
+    from .capture.registry import Capturing
     from .collector import Collector, CollectorServer
 
-# A short interval so that events ship within milliseconds during a test.
-_FLUSH_INTERVAL = 0.01
+__all__ = ["NoMiddlewareError", "OtasFixture", "otas"]
+
+# A short backoff so that a retry during a test takes milliseconds.
+_RETRY_BACKOFF = 0.01
+
+
+class NoMiddlewareError(AssertionError):
+    """``otas.events()`` was asked for while no middleware ships to the test's collector."""
 
 
 class OtasFixture:
@@ -54,15 +62,14 @@ class OtasFixture:
         self._header = SESSION_TOKEN_HEADER
         self._token: str | None = None
         self._restores: list[Any] = []
-        self._before: weakref.WeakSet[OtasMiddleware] = weakref.WeakSet()
+        self._before: weakref.WeakSet[Capturing] = weakref.WeakSet()
         self.options: dict[str, Any] = {
             "enabled": True,
             "sdk_key": DEMO_SDK_KEY,
             "project_id": DEMO_PROJECT_ID,
             "brain_url": server.url,
             "uasam_url": server.url,
-            "flush_interval": _FLUSH_INTERVAL,
-            "retry_backoff": _FLUSH_INTERVAL,
+            "retry_backoff": _RETRY_BACKOFF,
             "sample_rate": 1.0,  # every agent request, so that tests are deterministic
         }
         """The middleware settings that ship to this collector."""
@@ -143,11 +150,11 @@ class OtasFixture:
 
     # -- what OTAS received ----------------------------------------------------------
 
-    def middlewares(self) -> list[OtasMiddleware]:
-        """Every live middleware that ships to this collector."""
+    def middlewares(self) -> list[Capturing]:
+        """Every live middleware that ships to this collector, whatever its framework."""
         from .capture.registry import live_middlewares
 
-        return [m for m in live_middlewares() if m.config.brain_url == self.url]
+        return [m for m in live_middlewares() if _brain_url(m) == self.url]
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Flush every middleware that ships to this collector; False on a timeout."""
@@ -156,13 +163,37 @@ class OtasFixture:
     def events(self, count: int | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The events the collector accepted during this test, oldest first.
 
-        Flushes the middlewares first; with ``count``, also waits (up to ``timeout``)
-        until that many have arrived.
+        Every agent request whose application call returned is in them: a response the
+        test has not read to the end (or at all) is shipped first with what is known of
+        it (``metadata["response_unfinished"]``). With ``count``, also waits (up to
+        ``timeout``) until that many have arrived. Raises :class:`NoMiddlewareError` when
+        no middleware ships here, rather than answer an empty list that proves nothing.
         """
+        middlewares = self.middlewares()
+        if not any(getattr(m, "capturing", False) for m in middlewares):
+            raise NoMiddlewareError(self._no_middleware())
+        for middleware in middlewares:
+            handoff = getattr(middleware, "handoff", None)
+            if handoff is not None:
+                handoff.abandon_unfinished()
         self.flush(timeout)
         if count is not None:
             return self.collector.wait_for_events(count, timeout)
         return self.collector.events()
+
+    def _no_middleware(self) -> str:
+        from .capture.registry import live_middlewares
+
+        elsewhere = sorted(
+            {str(_brain_url(m)) for m in live_middlewares() if getattr(m, "capturing", False)}
+        )
+        return (
+            f"no OtasMiddleware ships to this test's collector ({self.url}), so no event "
+            "can be here. Build the app during the test (an app factory), pass an app "
+            "built earlier to otas.configure(app), or, with Django, make a request "
+            "through the test Client first. "
+            + (f"Middlewares ship elsewhere: {', '.join(elsewhere)}." if elsewhere else "")
+        ).strip()
 
     def stats(self) -> dict[str, int]:
         """The middlewares' counters added up (``captured``, ``sent``, ``skipped``...)."""
@@ -176,16 +207,24 @@ class OtasFixture:
     # -- set up and tear down --------------------------------------------------------
 
     def _start(self) -> None:
-        from .capture import registry as _frameworks
+        from .config import Config
 
         # Middlewares built during the test are closed after it (see _stop): an app
         # factory run by every test would otherwise leave sender threads behind.
-        self._before = weakref.WeakSet(_frameworks.live_middlewares())
+        self._before = weakref.WeakSet(self.middlewares())
         self.collector.clear()
         for name, value in self.options.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             self._monkeypatch.setenv("OTAS_" + name.upper(), text)
-        self._monkeypatch.setattr(_frameworks, "test_overrides", dict(self.options))
+        # The fixture's settings win over everything, code included: every middleware,
+        # whatever its framework, reads its settings through Config.load.
+        overrides = dict(self.options)
+        load = Config.load.__func__  # type: ignore[attr-defined]
+
+        def load_with_overrides(cls: type[Config], options: Mapping[str, Any], *args: Any) -> Any:
+            return load(cls, {**options, **overrides}, *args)
+
+        self._monkeypatch.setattr(Config, "load", classmethod(load_with_overrides))
 
     def _stop(self) -> None:
         self.flush(2.0)
@@ -197,6 +236,10 @@ class OtasFixture:
             if middleware not in self._before and middleware not in shared:
                 middleware.close(timeout=2.0)
         self.collector.clear()
+
+
+def _brain_url(middleware: Capturing) -> str | None:
+    return getattr(getattr(middleware, "config", None), "brain_url", None)
 
 
 def _django_cores() -> list[OtasMiddleware]:

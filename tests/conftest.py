@@ -63,7 +63,6 @@ def make_middleware(
             sdk_key=DEMO_SDK_KEY,
             brain_url=collector_server.url,
             uasam_url=collector_server.url,
-            flush_interval=0.01,
             retry_backoff=0.01,
             timeout=2.0,
         )

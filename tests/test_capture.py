@@ -9,7 +9,8 @@ import weakref
 
 import pytest
 
-from otas_capture.capture.exchange import BodyBuffer, InputTee, describe_exception, is_textual
+from otas_capture.capture.exchange import BodyBuffer, describe_exception, is_textual
+from otas_capture.capture.tee import InputTee
 
 # -- which bodies are captured -----------------------------------------------------------
 

@@ -32,6 +32,7 @@ from django.http import HttpResponse  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 from werkzeug.test import Client as WerkzeugClient  # noqa: E402
 
+import otas_capture  # noqa: E402
 from otas_capture import OtasMiddleware  # noqa: E402
 from otas_capture import django as otas_django  # noqa: E402
 from otas_capture.contract import LOGGER_NAME  # noqa: E402
@@ -163,10 +164,33 @@ def test_annotate_adds_custom_properties(client, otas):
     assert props == {"tenant": "acme", "item_id": response.json()["id"]}
 
 
-def test_annotate_without_the_request_logs_and_does_not_raise(caplog):
+def test_annotate_with_something_else_than_the_request_logs_and_does_not_raise(caplog):
     with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
-        otas_django.annotate(tenant="acme")
+        otas_django.annotate("acme", tenant="acme")
     assert "takes the request first" in caplog.text
+
+
+def test_annotate_finds_the_current_request_without_being_handed_it(otas):
+    from django.test import RequestFactory
+
+    def view(request):
+        otas_capture.annotate(tenant="acme")
+        otas_django.annotate(plan="pro")  # the Django form, without the request
+        return HttpResponse("ok")
+
+    middleware = otas_django.OtasCaptureMiddleware(view)
+    request = RequestFactory().get("/x/", headers=otas.agent_headers())
+    middleware(request).close()
+    assert only_event(otas)["custom_properties"] == {"tenant": "acme", "plan": "pro"}
+
+
+def test_the_package_wide_flush_and_stats_include_django(client, otas):
+    before = otas_capture.stats()
+    client.get("/api/items/1/", headers=otas.agent_headers())
+    assert otas_capture.flush(timeout=5)
+    after = otas_capture.stats()
+    assert after["captured"] - before["captured"] == 1
+    assert after["sent"] - before["sent"] == 1
 
 
 def test_the_view_sees_the_request_meta_it_would_see_without_capture(otas):

@@ -53,7 +53,6 @@ def middleware(flask_app, collector_server):
         sdk_key=DEMO_SDK_KEY,
         brain_url=collector_server.url,
         uasam_url=collector_server.url,
-        flush_interval=0.01,
     )
     yield otas
     otas.close(timeout=2)

@@ -14,8 +14,9 @@ from flask import Flask, jsonify
 from werkzeug.test import Client
 
 from otas_capture import OtasMiddleware, annotate
-from otas_capture.capture.exchange import InputTee
+from otas_capture.capture import registry
 from otas_capture.capture.middleware import EXCHANGE_ENVIRON_KEY
+from otas_capture.capture.tee import InputTee
 from otas_capture.contract import LOGGER_NAME, SESSION_TOKEN_ENVIRON
 from otas_capture.flask import init_app
 
@@ -208,14 +209,23 @@ def test_requests_after_close_pass_through_untouched_and_uncounted(
 # -- annotate never raises -----------------------------------------------------------------
 
 
-def test_annotate_without_an_environ_logs_one_error_and_returns(caplog):
+def test_annotate_outside_a_captured_request_does_nothing_and_logs_nothing(caplog):
     caplog.set_level(logging.ERROR, logger=LOGGER_NAME)
     annotate(tenant="x")
-    annotate(tenant="y")
     annotate(None, tenant="z")
+    assert [r for r in caplog.records if r.name == LOGGER_NAME] == []
+
+
+def test_annotate_with_something_else_than_an_environ_logs_one_error_and_returns(
+    caplog, monkeypatch
+):
+    monkeypatch.setattr(registry, "_misuse_logged", {})  # earlier tests may have logged it
+    caplog.set_level(logging.ERROR, logger=LOGGER_NAME)
+    annotate("not an environ", tenant="x")
+    annotate("not an environ", tenant="y")
     errors = [r for r in caplog.records if r.name == LOGGER_NAME]
     assert len(errors) == 1
-    assert "annotate(environ" in errors[0].getMessage()
+    assert "annotate(tenant=" in errors[0].getMessage()
 
 
 @pytest.mark.parametrize(

@@ -295,7 +295,7 @@ def test_requests_without_a_session_token_pass_through_and_are_skipped(make_midd
 
 def test_a_request_is_not_held_up_while_brain_hangs(make_middleware, collector, agent, serve_app):
     collector.fail_next(1, status=None, delay=1.5)
-    middleware = make_middleware(json_app(), flush_interval=0.001)
+    middleware = make_middleware(json_app())
     url = serve_app(middleware)
     assert requests.post(url + "/a", json={"n": 1}, headers=agent).status_code == 201
     time.sleep(0.2)  # the sender is now stuck in Brain's slow answer
@@ -697,3 +697,27 @@ def test_importing_the_package_leaves_random_and_signal_for_when_they_are_used()
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert not {"random", "signal"} & set(out.stdout.split())
+
+
+# -- close() -------------------------------------------------------------------------------
+
+
+def test_close_ships_a_response_still_streaming_with_what_was_sent(
+    make_middleware, collector, agent
+):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"first ", b"second"])
+
+    middleware = make_middleware(app)
+    environ = EnvironBuilder(path="/stream", headers=agent).get_environ()
+    response = middleware(environ, lambda *args: None)
+    assert next(response) == b"first "
+    middleware.close(2)
+    (event,) = collector.events()
+    assert event["response_body"] == "first "
+    assert event["metadata"]["response_unfinished"] is True
+    assert middleware.stats()["unclosed"] == 1
+    assert list(response) == [b"second"]  # the server goes on as if nothing happened
+    response.close()
+    assert middleware.stats()["captured"] == 1

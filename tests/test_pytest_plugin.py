@@ -63,6 +63,7 @@ def test_an_app_built_at_import_is_pointed_at_the_collector(otas):
 
 
 def test_each_test_starts_with_no_events(otas):
+    create_app().test_client().get("/items")  # no agent token: not captured
     assert otas.events() == []
 """
 
@@ -138,8 +139,11 @@ def test_middlewares_built_during_a_test_are_closed_after_it(
 
         built = []
 
-        def sender_threads():
-            return [t for t in threading.enumerate() if t.name.startswith("otas-capture-")]
+        def sender_threads():  # the process's one watcher of dropped responses aside
+            return [
+                t for t in threading.enumerate()
+                if t.name.startswith("otas-capture-") and t.name != "otas-capture-orphans"
+            ]
 
         def make_app():
             app = Flask(__name__)
@@ -187,3 +191,121 @@ def test_configure_points_a_plain_wsgi_app_at_the_collector(pytester: pytest.Pyt
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+CRASHING_FLASK_APP = """
+import pytest
+from flask import Flask
+
+from otas_capture.flask import OtasCapture
+
+
+def create_app():
+    app = Flask(__name__)
+    OtasCapture(app)
+
+    @app.get("/todos/<int:todo_id>")
+    def todo(todo_id):
+        if todo_id == 999:
+            raise LookupError("no todo 999")
+        return {"id": todo_id, "title": "write the tests"}
+
+    return app
+"""
+
+
+def test_a_request_whose_view_raised_is_in_the_events(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        CRASHING_FLASK_APP
+        + """
+def test_the_crash_shows_up(otas):
+    client = create_app().test_client()
+    client.get("/todos/999", headers=otas.agent_headers())
+    (event,) = otas.events()
+    assert event["status_code"] == 500
+    assert event["error"] == "LookupError: no todo 999"
+
+
+def test_the_crash_shows_up_while_the_test_holds_the_response(otas):
+    response = create_app().test_client().get("/todos/999", headers=otas.agent_headers())
+    assert response.status_code == 500
+    assert [e["error"] for e in otas.events(count=1)] == ["LookupError: no todo 999"]
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_response_the_test_never_read_is_in_the_events(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        CRASHING_FLASK_APP
+        + """
+def test_unread(otas):
+    response = create_app().test_client().get("/todos/1", headers=otas.agent_headers())
+    assert response.status_code == 200
+    (event,) = otas.events()
+    assert (event["path"], event["status_code"]) == ("/todos/1", 200)
+    assert event["metadata"]["response_unfinished"] is True
+    assert response.get_json()["id"] == 1  # the test can still read it afterwards
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_events_says_so_when_no_middleware_ships_to_the_collector(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from flask import Flask
+
+        from otas_capture.flask import OtasCapture
+        from otas_capture.pytest_plugin import NoMiddlewareError
+
+        app = Flask(__name__)
+        OtasCapture(app, sdk_key="otas_live_production", brain_url="https://brain.example")
+
+        def test_an_app_built_before_the_test_and_not_configured(otas):
+            with pytest.raises(NoMiddlewareError, match="otas.configure"):
+                otas.events()
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_with_django_a_streamed_response_left_unread_is_in_the_events(
+    pytester: pytest.Pytester, clean_env: None
+) -> None:
+    pytest.importorskip("django")
+    pytester.makeconftest(
+        f"""
+        import os, sys
+
+        import django
+
+        sys.path.insert(0, {str(DJANGO_PROJECT)!r})
+        os.environ["DJANGO_SETTINGS_MODULE"] = "shop.settings"
+        django.setup()
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+        from django.test import Client
+
+        def test_unread_stream(otas):
+            response = Client().get("/api/export/", headers=otas.agent_headers())
+            assert response.status_code == 200
+            assert [e["path"] for e in otas.events()] == ["/api/export/"]
+
+        def test_a_crash(otas):
+            with pytest.raises(ZeroDivisionError):
+                Client().get("/api/boom/", headers=otas.agent_headers())
+            assert [e["status_code"] for e in otas.events()] == [500]
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)

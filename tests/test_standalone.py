@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,7 +161,6 @@ def test_the_sdk_ships_to_a_server_that_closes_each_connection_without_a_retry(
         sdk_key=DEMO_SDK_KEY,
         brain_url=stdlib_server.url,
         uasam_url=stdlib_server.url,
-        flush_interval=0.01,
     )
     try:
         url = serve_app(otas)
@@ -284,3 +286,119 @@ def test_errors_answer_with_their_status_and_phrase():
     assert b"405 Method Not Allowed" in page
     assert status_phrase(404) == "Not Found"
     assert status_phrase(599, "Error") == "Error"
+
+
+# -- a dropped response ships by itself ----------------------------------------------------
+
+DROPS_A_RESPONSE = """
+import io, sys, time
+
+from otas_capture import OtasMiddleware
+from otas_capture.contract import SESSION_TOKEN_ENVIRON
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return iter([b"never read"])
+
+url, token = sys.argv[1:]
+middleware = OtasMiddleware(app, sdk_key={key!r}, brain_url=url, uasam_url=url)
+environ = {{
+    "REQUEST_METHOD": "GET",
+    "PATH_INFO": "/dropped",
+    "wsgi.input": io.BytesIO(),
+    SESSION_TOKEN_ENVIRON: token,
+}}
+response = middleware(environ, lambda status, headers, exc_info=None: None)
+del response  # dropped unread; nothing calls into the middleware after this
+print("dropped", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_response_dropped_unread_reaches_the_collector_within_a_second_by_itself(
+    collector_server, collector, token
+):
+    script = DROPS_A_RESPONSE.format(key=DEMO_SDK_KEY)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, collector_server.url, token],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "dropped\n"
+        dropped = time.monotonic()
+        while not collector.events() and time.monotonic() - dropped < 5.0:
+            time.sleep(0.01)
+        took = time.monotonic() - dropped
+        (event,) = collector.events()
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert event["path"] == "/dropped"
+    assert event["metadata"]["response_unfinished"] is True
+    assert took < 1.0, f"shipped {took:.2f} s after the response was dropped"
+
+
+FORKS_THEN_DROPS = """
+import io, os, sys, time
+
+from otas_capture import OtasMiddleware
+from otas_capture.contract import SESSION_TOKEN_ENVIRON
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return iter([b"never read"])
+
+def environ(path):
+    return {{
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "wsgi.input": io.BytesIO(),
+        SESSION_TOKEN_ENVIRON: token,
+    }}
+
+url, token = sys.argv[1:]
+middleware = OtasMiddleware(app, sdk_key={key!r}, brain_url=url, uasam_url=url)
+response = middleware(environ("/parent"), lambda status, headers, exc_info=None: None)
+response.close()  # the parent's threads, the watcher of dropped responses included, run
+assert middleware.flush(5)
+if os.fork() == 0:
+    response = middleware(environ("/child"), lambda status, headers, exc_info=None: None)
+    del response
+    print("dropped", os.getpid(), flush=True)
+    time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+"""
+
+
+def test_a_forked_child_ships_its_own_dropped_responses(collector_server, collector, token):
+    script = FORKS_THEN_DROPS.format(key=DEMO_SDK_KEY)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, collector_server.url, token],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    child_pid = None
+    try:
+        assert parent.stdout is not None
+        word, child_pid_text = parent.stdout.readline().split()
+        child_pid = int(child_pid_text)
+        assert word == "dropped"
+        dropped = time.monotonic()
+        while len(collector.events()) < 2 and time.monotonic() - dropped < 5.0:
+            time.sleep(0.01)
+        took = time.monotonic() - dropped
+    finally:
+        if child_pid is not None:
+            os.kill(child_pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait(timeout=10)
+    assert sorted(e["path"] for e in collector.events()) == ["/child", "/parent"]
+    assert took < 1.0, f"shipped {took:.2f} s after the response was dropped"

@@ -20,7 +20,8 @@ from flask import Flask
 from werkzeug.test import EnvironBuilder
 from werkzeug.wsgi import LimitedStream
 
-from otas_capture.capture.exchange import BodyBuffer, InputTee
+from otas_capture.capture.exchange import BodyBuffer
+from otas_capture.capture.tee import InputTee
 from otas_capture.contract import SESSION_TOKEN_HEADER
 
 from .conftest import settle

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable
@@ -28,8 +26,10 @@ from ..config import BeforeSend, Config
 from ..contract import LOGGER_NAME, SESSION_TOKEN_ENVIRON
 from ..delivery.stats import Stats
 from ..event.context import note_current_span
-from . import shutdown
-from .exchange import EXCHANGE_ENVIRON_KEY, BodyBuffer, Exchange, InputTee, is_encoded, is_textual
+from . import registry, shutdown
+from .annotate import CURRENT_EXCHANGE
+from .exchange import EXCHANGE_ENVIRON_KEY, BodyBuffer, Exchange, is_encoded, is_textual
+from .handoff import Handoff, ship_orphans
 from .response import (
     CapturedResponse,
     SizedCapturedResponse,
@@ -38,6 +38,7 @@ from .response import (
     pass_file,
     record_start,
 )
+from .tee import InputTee
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -82,8 +83,8 @@ class OtasMiddleware:
     :param sample_rate: the fraction of agent requests captured, 0 to 1.
     :param queue_size: events waiting to be sent, at most.
     :param queue_max_bytes: memory those events may hold, at most.
-    :param batch_size: accepted for compatibility; no effect.
-    :param flush_interval: accepted for compatibility; no effect.
+    :param batch_size: deprecated, no effect (a ``DeprecationWarning`` says so).
+    :param flush_interval: deprecated, no effect (a ``DeprecationWarning`` says so).
     :param concurrency: calls to Brain in flight at once, at most.
     :param timeout: seconds one call to OTAS may take in all.
     :param max_retries: retries of one event that keeps failing.
@@ -141,18 +142,10 @@ class OtasMiddleware:
         # False without a key, and again once close() began: requests then pass through.
         self._capturing = False
         self._closed = False
-        # Exchanges whose response was garbage-collected unfinished. __del__ may run in
-        # any thread at any allocation, even one holding the sender's lock, so it only
-        # appends here (atomic, lock-free); the queue is drained on the next request,
-        # flush(), stats() or close().
-        self._orphans: deque[Exchange] = deque()
-        self._unclosed = 0
-        self._drain_lock = threading.Lock()
-        # One item per exchange begun and not finished yet, for close() to wait for a
-        # response being finished. A deque's append and pop are atomic and take no
-        # lock, so neither a request nor the SIGTERM handler (which may finish an
-        # exchange while the main thread is anywhere) ever waits for it.
-        self._in_progress: deque[None] = deque()
+        # What the response wrappers and close() end exchanges through: neither a request
+        # nor the SIGTERM handler (which may finish an exchange while the main thread is
+        # anywhere) ever waits on a lock there.
+        self._handoff = Handoff(self._ship)
         if not self.config.enabled and self.config.env_refused:
             pass  # off because a variable was refused: config logged that, naming it
         elif not self.config.enabled:
@@ -170,21 +163,28 @@ class OtasMiddleware:
 
             self._sender = Sender(self.config, self._stats)
             self._capturing = True
-            shutdown.register(self)
+            shutdown.register(self.close, self.config.shutdown_timeout)
         self._skip_paths = tuple(self.config.skip_paths)
         self._sample_rate = self.config.sample_rate
         self._sample = _sampler(self._sample_rate)
         self._body_limit = self.config.max_body_bytes
-        # Lets Flask wrapped by hand keep its route and exception, and the pytest plugin
-        # flush every middleware (see _frameworks).
-        from .registry import middleware_created
-
-        middleware_created(self)
+        # For otas_capture.flush()/close()/stats(), and Flask wrapped by hand.
+        registry.register(self)
 
     def __repr__(self) -> str:
         return f"<OtasMiddleware app={self.app!r} shipping={self._sender is not None}>"
 
     # -- public API --------------------------------------------------------------------
+
+    @property
+    def capturing(self) -> bool:
+        """Whether agent requests are captured now: a key is set and close() has not run."""
+        return self._capturing
+
+    @property
+    def handoff(self) -> Handoff:
+        """Where this middleware's exchanges end (see :mod:`otas_capture.capture.handoff`)."""
+        return self._handoff
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every event captured so far is delivered or given up.
@@ -193,10 +193,11 @@ class OtasMiddleware:
         closed by the server, whichever comes first (a response a test client left
         unread counts once it is garbage-collected). Returns False if ``timeout``
         seconds pass first (for instance while OTAS is down).
+        ``otas_capture.flush()`` does this for every middleware.
         """
         if self._sender is None:
             return True
-        self._drain_orphans()
+        ship_orphans()
         return self._sender.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
@@ -205,33 +206,27 @@ class OtasMiddleware:
         ``timeout`` defaults to ``shutdown_timeout`` (``OTAS_SHUTDOWN_TIMEOUT``). Also
         runs at interpreter exit, and on SIGTERM when the process has no handler of its
         own (see :mod:`otas_capture.capture.shutdown`). Events still undelivered are counted
-        (reason ``shutdown``) and summed up in one log line. Requests after ``close``
-        pass through untouched and uncounted.
+        (reason ``shutdown``) and summed up in one log line. A response still unfinished
+        after a short grace is shipped with what is known of it (``unclosed``). Requests
+        after ``close`` pass through untouched and uncounted. ``otas_capture.close()``
+        does this for every middleware.
         """
         sender = self._sender
         if sender is None or self._closed:
             return
         self._closed = True
         self._capturing = False
-        shutdown.unregister(self)
+        shutdown.unregister(self.close)
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         # A response already sent may be a moment from its end (a threaded server
         # iterates once more after the last chunk, then closes it): SIGTERM right after
         # the client got its answer must not lose that request. A short grace, since a
         # long stream still going would only hold the whole shutdown up.
         began = perf_counter()
-        self._drain_orphans()
-        self._wait_for_responses(min(timeout, RESPONSE_GRACE))
+        self._handoff.wait(min(timeout, RESPONSE_GRACE))
+        self._handoff.abandon_unfinished()
         sender.close(max(0.0, timeout - (perf_counter() - began)))
         shutdown.log_summary(self.stats())
-
-    def _wait_for_responses(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s until every exchange begun has been finished (those
-        begun before close(): later requests pass through uncaptured)."""
-        deadline = perf_counter() + timeout
-        while self._in_progress and perf_counter() < deadline:
-            time.sleep(0.005)  # only at close: a poll costs nothing meanwhile
-            self._drain_orphans()
 
     def stats(self) -> dict[str, Any]:
         """Counts of what happened to captured requests, with reasons.
@@ -243,12 +238,12 @@ class OtasMiddleware:
         settled (queued, in flight or waiting to retry); ``unclosed``: responses neither
         iterated to the end nor closed (by a test client, usually), counted in
         ``captured`` and shipped when they were garbage-collected. ``reasons`` breaks
-        down ``failed``, ``dropped`` and ``skipped``.
+        down ``failed``, ``dropped`` and ``skipped``. ``otas_capture.stats()`` adds up
+        every middleware's.
         """
-        if self._orphans:
-            self._drain_orphans()
+        ship_orphans()
         pending = self._sender.pending if self._sender is not None else 0
-        return self._stats.snapshot(queued=pending, unclosed=self._unclosed)
+        return self._stats.snapshot(queued=pending, unclosed=self._handoff.unclosed)
 
     # -- the request path --------------------------------------------------------------
 
@@ -273,8 +268,6 @@ class OtasMiddleware:
         if self._sample_rate < 1.0 and self._sample() >= self._sample_rate:
             self._stats.incr("skipped", "sampled_out")
             return self.app(environ, start_response)
-        if self._orphans:
-            self._drain_orphans()
         return self._capture(environ, start_response, token)
 
     def _capture(
@@ -289,7 +282,8 @@ class OtasMiddleware:
             request_limit = 0  # counted, not kept: binary, or compressed text
         request_body = BodyBuffer(request_limit)
         exchange = Exchange(token, time.time(), start, environ, request_body)
-        self._in_progress.append(None)
+        handoff = self._handoff
+        handoff.begin(exchange)
         environ[EXCHANGE_ENVIRON_KEY] = exchange
         stream = environ.get("wsgi.input")
         if stream is not None:
@@ -311,27 +305,27 @@ class OtasMiddleware:
 
             return capturing_write
 
+        # annotate(**props) finds the exchange here while the application runs.
+        context = CURRENT_EXCHANGE.set(exchange)
         try:
             result = self.app(environ, capturing_start_response)
         except BaseException as exc:
             exchange.fail(exc)
-            self._finish(exchange)
+            handoff.finish(exchange)
             raise
+        finally:
+            CURRENT_EXCHANGE.reset(context)
+        handoff.returned(exchange)
         if type(result) is not list:
             file_wrapper = environ.get("wsgi.file_wrapper")
             if file_wrapper is not None and is_server_file(result, file_wrapper):
-                return pass_file(result, exchange, self._finish)
+                return pass_file(result, exchange, handoff.finish)
         wrapper = SizedCapturedResponse if hasattr(result, "__len__") else CapturedResponse
-        return wrapper(result, exchange, self)
+        return wrapper(result, exchange, handoff)
 
-    def _finish(self, exchange: Exchange) -> None:
-        """Hand a complete exchange to the sender, once. Never raises into the server."""
-        if exchange.sealed:
-            return
-        try:
-            self._in_progress.pop()
-        except IndexError:  # one item per exchange begun, so never; and never raised
-            pass
+    def _ship(self, exchange: Exchange) -> None:
+        """Hand a complete exchange to the sender (the hand-off calls this once per
+        exchange). Never raises into the server."""
         try:
             if exchange.end is None:
                 exchange.end = perf_counter()
@@ -339,9 +333,13 @@ class OtasMiddleware:
             if body.size == 0 and exchange.content_length:
                 _mark_unread(exchange, body)
             exchange.sealed = True
-            self._stats.incr("captured")
             assert self._sender is not None
-            self._sender.submit(exchange)
+            try:
+                self._sender.submit(exchange)
+            finally:
+                # Counted once queued (or dropped as it came), so that a flush() that
+                # saw a request captured waits for its event, whichever thread shipped it.
+                self._stats.incr("captured")
         except Exception:  # a bug of ours: count it, say it, never raise it
             self._stats.incr("dropped", "internal_error")
             self._stats.log_limited(
@@ -350,18 +348,6 @@ class OtasMiddleware:
                 "otas-capture: could not queue an event",
                 exc_info=True,
             )
-
-    def _drain_orphans(self) -> None:
-        """Ship the exchanges of responses garbage-collected unfinished."""
-        if not self._drain_lock.acquire(blocking=False):
-            return  # another thread is at it
-        try:
-            while self._orphans:
-                exchange = self._orphans.popleft()
-                self._unclosed += 1
-                self._finish(exchange)
-        finally:
-            self._drain_lock.release()
 
 
 def _decoded_path(path: str) -> str:

@@ -1,82 +1,120 @@
-"""What the framework integrations need to know about every middleware that exists.
+"""Every live middleware of the process, and what acts on all of them at once.
 
-:class:`~otas_capture.OtasMiddleware` calls :func:`middleware_created` once, from its
-constructor. Two things hang off that call:
+Each middleware (:class:`~otas_capture.OtasMiddleware`, and any other capturing
+middleware of the package) calls :func:`register` once, from its constructor. Hanging off
+that:
 
-- **Flask wrapped by hand.** ``app.wsgi_app = OtasMiddleware(app.wsgi_app)`` hands the
-  middleware a bound method of the Flask app. Flask turns exceptions into 500 responses
-  and matches routes where the WSGI layer cannot see them, so for such a wrap the Flask
-  signals are connected exactly as ``init_app`` does. Flask is only looked at when the
-  application already imported it: this module never imports a framework itself.
-- **The pytest plugin** flushes every live middleware before it reads the events a test
-  produced, wherever the application created its middleware. The registry holds weak
-  references only, so it keeps nothing alive.
+- **The process-wide calls** :func:`flush`, :func:`close` and :func:`stats`
+  (``otas_capture.flush()`` and friends), which act on every live middleware, whatever
+  the framework, so an application never needs a handle on the one its framework built.
+- **Framework hooks**: code above the core (the package's ``__init__``) may ask to see
+  each wrapped application, to connect what only its framework knows (Flask's signals,
+  when ``app.wsgi_app`` is wrapped by hand). The core itself never imports an integration.
 
-It also offers the integrations one way to say that they were called wrongly: a clear
-message on the ``otas_capture`` logger, rate-limited, and never an exception into the
-request that made the call.
+The registry holds weak references only, so it keeps nothing alive. It also offers the
+integrations one way to say that they were called wrongly: a clear message on the
+``otas_capture`` logger, rate-limited, and never an exception into the request.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Protocol
 
 from ..contract import LOGGER_NAME
+from ..delivery.stats import COUNTS, WITH_REASONS
+from . import shutdown
 
-if TYPE_CHECKING:
-    from .middleware import OtasMiddleware
+__all__ = ["close", "flush", "live_middlewares", "register", "stats"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
-_live: weakref.WeakSet[OtasMiddleware] = weakref.WeakSet()
-_live_lock = threading.Lock()
 
-# Settings the pytest plugin's ``otas`` fixture imposes while a test runs (the local
-# collector's URL and key): they win over code, framework settings and the environment,
-# so an app configured for production still ships to the test's collector.
-test_overrides: dict[str, Any] | None = None
+class Capturing(Protocol):
+    """What the process-wide calls need of a middleware."""
+
+    @property
+    def app(self) -> Any: ...
+
+    def flush(self, timeout: float = ...) -> bool: ...
+
+    def close(self, timeout: float | None = ...) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+_live: weakref.WeakSet[Capturing] = weakref.WeakSet()
+_live_lock = threading.Lock()
+_framework_hooks: list[Callable[[Any], None]] = []
 
 _MISUSE_EVERY_SECONDS = 60.0
 _misuse_logged: dict[str, float] = {}
 _misuse_lock = threading.Lock()
 
 
-def middleware_created(middleware: OtasMiddleware) -> None:
-    """Register ``middleware`` and connect what its framework knows. Never raises."""
-    try:
-        with _live_lock:
-            _live.add(middleware)
-        _connect_flask(middleware.app)
-    except Exception:  # an integration's bug must not stop the host app starting
-        logger.error("otas-capture: could not connect the framework integration", exc_info=True)
+def register(middleware: Capturing) -> None:
+    """Count ``middleware`` among the live ones and show its app to the framework hooks.
+
+    Never raises: a hook's bug must not stop the host app starting.
+    """
+    with _live_lock:
+        _live.add(middleware)
+    for hook in list(_framework_hooks):
+        try:
+            hook(middleware.app)
+        except Exception:
+            logger.error("otas-capture: could not connect the framework integration", exc_info=True)
 
 
-def live_middlewares() -> list[OtasMiddleware]:
-    """Every middleware not yet garbage-collected, oldest first where it matters little."""
+def add_framework_hook(hook: Callable[[Any], None]) -> None:
+    """Call ``hook(app)`` with the application of every middleware built from now on."""
+    _framework_hooks.append(hook)
+
+
+def live_middlewares() -> list[Capturing]:
+    """Every middleware not yet garbage-collected."""
     with _live_lock:
         return list(_live)
 
 
-def _connect_flask(app: Any) -> None:
-    flask = sys.modules.get("flask")
-    if flask is None:
-        return
-    owner = getattr(app, "__self__", None)
-    if isinstance(owner, flask.Flask) and getattr(app, "__name__", "") == "wsgi_app":
-        from ..flask import connect_signals
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until every event captured so far, by any middleware, is delivered or given up.
 
-        connect_signals(owner)
+    All middlewares share the one ``timeout``; False if it ran out first.
+    """
+    deadline = time.monotonic() + timeout
+    done = True
+    for middleware in live_middlewares():
+        done = middleware.flush(max(0.0, deadline - time.monotonic())) and done
+    return done
 
 
-def with_overrides(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with the pytest plugin's settings on top, while a test runs."""
-    overrides = test_overrides
-    return {**options, **overrides} if overrides else options
+def close(timeout: float | None = None) -> None:
+    """Flush every middleware for up to ``timeout`` s in all, then stop its sender.
+
+    ``timeout`` defaults to the longest ``shutdown_timeout``. This is what runs at exit.
+    """
+    shutdown.close_all(timeout)
+
+
+def stats() -> dict[str, Any]:
+    """Every middleware's ``stats()`` added up, reasons included."""
+    total: dict[str, Any] = dict.fromkeys(COUNTS, 0)
+    reasons: dict[str, dict[str, int]] = {kind: {} for kind in WITH_REASONS}
+    for middleware in live_middlewares():
+        for name, value in middleware.stats().items():
+            if name == "reasons":
+                for kind, by_reason in value.items():
+                    into = reasons.setdefault(kind, {})
+                    for reason, count in by_reason.items():
+                        into[reason] = into.get(reason, 0) + count
+            elif isinstance(value, int):
+                total[name] = total.get(name, 0) + value
+    total["reasons"] = reasons
+    return total
 
 
 def log_misuse(key: str, message: str, *args: Any) -> None:

@@ -14,12 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+from .annotate import CURRENT_EXCHANGE
 from .exchange import BodyBuffer, Exchange, is_encoded, is_textual
-
-if TYPE_CHECKING:
-    from .middleware import OtasMiddleware
+from .handoff import Handoff
 
 
 def record_start(
@@ -78,6 +77,8 @@ def _text(value: Any) -> str:
 
 
 def count_chunk(exchange: Exchange, chunk: Any) -> None:
+    if exchange.sealed:  # shipped unfinished already: the sender thread reads it now
+        return
     if exchange.first_byte is None:
         exchange.first_byte = perf_counter()
     body = exchange.response_body
@@ -161,16 +162,17 @@ class CapturedResponse:
     or closed (or raises), whichever comes first, exactly once. ``close()`` closes the
     application's iterable exactly once. A response that is never finished nor closed
     (a test client's, left unread) is shipped with what is known when it is
-    garbage-collected, and counted as ``unclosed``.
+    garbage-collected (within moments: see :mod:`otas_capture.capture.handoff`), and
+    counted as ``unclosed``.
     """
 
-    __slots__ = ("_result", "_iterator", "_exchange", "_owner", "_closed", "_done")
+    __slots__ = ("_result", "_iterator", "_exchange", "_handoff", "_closed", "_done")
 
-    def __init__(self, result: Iterable[bytes], exchange: Exchange, owner: OtasMiddleware) -> None:
+    def __init__(self, result: Iterable[bytes], exchange: Exchange, handoff: Handoff) -> None:
         self._result = result
         self._iterator: Iterator[bytes] | None = None
         self._exchange = exchange
-        self._owner = owner
+        self._handoff = handoff
         self._closed = False
         self._done = False
 
@@ -178,6 +180,9 @@ class CapturedResponse:
         return self
 
     def __next__(self) -> bytes:
+        # A streaming app's code runs here, in the server's next(): annotate(**props)
+        # there (say, a count known only at the end of the stream) still finds the request.
+        context = CURRENT_EXCHANGE.set(self._exchange)
         try:
             if self._iterator is None:
                 self._iterator = iter(self._result)
@@ -189,19 +194,24 @@ class CapturedResponse:
             self._exchange.fail(exc)
             self._complete()
             raise
+        finally:
+            CURRENT_EXCHANGE.reset(context)
         count_chunk(self._exchange, chunk)
         return chunk
 
     def _complete(self) -> None:
         if not self._done:
             self._done = True
-            self._exchange.end = perf_counter()
-            self._owner._finish(self._exchange)
+            exchange = self._exchange
+            if not exchange.sealed:  # not shipped unfinished already (see handoff)
+                exchange.end = perf_counter()
+            self._handoff.finish(exchange)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        context = CURRENT_EXCHANGE.set(self._exchange)  # the app's close() is its code too
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
@@ -210,6 +220,7 @@ class CapturedResponse:
             self._exchange.fail(exc)
             raise
         finally:
+            CURRENT_EXCHANGE.reset(context)
             self._complete()
 
     def __del__(self) -> None:
@@ -217,11 +228,7 @@ class CapturedResponse:
         try:
             if not self._done:
                 self._done = True
-                exchange = self._exchange
-                if exchange.end is None:
-                    exchange.end = exchange.first_byte or perf_counter()
-                exchange.add_metadata(response_unfinished=True)
-                self._owner._orphans.append(exchange)
+                self._handoff.orphan(self._exchange)
         except Exception:  # half-built, or the interpreter is going away
             pass
 

@@ -27,31 +27,31 @@ import logging
 import os
 import threading
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from ..contract import LOGGER_NAME
-
-if TYPE_CHECKING:
-    from .middleware import OtasMiddleware
 
 logger = logging.getLogger(LOGGER_NAME)
 
 # Margin on top of the shutdown timeout for the close to return after the flush gave up.
 _CLOSE_MARGIN = 0.5
 
+# What a middleware hands this module: its close(timeout), and its shutdown timeout.
+Close = Callable[[float], None]
+
 # Held strongly until closed, as atexit held them before: a middleware the app dropped
 # may still have events to deliver.
-_live: set[OtasMiddleware] = set()
+_live: dict[Close, float] = {}
 _lock = threading.Lock()
 _atexit_registered = False
 _sigterm_installed = False
 
 
-def register(middleware: OtasMiddleware) -> None:
-    """Close ``middleware`` at exit, and on SIGTERM if the process has no handler of its own."""
+def register(close: Close, shutdown_timeout: float) -> None:
+    """Call ``close`` at exit, and on SIGTERM if the process has no handler of its own."""
     global _atexit_registered
     with _lock:
-        _live.add(middleware)
+        _live[close] = shutdown_timeout
         if not _atexit_registered:
             atexit.register(_at_exit)
             _atexit_registered = True
@@ -78,31 +78,32 @@ def install_sigterm_handler() -> bool:
     return True
 
 
-def unregister(middleware: OtasMiddleware) -> None:
+def unregister(close: Close) -> None:
     """Forget a middleware that was closed."""
     with _lock:
-        _live.discard(middleware)
+        _live.pop(close, None)
 
 
-def _live_middlewares() -> list[OtasMiddleware]:
+def _registered() -> list[tuple[Close, float]]:
     with _lock:
-        return list(_live)
+        return list(_live.items())
 
 
 def close_all(timeout: float | None = None) -> None:
-    """Close every live middleware, sharing one deadline (each one's shutdown timeout).
+    """Close every live middleware, sharing one deadline: ``timeout``, or by default the
+    longest shutdown timeout, none taking longer than its own.
 
     Runs in the calling thread: at interpreter exit no new thread may start.
     """
-    middlewares = _live_middlewares()
-    if not middlewares:
+    registered = _registered()
+    if not registered:
         return
-    budget = timeout if timeout is not None else max(m.config.shutdown_timeout for m in middlewares)
+    budget = timeout if timeout is not None else max(limit for _, limit in registered)
     deadline = perf_counter() + budget
-    for middleware in middlewares:
+    for close, limit in registered:
         remaining = max(0.0, deadline - perf_counter())
         try:
-            middleware.close(min(remaining, middleware.config.shutdown_timeout))
+            close(remaining if timeout is not None else min(remaining, limit))
         except Exception:  # never let one middleware's failure stop the others or the exit
             logger.exception("otas-capture: error while closing at exit")
 
@@ -116,9 +117,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     import signal
 
     try:
-        middlewares = _live_middlewares()
-        if middlewares:
-            budget = max(m.config.shutdown_timeout for m in middlewares)
+        registered = _registered()
+        if registered:
+            budget = max(limit for _, limit in registered)
             # The close runs in a thread of its own: the signal may have interrupted
             # this (main) thread while it held a lock the close needs, and a join with a
             # timeout keeps the exit bounded even then.

@@ -211,7 +211,6 @@ def run(args: argparse.Namespace) -> int:
             sdk_key=DEMO_SDK_KEY,
             brain_url=collector.url,
             uasam_url=collector.url,
-            flush_interval=0.1,  # ship within a moment instead of the default second
         )
         app_server = AppServer(app).start()
         app_url = app_server.url
