@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import browse
-from .app import Collector, json_response
+from .answers import json_response
+from .app import Collector
 from .web import Request, Response
 
 STATIC = Path(__file__).resolve().parent / "static"
