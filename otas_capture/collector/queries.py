@@ -6,6 +6,7 @@ One :class:`EventQuery` names what to list; :meth:`EventQuery.sql` turns it into
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,8 @@ class EventQuery:
         status_class: only statuses of this class: 2 for 2xx, ..., 5 for 5xx.
         path_contains: only paths containing this text, ignoring ASCII case.
         text: only events with this text, ignoring ASCII case, in the path, query,
-            headers, form data, bodies or error (:data:`SEARCHED_FIELDS`).
+            headers, form data, bodies or error (:data:`SEARCHED_FIELDS`), as written
+            or as JSON escapes it.
         environment: only events whose ``metadata.environment`` is this.
         after_id: only events stored after this ``_id`` (what is new since a
             previous look).
@@ -72,8 +74,12 @@ class EventQuery:
             where.append("instr(lower(path), lower(?)) > 0")
             params.append(self.path_contains)
         if self.text:
-            where.append(f"instr(lower({_SEARCHED_TEXT}), lower(?)) > 0")
-            params.append(self.text)
+            # Bodies that are JSON often escape what is not ASCII ("Gda\u0144sk") or a
+            # quote: the text is also looked for as JSON would write it.
+            variants = list(dict.fromkeys([self.text, json.dumps(self.text)[1:-1]]))
+            match = f"instr(lower({_SEARCHED_TEXT}), lower(?)) > 0"
+            where.append("(" + " OR ".join([match] * len(variants)) + ")")
+            params += variants
         if self.environment is not None:
             where.append("json_extract(event, '$.metadata.environment') = ?")
             params.append(self.environment)
