@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: --port must be from 0 to 65535", file=sys.stderr)
         return 2
     from ..collector.memory import keep_big_buffers_out_of_the_heap
-    from ..collector.options import store_bounds
+    from ..collector.options import emulate, store_bounds
 
     keep_big_buffers_out_of_the_heap()
     try:
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    emulate(server.collector, args)
     store = server.collector.store
     kept = "in memory" if args.db == ":memory:" else f"in {args.db} ({store.count()} so far)"
     try:

@@ -3,7 +3,8 @@
 ``Collector`` puts together the emulated services, each in a module of its own:
 :mod:`.uasam` (SDK-key authentication, agent sessions), :mod:`.brain` (the log
 endpoint: emulated conditions, Brain's checks, the store), :mod:`.keys` (the keys and
-token secret both read), and :mod:`.events_api` (the stored events, for scripts). It
+token secret both read), :mod:`.events_api` (the stored events, for scripts) and
+:mod:`.control` (the emulated Brain's performance, set over HTTP). It
 answers only requests naming a loopback host or an allowed one (:mod:`.hosts`), and it
 can be told to fail (``fail_next``, ``uasam_up``...) to exercise the SDK's retry paths.
 
@@ -20,7 +21,8 @@ from typing import Any, Callable
 from ..contract import AUTHENTICATE_PATH, SDK_LOG_PATH, SESSION_CREATE_PATH
 from .answers import SERVICE_UNAVAILABLE, canned, json_response
 from .brain import Brain
-from .emulation import BrainConditions, Fault
+from .control import CONDITIONS_PATH, conditions_handlers
+from .emulation import BrainConditions, Fault, checked_capacity, checked_latency
 from .events_api import EVENTS_PATH, clear_events, list_events
 from .hosts import HostGuard
 from .keys import (
@@ -32,6 +34,7 @@ from .keys import (
     TOKEN_LIFETIME,
     Keys,
 )
+from .load import LoadShape, shape_named
 from .store import EventStore
 from .uasam import Uasam
 from .web import HTTPError, MethodNotAllowed, NotFound, Request, Response
@@ -112,6 +115,9 @@ class Collector:
         self.add_route(SESSION_CREATE_PATH, "POST", uasam.create_session)
         self.add_route(EVENTS_PATH, "GET", list_events(self.store))
         self.add_route(EVENTS_PATH, "DELETE", clear_events(self.clear))
+        read_conditions, change_conditions = conditions_handlers(self.conditions)
+        self.add_route(CONDITIONS_PATH, "GET", read_conditions)
+        self.add_route(CONDITIONS_PATH, "PUT", change_conditions)
 
     def add_route(self, path: str, method: str, handler: Handler) -> None:
         """Answer ``method`` requests for exactly ``path`` with ``handler``.
@@ -222,19 +228,21 @@ class Collector:
         its slot ``service_time`` seconds; calls beyond the slots queue, first come
         first served. Models a Brain whose throughput is bound by a fixed number of
         workers whatever the number of calls in flight."""
-        if workers is not None and workers < 1:
-            raise ValueError("workers must be at least 1, or None for unbounded")
-        if service_time < 0:
-            raise ValueError("service_time must not be negative")
-        self.conditions.capacity = (workers, service_time)
+        self.conditions.capacity = checked_capacity(workers, service_time)
+
+    def set_load(self, shape: LoadShape | str | None) -> None:
+        """Make log calls take the time a Brain of this :class:`~.load.LoadShape` takes
+        with as many calls in flight as there are: calls slow down as they pile up, as
+        with the real Brain. A name from :data:`~.load.SHAPES` (``"real-brain"``:
+        0.45 s alone, best at 6 in flight, 11.2 s at 32; ``"saturated"``: one call
+        already uses it all); None for none. Applies after ``set_capacity``'s slots."""
+        self.conditions.load.shape = shape_named(shape)
 
     def set_latency(self, seconds: float) -> None:
         """Hold back every log call's answer ``seconds`` after it is decided (and its
         event stored): a client timing out meanwhile has had its event stored anyway,
         as with the public Brain, and a retry stores a duplicate."""
-        if seconds < 0:
-            raise ValueError("latency must not be negative")
-        self.conditions.latency = seconds
+        self.conditions.latency = checked_latency(seconds)
 
     @property
     def in_flight(self) -> int:
@@ -270,7 +278,8 @@ class Collector:
 
     def reset(self) -> None:
         """Back to as constructed: the initial keys, every switch healthy (UASAM and
-        Brain up, no hang, unbounded capacity, no latency), no events, calls or faults.
+        Brain up, no hang, unbounded capacity, no load shape, no latency), no events,
+        calls or faults.
         Releases any call held by a hang."""
         self.keys.reset()
         self.uasam_up = True
@@ -278,6 +287,7 @@ class Collector:
         self.brain_hangs = False
         self.uasam_hangs = False
         self.set_capacity(None, 0.0)
+        self.set_load(None)
         self.set_latency(0.0)
         self.clear()
 

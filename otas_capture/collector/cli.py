@@ -25,7 +25,7 @@ from .app import (
     Collector,
 )
 from .memory import keep_big_buffers_out_of_the_heap
-from .options import add_options, store_bounds
+from .options import add_options, emulate, store_bounds
 from .server import CollectorServer
 from .store import MEMORY, EventStore
 from .viewer import mount_viewer
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         store=store,
         allowed_hosts=args.allow_host,
     )
+    emulate(collector, args)
     mount_viewer(collector)
     try:
         server = CollectorServer(collector, args.host, args.port, log_requests=True).start()

@@ -4,8 +4,10 @@ With waitress installed (the ``collector`` or ``demo`` extra) it is the server: 
 WSGI server that keeps HTTP/1.1 connections alive (so the SDK's connection reuse is
 exercised and measured), parses chunked bodies, answers malformed requests with 400 by
 itself, and is pure Python. Like the public Brain, it finishes a call whose client
-has given up, even one still waiting for a worker thread. ``AppServer`` runs
-waitress's event loop in a daemon thread and stops it at once when asked: the loop is
+has given up, even one still waiting for a worker thread: waitress reads nothing more
+from a connection whose request is queued, so it does not see the hang-up (with its
+default ``channel_request_lookahead`` of 0, which this module keeps). ``AppServer``
+runs waitress's event loop in a daemon thread and stops it at once when asked: the loop is
 woken through waitress's trigger instead of waiting out a poll interval, so test
 fixtures that start and stop servers cost milliseconds.
 
@@ -28,7 +30,6 @@ from .app import Collector
 
 try:
     from waitress import wasyncore
-    from waitress.channel import ClientDisconnected, HTTPChannel
     from waitress.server import BaseWSGIServer, create_server
 
     HAVE_WAITRESS = True
@@ -44,34 +45,6 @@ DEFAULT_THREADS = 100
 # How often the standard-library server looks at its stop flag: stop() waits this long
 # at most.
 _POLL_INTERVAL = 0.05
-
-
-if HAVE_WAITRESS:
-
-    class _FinishingChannel(HTTPChannel):
-        """A connection whose last request is served even if the client has left.
-
-        Waitress drops, unserved, a request whose client hung up while it waited in
-        the task queue for a worker thread. The public Brain (Django) processes a call
-        whose caller gave up and stores its event, and the SDK's duplicate handling
-        can only be measured against a server that does the same, however many calls
-        are in flight. (The client leaving between the check below and waitress's
-        own is not covered: a window of microseconds.)
-        """
-
-        def service(self) -> None:
-            if not self.connected and self.requests and not self.requests[0].error:
-                request: Any = self.requests[0]
-                # The stubs type task_class's request as an error; it is the parser.
-                task = self.task_class(self, request)
-                try:
-                    task.service()
-                except ClientDisconnected:
-                    pass  # the answer has nobody to go to; the work is done
-                except Exception:
-                    self.logger.exception("Exception while serving %s", request.path)
-            # Sees the client gone, skips the request, and closes the connection.
-            super().service()
 
 
 class _AccessLog:
@@ -188,7 +161,6 @@ class AppServer:
             connection_limit=1000,
         )
         assert isinstance(server, BaseWSGIServer)  # one socket gives one server
-        server.channel_class = _FinishingChannel
         self._server = server
         return self._serve_waitress
 
