@@ -6,7 +6,7 @@
 "use strict";
 
 (function () {
-  const { API, $, el, maskedText, query, getJSON, idLabel, ms, bytes, clock, fullDate,
+  const { API, $, el, maskedText, query, getJSON, idLabel, ms, bytes, clock, fullDate, longDate,
     pathWithQuery, statusBadge, sessionLink } = window.otasViewer;
   const POLL_MS = 1000;
 
@@ -46,7 +46,7 @@
         el("td", { className: "num" }, bytes(row.response_size_bytes)),
         el("td", { className: "agent", title: row.agent_id }, idLabel(row.agent_id, row.agent_label)),
         el("td", {}, sessionLink(row.agent_session_id, row.session_label)),
-        el("td", {}, row.environment ? el("span", { className: "env",
+        el("td", { className: "env-col" }, row.environment ? el("span", { className: "env",
           title: row.release ? "release " + row.release : "" }, row.environment) : ""));
       if (row.id === state.selected) tr.classList.add("selected");
       tr.addEventListener("click", (event) => {
@@ -60,6 +60,8 @@
     const ids = [...new Set(state.rows.map((row) => row.agent_session_id))];
     $("session-ids").replaceChildren(...ids.map((id) => el("option", { value: id })));
     const envs = [...new Set(state.rows.map((row) => row.environment).filter(Boolean))];
+    // The column only takes room when some event says which environment it came from.
+    $("list").classList.toggle("no-env", envs.length === 0);
     $("env-names").replaceChildren(...envs.map((name) => el("option", { value: name })));
   }
 
@@ -201,7 +203,7 @@
       ...field("session", sessionLink(data.agent_session_id, data.agent_session_id)),
       ...(data.environment ? field("environment", data.environment) : []),
       ...(data.release ? field("release", data.release) : []),
-      ...field("started", fullDate(data.started_at)),
+      ...field("started", longDate(data.started_at)),
       ...field("received", data.received_at),
       ...field("content types", (event.request_content_type || "–") + " → " + (event.response_content_type || "–")),
       ...field("masked", data.masked.length ? data.masked.join(", ") : "nothing"));

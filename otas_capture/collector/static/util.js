@@ -65,12 +65,15 @@
       String(date.getMilliseconds()).padStart(3, "0");
   }
 
-  // The full date, for hovering over a time: local, then as captured (UTC).
-  function fullDate(iso) {
+  // The date and time in the reader's words, e.g. "Thursday, November 26, 2026 at 12:00:00 PM UTC".
+  function longDate(iso) {
     const date = new Date(iso);
     if (isNaN(date)) return iso || "";
-    return date.toLocaleString([], { dateStyle: "full", timeStyle: "long" }) + "\n" + iso;
+    return date.toLocaleString([], { dateStyle: "full", timeStyle: "long" });
   }
+
+  // For hovering over a time: the date, then the timestamp as captured.
+  const fullDate = (iso) => longDate(iso) + (iso && !isNaN(new Date(iso)) ? "\n" + iso : "");
 
   function pathWithQuery(row) {
     return [el("span", { className: "path-text" }, row.path),
@@ -87,5 +90,5 @@
   }
 
   window.otasViewer = Object.freeze({ API, $, el, maskedText, query, getJSON, idLabel, ms,
-    bytes, clock, fullDate, pathWithQuery, statusBadge, sessionLink });
+    bytes, clock, fullDate, longDate, pathWithQuery, statusBadge, sessionLink });
 })();
