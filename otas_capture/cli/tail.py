@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from ..collector.browse import short_id
-from ..collector.viewer import EVENTS_API
+from ..collector.viewer import EVENTS_API, MAX_LIMIT
 from . import _output
 from .collector import DEFAULT_PORT
 
@@ -145,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
                     return 0
             time.sleep(args.interval)
             try:
-                page = _fetch(url, {**filters, "after": latest})
+                # As many as the collector gives: a burst between two polls is printed
+                # whole, not only its newest page.
+                page = _fetch(url, {**filters, "after": latest, "limit": MAX_LIMIT})
             except (requests.RequestException, ValueError):
                 if not lost:
                     print(paint("collector unreachable; retrying...", "red"), file=sys.stderr)
