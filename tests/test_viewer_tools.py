@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +16,7 @@ import requests
 
 from otas_capture.cli import main
 from otas_capture.collector import CollectorServer, browse, export
+from otas_capture.collector.server import AppServer
 from otas_capture.collector.viewer import CURL_API, EVENTS_API, HAR_API
 
 from .viewer_support import Agent, start_viewer_server
@@ -211,3 +214,49 @@ def test_the_har_endpoint_exports_the_filtered_list_oldest_first(server):
     by_session = requests.get(server.url + HAR_API, params={"session": agent.session_id}, timeout=5)
     assert f"session-{agent.session_id}" in by_session.headers["Content-Disposition"]
     assert len(by_session.json()["log"]["entries"]) == 3
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_the_copied_command_replays_the_call_in_a_shell():
+    """Run by bash, the command sends the captured call again: method, path, query,
+    headers and body, with [REDACTED] where the SDK masked a value."""
+    seen: dict[str, object] = {}
+
+    def echo(environ, start_response):
+        seen.update(
+            method=environ["REQUEST_METHOD"],
+            path=environ["PATH_INFO"],
+            query=environ["QUERY_STRING"],
+            token=environ.get("HTTP_AUTHORIZATION"),
+            tenant=environ.get("HTTP_X_TENANT"),
+            body=environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)),
+        )
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with AppServer(echo) as app:
+        host = app.url.removeprefix("http://")
+        event = {
+            "method": "PUT",
+            "path": "/api/items/7",
+            "query_params": json.dumps({"dry run": ["yes & no"], "key": ["[REDACTED]"]}),
+            "request_headers": json.dumps(
+                {"Host": host, "Authorization": "[REDACTED]", "X-Tenant": 'o\'neil "q"'}
+            ),
+            "request_body": json.dumps({"name": "it's $HOME `x`"}),
+        }
+        done = subprocess.run(
+            ["bash", "-c", export.curl_command(event) + " --silent --max-time 5"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    assert done.returncode == 0, done.stderr
+    assert seen == {
+        "method": "PUT",
+        "path": "/api/items/7",
+        "query": "dry%20run=yes%20%26%20no&key=[REDACTED]",
+        "token": "[REDACTED]",
+        "tenant": 'o\'neil "q"',
+        "body": json.dumps({"name": "it's $HOME `x`"}).encode(),
+    }
