@@ -219,7 +219,7 @@ def test_the_sessions_are_listed_until_something_is_opened(page, server):
         "() => document.querySelectorAll('#sessions li').length === 2", timeout=WAIT_MS
     )
     items = page.locator("#sessions li").all_inner_texts()
-    assert items[0].startswith(second.session_id[:8]) and "1 call" in items[0]
+    assert items[0].startswith("…" + second.session_id[-8:]) and "1 call" in items[0]
     assert "2 calls" in items[1] and "1 failed" in items[1]
     page.locator("#sessions a").nth(1).click()
     page.wait_for_selector("li.call", timeout=WAIT_MS)

@@ -289,6 +289,9 @@ def test_the_demo_picks_another_port_when_its_own_is_busy(collector_server):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Port {busy} is busy; the collector uses port" in result.stdout
     assert "Live viewer: http://127.0.0.1:" in result.stdout
+    assert "closes when the demo exits; run `otas-capture demo --keep` to keep it open" in (
+        result.stdout
+    )
     for column in ("method", "path", "status", "latency", "request", "response", "masked"):
         assert column in result.stdout
     assert "/api/export" in result.stdout and "404" in result.stdout
@@ -338,7 +341,7 @@ def test_tail_prints_each_new_event_on_one_line_as_it_arrives(viewer_server):
         ["GET", "/api/missing", "404"],
     ]
     assert "\x1b[" not in out  # not a terminal: no colour
-    assert f"session {agent.session_id[:8]}" in lines[0]
+    assert f"session …{agent.session_id[-8:]}" in lines[0]
 
 
 def test_tail_asks_the_collector_to_filter(viewer_server, capsys):
@@ -449,8 +452,8 @@ def test_tail_colours_the_status_by_class_only_on_a_terminal(monkeypatch):
         "latency_ms": 2.5,
         "request_size_bytes": 0,
         "response_size_bytes": 44,
-        "agent_id": "aaaaaaaa-0000",
-        "agent_session_id": "bbbbbbbb-0000",
+        "agent_id": "00000000-0000-4000-8000-000000000002",
+        "agent_session_id": "0b6a4c1e-2f0d-4c8e-9a51-5e3f2d1c0a9b",
         "error": "404 NOT FOUND",
         "masked": ["request_headers.Authorization"],
     }
@@ -460,8 +463,8 @@ def test_tail_colours_the_status_by_class_only_on_a_terminal(monkeypatch):
     assert (
         plain.split()
         == (
-            "12:00:00.123 GET /api/missing 404 2.5 ms req 0 B resp 44 B agent aaaaaaaa "
-            "session bbbbbbbb masked: request_headers.Authorization error: 404 NOT FOUND"
+            "12:00:00.123 GET /api/missing 404 2.5 ms req 0 B resp 44 B agent …00000002 "
+            "session …2d1c0a9b masked: request_headers.Authorization error: 404 NOT FOUND"
         ).split()
     )
     monkeypatch.setenv("NO_COLOR", "1")

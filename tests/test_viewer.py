@@ -149,11 +149,12 @@ def test_the_page_and_its_files_are_served_with_a_policy_forbidding_inline_scrip
     assert page.headers["Content-Type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert "unsafe-inline" not in page.headers["Content-Security-Policy"]
-    assert '<script src="/viewer/app.js"' in page.text
-    script = get(server, "/viewer/app.js")
-    assert script.headers["Content-Type"].startswith("text/javascript")
-    # Untrusted event text must never be parsed as markup.
-    assert "innerHTML" not in script.text and "insertAdjacentHTML" not in script.text
+    for name in ("util.js", "app.js"):
+        assert f'<script src="/viewer/{name}"' in page.text
+        script = get(server, f"/viewer/{name}")
+        assert script.headers["Content-Type"].startswith("text/javascript")
+        # Untrusted event text must never be parsed as markup.
+        assert "innerHTML" not in script.text and "insertAdjacentHTML" not in script.text
     assert get(server, "/viewer/app.css").headers["Content-Type"].startswith("text/css")
 
 

@@ -67,11 +67,6 @@ def size(value: Any) -> str:
     return f"{value} B" if isinstance(value, int) else "-"
 
 
-def short_id(value: str) -> str:
-    """The first 8 characters of a UUID: enough to tell sessions apart on a screen."""
-    return value[:8] if value else "-"
-
-
 def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 

@@ -11,12 +11,13 @@ import sqlite3
 import sys
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..contract import AGENT_KEY_HEADER, SESSION_CREATE_PATH, SESSION_TOKEN_HEADER
 
 if TYPE_CHECKING:
-    from ..collector import Collector, CollectorServer, EventStore
+    from ..collector import Collector, CollectorServer
 
 DEFAULT_PORT = 8002  # Brain's default port: an app with default settings finds it there
 
@@ -25,6 +26,10 @@ examples:
   otas-capture collector                     # on http://127.0.0.1:8002, viewer at /
   otas-capture collector --port 9000
   otas-capture collector --db events.sqlite  # keep events across restarts
+  otas-capture collector --host 0.0.0.0 --allow-host collector  # in a Docker network
+
+It answers only requests whose Host is localhost, 127.0.0.1 or [::1] (so that no web
+page can reach it through DNS rebinding), and any name given with --allow-host.
 
 exit codes: 0 stopped with Ctrl-C; 1 could not listen on the port; 2 bad arguments.
 
@@ -55,6 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="PATH",
         help="SQLite file keeping events across restarts (default :memory:, kept in memory)",
     )
+    from ..collector.options import add_options
+
+    add_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -64,17 +72,25 @@ def quiet_demo_secret_warning() -> None:
     warnings.filterwarnings("ignore", message="The HMAC key is", category=UserWarning)
 
 
-def start(host: str, port: int, db: str = ":memory:") -> CollectorServer:
-    """A running collector with the viewer mounted.
+def start(
+    host: str,
+    port: int,
+    db: str = ":memory:",
+    *,
+    allowed_hosts: Sequence[str] = (),
+    bounds: Mapping[str, int] | None = None,
+) -> CollectorServer:
+    """A running collector with the viewer mounted; ``bounds`` are ``EventStore``'s
+    ``max_events`` and ``max_bytes``.
 
     Raises OSError if the port is taken, sqlite3.Error if the database cannot be opened.
     """
-    from ..collector import Collector, CollectorServer
+    from ..collector import Collector, CollectorServer, EventStore
     from ..collector.viewer import mount_viewer
 
     quiet_demo_secret_warning()
-    store = open_store(db)
-    collector = Collector(store=store)
+    store = EventStore(db, **(bounds or {}))
+    collector = Collector(store=store, allowed_hosts=allowed_hosts)
     mount_viewer(collector)
     try:
         return CollectorServer(collector, host, port).start()
@@ -87,13 +103,6 @@ def stop(server: CollectorServer) -> None:
     """Stop serving and close the event store (flushing a database file)."""
     server.stop()
     server.collector.store.close()
-
-
-def open_store(db: str) -> EventStore:
-    """The event store for ``--db``: a SQLite file, or memory for ``:memory:``."""
-    from ..collector import EventStore
-
-    return EventStore(db)
 
 
 def banner(server: CollectorServer) -> str:
@@ -132,8 +141,18 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print("error: --port must be from 0 to 65535", file=sys.stderr)
         return 2
+    from ..collector.memory import keep_big_buffers_out_of_the_heap
+    from ..collector.options import emulate, store_bounds
+
+    keep_big_buffers_out_of_the_heap()
     try:
-        server = start(args.host, args.port, args.db)
+        server = start(
+            args.host,
+            args.port,
+            args.db,
+            allowed_hosts=args.allow_host,
+            bounds=store_bounds(args),
+        )
     except sqlite3.Error as exc:
         print(f"error: cannot open the database {args.db}: {exc}", file=sys.stderr)
         return 1
@@ -143,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    emulate(server.collector, args)
     store = server.collector.store
     kept = "in memory" if args.db == ":memory:" else f"in {args.db} ({store.count()} so far)"
     try:

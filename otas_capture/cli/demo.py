@@ -231,7 +231,14 @@ def run(args: argparse.Namespace) -> int:
         events = collector.collector.events()
         print(f"\nThe collector received {len(events)} events:\n")
         print(captured_table(events))
-        print(f"\nLive viewer: {collector.url}/")
+        if args.keep:
+            print(f"\nLive viewer: {collector.url}/ (kept up until Ctrl-C)")
+        else:
+            # The collector and its viewer stop with the demo: say so, or the link is dead.
+            print(
+                f"\nLive viewer: {collector.url}/ closes when the demo exits; "
+                "run `otas-capture demo --keep` to keep it open."
+            )
         if not delivered or len(events) != agent.calls:
             print(
                 f"\nerror: {agent.calls} agent calls but {len(events)} events reached the "

@@ -14,7 +14,8 @@ from typing import Any
 
 import requests
 
-from ..collector.viewer import EVENTS_API
+from ..collector.browse import short_id
+from ..collector.viewer import EVENTS_API, MAX_LIMIT
 from . import _output
 from .collector import DEFAULT_PORT
 
@@ -23,6 +24,7 @@ examples:
   otas-capture tail                               # the collector on 127.0.0.1:{DEFAULT_PORT}
   otas-capture tail --session 2b1c...             # one agent session
   otas-capture tail --agent 0000... --status 5xx  # one agent's server errors
+  otas-capture tail --search acme --env staging   # text in headers or bodies
   otas-capture tail --url http://127.0.0.1:9000 --last 0
 
 exit codes: 0 stopped with Ctrl-C (or after --max-events); 1 the collector cannot be
@@ -50,6 +52,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--path", default="", metavar="TEXT", help="only paths containing TEXT")
     parser.add_argument(
+        "--search",
+        default="",
+        metavar="TEXT",
+        help="only events with TEXT in the path, query, headers, bodies or error",
+    )
+    parser.add_argument(
+        "--env", default="", metavar="NAME", help="only events from this environment"
+    )
+    parser.add_argument(
         "--last", type=int, default=10, metavar="N", help="first show the N latest (default 10)"
     )
     parser.add_argument(
@@ -62,24 +73,28 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def format_line(row: dict[str, Any], paint: _output.Painter) -> str:
-    """One event on one line: time, method, path, status, latency, sizes, agent, session.
+    """One event on one line: time, method, path and query, status, latency, sizes,
+    agent and session (by the part of their ids that tells them apart), environment.
 
     Every text taken from the event goes through :func:`_output.printable`: it is
     untrusted, and a terminal obeys control characters.
     """
     text = {key: _output.printable(row[key]) for key in ("started_at", "method", "path", "error")}
+    if row.get("query"):
+        text["path"] += "?" + _output.printable(row["query"])
     clock = text["started_at"][11:23] if len(text["started_at"]) >= 23 else text["started_at"]
     masked = ", ".join(_output.printable(name) for name in row["masked"])
     masked = f"  masked: {masked}" if masked else ""
     error = f"  error: {_output.clip(text['error'], 60)}" if text["error"] else ""
+    env = f"  env {_output.printable(row['environment'])}" if row.get("environment") else ""
     return (
         f"{paint(clock, 'dim')}  {text['method']:6} {text['path']:30} "
         f"{paint.status(_output.printable(row['status_code']), row['status_class'])}  "
         f"{_output.latency(row['latency_ms']):>9}  "
         f"req {_output.size(row['request_size_bytes']):>7}  "
         f"resp {_output.size(row['response_size_bytes']):>8}  "
-        f"agent {_output.printable(_output.short_id(row['agent_id']))}  "
-        f"session {_output.printable(_output.short_id(row['agent_session_id']))}{masked}{error}"
+        f"agent {_output.printable(short_id(row['agent_id']) or '-')}  "
+        f"session {_output.printable(short_id(row['agent_session_id']) or '-')}{env}{masked}{error}"
     )
 
 
@@ -98,7 +113,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     url = args.url.rstrip("/")
     paint = _output.Painter(_output.wants_colour(sys.stdout))
-    filters = {"session": args.session, "agent": args.agent, "status": args.status, "q": args.path}
+    filters = {
+        "session": args.session,
+        "agent": args.agent,
+        "status": args.status,
+        "path": args.path,
+        "q": args.search,
+        "env": args.env,
+    }
     filters = {key: value for key, value in filters.items() if value}
     try:
         first = _fetch(url, {**filters, "limit": max(args.last, 1)})
@@ -123,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
                     return 0
             time.sleep(args.interval)
             try:
-                page = _fetch(url, {**filters, "after": latest})
+                # As many as the collector gives: a burst between two polls is printed
+                # whole, not only its newest page.
+                page = _fetch(url, {**filters, "after": latest, "limit": MAX_LIMIT})
             except (requests.RequestException, ValueError):
                 if not lost:
                     print(paint("collector unreachable; retrying...", "red"), file=sys.stderr)

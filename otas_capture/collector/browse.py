@@ -10,6 +10,7 @@ An event is named by the store's ``_id``.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,19 +99,58 @@ def masked_fields(event: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def short_id(value: str) -> str:
+    """A part of an id that tells it from others: the whole of a short one; for a
+    UUID, its most random 8 characters: the last for the usual random kind (every
+    demo agent id begins ``00000000``), the first for a time-based one (whose end is
+    the host's address)."""
+    if len(value) <= 12:
+        return value
+    try:
+        time_based = uuid.UUID(value).version == 1
+    except ValueError:
+        time_based = False
+    return value[:8] + "…" if time_based else "…" + value[-8:]
+
+
+def _metadata(event: dict[str, Any], key: str) -> str:
+    metadata = event.get("metadata")
+    return _text(metadata.get(key)) if isinstance(metadata, dict) else ""
+
+
+def pairs(text: Any) -> list[tuple[str, str]]:
+    """Name/value pairs of a JSON-text object whose values are text or lists of text,
+    as the SDK sends headers, query and form data; ``[]`` for anything else."""
+    parsed = _json(text)
+    if not isinstance(parsed, dict):
+        return []
+    found: list[tuple[str, str]] = []
+    for name, value in parsed.items():
+        for item in value if isinstance(value, list) else [value]:
+            found.append((str(name), "" if item is None else str(item)))
+    return found
+
+
 def summary(event: dict[str, Any]) -> dict[str, Any]:
     """The row the viewer's list and ``tail`` show for one stored event."""
+    agent, session = _text(event.get("_agent_id")), _text(event.get("_agent_session_id"))
     return {
         "id": event.get("_id"),
         "method": _text(event.get("method")),
         "path": _text(event.get("path")),
+        # As the app received it, for reading: names and values are not re-encoded.
+        "query": "&".join(f"{k}={v}" for k, v in pairs(event.get("query_params"))),
         "status_code": event.get("status_code"),
         "status_class": status_class(event.get("status_code")),
         "latency_ms": _number(event.get("latency_ms")),
         "request_size_bytes": event.get("request_size_bytes"),
         "response_size_bytes": event.get("response_size_bytes"),
-        "agent_id": _text(event.get("_agent_id")),
-        "agent_session_id": _text(event.get("_agent_session_id")),
+        "agent_id": agent,
+        "agent_label": short_id(agent),
+        "agent_session_id": session,
+        "session_label": short_id(session),
+        "environment": _metadata(event, "environment"),
+        "release": _metadata(event, "release"),
         "received_at": _text(event.get("_received_at")),
         "started_at": started_at(event),
         "error": _text(event.get("error")),
@@ -127,14 +167,17 @@ def detail(event: dict[str, Any]) -> dict[str, Any]:
 class Filters:
     """What the viewer's filter bar and ``tail``'s options narrow the list to.
 
-    Empty strings match everything. ``status`` is a class such as ``"4xx"``; ``text``
-    is matched case-insensitively inside the path.
+    Empty strings match everything. ``status`` is a class such as ``"4xx"``; ``path``
+    is matched case-insensitively inside the path, ``text`` inside the path, query,
+    headers, form, bodies and error; ``environment`` is ``metadata.environment``.
     """
 
     session: str = ""
     agent: str = ""
     status: str = ""
     text: str = ""
+    path: str = ""
+    environment: str = ""
 
     def query(self) -> dict[str, Any]:
         """The keyword arguments of ``EventStore.list_events`` that apply them."""
@@ -142,7 +185,9 @@ class Filters:
             "session_id": self.session or None,
             "agent_id": self.agent or None,
             "status_class": int(self.status[0]) if self.status else None,
-            "path_contains": self.text or None,
+            "path_contains": self.path or None,
+            "text": self.text or None,
+            "environment": self.environment or None,
         }
 
 

@@ -2,7 +2,8 @@
 
 Prints what to configure (URL, SDK key, project id, a session token, the environment
 for the app) and serves until Ctrl-C. ``--db PATH`` keeps the events in a SQLite file,
-so that they survive a restart.
+so that they survive a restart; the options of :mod:`.options` bound what is kept and
+name the hosts answered besides loopback.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .app import (
     EVENTS_PATH,
     Collector,
 )
+from .memory import keep_big_buffers_out_of_the_heap
+from .options import add_options, emulate, store_bounds
 from .server import CollectorServer
 from .store import MEMORY, EventStore
 from .viewer import mount_viewer
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEMO_PROJECT_ID,
         help="project id (UUID) the SDK key belongs to",
     )
+    add_options(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("argument --port: must be from 0 to 65535")
@@ -78,12 +82,19 @@ def main(argv: list[str] | None = None) -> int:
         # anyway, so the warning would only clutter the banner.
         warnings.filterwarnings("ignore", message="The HMAC key is", category=UserWarning)
 
+    keep_big_buffers_out_of_the_heap()
     try:
-        store = EventStore(args.db)
+        store = EventStore(args.db, **store_bounds(args))
     except sqlite3.Error as exc:
         print(f"error: cannot open the database {args.db}: {exc}", file=sys.stderr)
         return 1
-    collector = Collector(secret=args.secret, sdk_keys={args.sdk_key: args.project_id}, store=store)
+    collector = Collector(
+        secret=args.secret,
+        sdk_keys={args.sdk_key: args.project_id},
+        store=store,
+        allowed_hosts=args.allow_host,
+    )
+    emulate(collector, args)
     mount_viewer(collector)
     try:
         server = CollectorServer(collector, args.host, args.port, log_requests=True).start()

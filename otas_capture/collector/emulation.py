@@ -15,6 +15,8 @@ Order in which a log call meets them (see ``Collector._log_event``):
 3. the outage switch (``brain_up`` False): the outage answer, else
 4. a worker slot: calls queue first come, first served for one of ``workers`` slots,
    then hold it ``service_time`` seconds while Brain checks and stores the event;
+   then, with a load shape set (:mod:`.load`), the time the call takes on a Brain
+   shared with every call in flight, which grows as they pile up;
    while UASAM hangs (``uasam_hang``) the key check hangs in the slot, as it does in
    Brain, so a hanging UASAM also stalls Brain;
 5. added latency: the answer (outage or not), already decided and the event stored, is held
@@ -32,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .load import SharedService
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -48,6 +52,23 @@ class Fault:
 
     answer: Answer | None
     delay: float
+
+
+def checked_capacity(workers: Any, service_time: Any) -> tuple[int | None, float]:
+    """``(workers, service_time)`` for ``BrainConditions.capacity``; ValueError unless
+    workers is None or at least 1 and the service time a number not negative."""
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError("workers must be at least 1, or None for unbounded")
+    if not isinstance(service_time, (int, float)) or service_time < 0:
+        raise ValueError("service_time must be a number of seconds, not negative")
+    return workers, float(service_time)
+
+
+def checked_latency(seconds: Any) -> float:
+    """``seconds`` for ``BrainConditions.latency``; ValueError unless a number >= 0."""
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        raise ValueError("latency must be a number of seconds, not negative")
+    return float(seconds)
 
 
 class HangSwitch:
@@ -81,6 +102,7 @@ class BrainConditions:
         self._outage: Answer | None = None
         self.brain_hang = HangSwitch()
         self.uasam_hang = HangSwitch()
+        self.load = SharedService()
         self._latency = 0.0
         # Worker slots, served strictly in order of arrival (tickets), so the time a
         # call waits depends only on the calls ahead of it.
@@ -178,7 +200,8 @@ class BrainConditions:
 
     @contextmanager
     def worker(self) -> Iterator[None]:
-        """Hold one worker slot, queueing for it, and spend its service time in it."""
+        """Hold one worker slot, queueing for it, and spend its service time in it,
+        then the time the load shape gives the call among those in flight."""
         with self._slots:
             ticket = self._next_ticket
             self._next_ticket += 1
@@ -196,7 +219,8 @@ class BrainConditions:
         try:
             if service_time > 0:
                 time.sleep(service_time)
-            yield
+            with self.load.serve():
+                yield
         finally:
             with self._slots:
                 self._busy -= 1

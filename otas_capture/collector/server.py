@@ -3,10 +3,13 @@
 With waitress installed (the ``collector`` or ``demo`` extra) it is the server: a real
 WSGI server that keeps HTTP/1.1 connections alive (so the SDK's connection reuse is
 exercised and measured), parses chunked bodies, answers malformed requests with 400 by
-itself, and is pure Python. ``AppServer`` runs waitress's event loop in a daemon thread
-and stops it at once when asked: the loop is woken through waitress's trigger instead
-of waiting out a poll interval, so test fixtures that start and stop servers cost
-milliseconds.
+itself, and is pure Python. Like the public Brain, it finishes a call whose client
+has given up, even one still waiting for a worker thread: waitress reads nothing more
+from a connection whose request is queued, so it does not see the hang-up (with its
+default ``channel_request_lookahead`` of 0, which this module keeps). ``AppServer``
+runs waitress's event loop in a daemon thread and stops it at once when asked: the loop is
+woken through waitress's trigger instead of waiting out a poll interval, so test
+fixtures that start and stop servers cost milliseconds.
 
 Without waitress, the standard library's ``wsgiref`` serves instead, one daemon thread
 per connection. That fallback is for the demo and for trying the collector after a

@@ -1,13 +1,14 @@
-// The otas-capture live viewer. Plain JavaScript, no build step, no dependencies.
+// The otas-capture live viewer. Plain JavaScript, no build step, no dependencies; the
+// helpers that build the page's pieces are in util.js, loaded first.
 //
 // Every value shown comes from captured requests, which are untrusted: it only ever
 // reaches the page as text (textContent / createTextNode), never as markup.
 "use strict";
 
 (function () {
-  const API = "/viewer/api";
+  const { API, $, el, maskedText, query, getJSON, idLabel, ms, bytes, clock, fullDate, longDate,
+    pathWithQuery, statusBadge, sessionLink } = window.otasViewer;
   const POLL_MS = 1000;
-  const MASK = "[REDACTED]";
 
   const state = {
     rows: [], // summaries, newest first
@@ -16,76 +17,14 @@
     selected: null, // id of the event in the detail view
   };
 
-  const $ = (id) => document.getElementById(id);
-
-  // el("td", {className: "x", title: "y"}, "text", childNode, ...)
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props || {})) {
-      if (key === "dataset") Object.assign(node.dataset, value);
-      else node[key] = value;
-    }
-    for (const child of children) {
-      if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  // Text with every masked value visibly marked.
-  function maskedText(text) {
-    const frag = document.createDocumentFragment();
-    const parts = String(text).split(MASK);
-    parts.forEach((part, i) => {
-      if (i > 0) frag.append(el("mark", { className: "masked", title: "masked by the SDK" }, MASK));
-      if (part) frag.append(document.createTextNode(part));
-    });
-    return frag;
-  }
-
   function filters() {
     return {
       session: $("f-session").value.trim(),
       agent: $("f-agent").value.trim(),
       status: $("f-status").value,
+      env: $("f-env").value.trim(),
       q: $("f-q").value.trim(),
     };
-  }
-
-  function query(params) {
-    const search = new URLSearchParams();
-    for (const [key, value] of Object.entries(params)) {
-      if (value !== "" && value !== null && value !== undefined) search.set(key, value);
-    }
-    return search.toString();
-  }
-
-  async function getJSON(path, params) {
-    const qs = query(params || {});
-    const response = await fetch(API + path + (qs ? "?" + qs : ""), { cache: "no-store" });
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error || response.statusText);
-    return body;
-  }
-
-  const short = (id) => (id ? id.slice(0, 8) : "–");
-  const ms = (value) => (typeof value === "number" ? value.toFixed(1) + " ms" : "–");
-  const bytes = (value) => (typeof value === "number" ? value + " B" : "–");
-
-  function clock(iso) {
-    const date = new Date(iso);
-    if (isNaN(date)) return "";
-    return date.toLocaleTimeString([], { hour12: false }) + "." +
-      String(date.getMilliseconds()).padStart(3, "0");
-  }
-
-  function statusBadge(row) {
-    return el("span", { className: "status s" + row.status_class }, String(row.status_code));
-  }
-
-  function sessionLink(sessionId) {
-    return el("a", { href: "#session=" + encodeURIComponent(sessionId), title: sessionId,
-      className: "session-link" }, short(sessionId));
   }
 
   // -- the list ---------------------------------------------------------------------
@@ -95,17 +34,20 @@
     body.replaceChildren(...state.rows.map((row) => {
       const tr = el("tr", { dataset: { id: String(row.id) }, className: "event s" + row.status_class },
         el("td", { className: "muted" }, row.id),
-        el("td", { className: "time" }, clock(row.started_at)),
+        el("td", { className: "time", title: fullDate(row.started_at) }, clock(row.started_at)),
         el("td", { className: "method" }, row.method),
-        el("td", { className: "path", title: row.path }, el("span", { className: "path-text" }, row.path),
+        el("td", { className: "path", title: row.path + (row.query ? "?" + row.query : "") },
+          ...pathWithQuery(row),
           row.masked.length ? el("span", { className: "badge", title: "masked: " + row.masked.join(", ") },
             row.masked.length + " masked") : null),
         el("td", {}, statusBadge(row)),
         el("td", { className: "num" }, ms(row.latency_ms)),
         el("td", { className: "num" }, bytes(row.request_size_bytes)),
         el("td", { className: "num" }, bytes(row.response_size_bytes)),
-        el("td", { className: "agent", title: row.agent_id }, short(row.agent_id)),
-        el("td", {}, sessionLink(row.agent_session_id)));
+        el("td", { className: "agent", title: row.agent_id }, idLabel(row.agent_id, row.agent_label)),
+        el("td", {}, sessionLink(row.agent_session_id, row.session_label)),
+        el("td", { className: "env-col" }, row.environment ? el("span", { className: "env",
+          title: row.release ? "release " + row.release : "" }, row.environment) : ""));
       if (row.id === state.selected) tr.classList.add("selected");
       tr.addEventListener("click", (event) => {
         if (event.target.closest("a")) return; // the session link has its own target
@@ -117,6 +59,10 @@
     $("count").textContent = state.rows.length + " shown";
     const ids = [...new Set(state.rows.map((row) => row.agent_session_id))];
     $("session-ids").replaceChildren(...ids.map((id) => el("option", { value: id })));
+    const envs = [...new Set(state.rows.map((row) => row.environment).filter(Boolean))];
+    // The column only takes room when some event says which environment it came from.
+    $("list").classList.toggle("no-env", envs.length === 0);
+    $("env-names").replaceChildren(...envs.map((name) => el("option", { value: name })));
   }
 
   // One poll at a time: two in flight would both add the same new events.
@@ -160,24 +106,43 @@
       } else if (!state.rows.length) {
         renderRows();
       }
-      setLive(true, data.total);
+      setLive(true, data);
     } catch (error) {
       setLive(false);
     }
   }
 
-  function setLive(ok, total) {
+  function setLive(ok, data) {
     const live = $("live");
     live.className = "live " + (ok ? "on" : "off");
-    live.textContent = ok ? "live · " + total + " events" : "collector unreachable, retrying…";
+    if (!ok) {
+      live.textContent = "collector unreachable, retrying…";
+      return;
+    }
+    // The store is bounded: say so when the oldest events have been dropped.
+    const evicted = data.evicted ? " · " + data.evicted + " oldest dropped" : "";
+    live.textContent = "live · " + data.total + " events" + evicted;
+    live.title = "the collector keeps at most " + data.max_events + " events and " +
+      Math.round(data.max_bytes / 1048576) + " MiB";
   }
 
   function refilter() {
     state.generation += 1;
     state.rows = [];
     state.latest = 0;
+    const qs = query(filters());
+    $("export-har").href = API + "/har" + (qs ? "?" + qs : "");
     renderRows();
     poll();
+  }
+
+  async function clearEvents() {
+    const response = await fetch("/collector/events", { method: "DELETE" });
+    if (response.ok) {
+      location.hash = "";
+      refilter();
+      showSessions();
+    }
   }
 
   // -- the detail view --------------------------------------------------------------
@@ -235,15 +200,22 @@
       ...field("latency", ms(data.latency_ms)),
       ...field("sizes", "request " + bytes(data.request_size_bytes) + ", response " + bytes(data.response_size_bytes)),
       ...field("agent", data.agent_id || "–"),
-      ...field("session", sessionLink(data.agent_session_id)),
-      ...field("started", data.started_at),
+      ...field("session", sessionLink(data.agent_session_id, data.agent_session_id)),
+      ...(data.environment ? field("environment", data.environment) : []),
+      ...(data.release ? field("release", data.release) : []),
+      ...field("started", longDate(data.started_at)),
       ...field("received", data.received_at),
       ...field("content types", (event.request_content_type || "–") + " → " + (event.response_content_type || "–")),
       ...field("masked", data.masked.length ? data.masked.join(", ") : "nothing"));
+    const copy = el("button", { type: "button", id: "d-copy-curl" }, "Copy as cURL");
+    copy.addEventListener("click", () => copyCurl(id));
     const sections = [
       el("h2", {}, el("span", { className: "method" }, data.method), " ",
-        el("span", { id: "d-path" }, data.path)),
+        el("span", { id: "d-path" }, data.path),
+        data.query ? el("span", { className: "query", id: "d-query-string" }, "?" + data.query) : null),
       summary,
+      el("p", {}, copy, el("span", { id: "d-curl-status", className: "copied" })),
+      el("div", { id: "d-curl-box" }),
       data.error ? el("section", { className: "block", id: "d-error" }, el("h3", {}, "Error"),
         el("pre", { className: "error" }, maskedText(data.error))) : null,
       headerTable("Request headers", event.request_headers, "d-request-headers"),
@@ -256,6 +228,28 @@
       block("Metadata", pretty(event.metadata), "d-metadata")];
     detail.replaceChildren(...sections.filter((node) => node !== null));
     showPanel("detail");
+  }
+
+  // The command is shown as well as copied: the clipboard may be refused, and masked
+  // values must be seen to be masked before anyone runs it.
+  async function copyCurl(id) {
+    let data;
+    try {
+      data = await getJSON("/curl", { id: id });
+    } catch (error) {
+      $("d-curl-status").textContent = error.message;
+      return;
+    }
+    $("d-curl-box").replaceChildren(el("pre", { id: "d-curl" }, maskedText(data.curl)));
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(data.curl);
+      copied = true;
+    } catch (error) {
+      copied = false;
+    }
+    const masked = data.masked.length ? " (masked values stay [REDACTED])" : "";
+    $("d-curl-status").textContent = (copied ? "Copied" : "Copy it from below") + masked;
   }
 
   // -- the session view -------------------------------------------------------------
@@ -280,7 +274,8 @@
       const row = el("li", { className: "call", dataset: { id: String(call.id) } },
         el("span", { className: "step muted" }, index + 1),
         el("span", { className: "method" }, call.method),
-        el("span", { className: "path", title: call.path }, call.path),
+        el("span", { className: "path", title: call.path + (call.query ? "?" + call.query : "") },
+          call.path + (call.query ? "?" + call.query : "")),
         statusBadge(call),
         el("span", { className: "num" }, ms(call.latency_ms)),
         el("div", { className: "track" }, bar));
@@ -289,11 +284,13 @@
     });
     const filterButton = el("button", { type: "button" }, "Show only this session in the list");
     filterButton.addEventListener("click", () => { $("f-session").value = sessionId; refilter(); });
+    const har = el("a", { id: "s-har", className: "button", download: "",
+      href: API + "/har?" + query({ session: sessionId }) }, "Export session as HAR");
     view.replaceChildren(
       el("h2", {}, "Agent session ", el("code", { id: "s-id" }, sessionId)),
       el("p", { className: "muted" }, "agent ", el("code", {}, data.agent_id || "–"), " · ",
         data.calls.length + " calls over " + ms(data.duration_ms) + " · in the order the agent made them"),
-      filterButton,
+      el("p", {}, filterButton, " ", har),
       el("ol", { className: "timeline" }, ...calls));
     showPanel("session");
   }
@@ -314,9 +311,10 @@
     }
     const items = data.sessions.map((session) => {
       const link = el("a", { href: "#session=" + encodeURIComponent(session.agent_session_id),
-        className: "session-link" }, el("code", {}, short(session.agent_session_id)));
+        className: "session-link", title: session.agent_session_id },
+        el("code", {}, idLabel(session.agent_session_id, session.session_label)));
       return el("li", { className: "session-item" }, link,
-        " agent ", el("code", { title: session.agent_id }, short(session.agent_id)),
+        " agent ", el("code", { title: session.agent_id }, idLabel(session.agent_id, session.agent_label)),
         " · " + session.calls + (session.calls === 1 ? " call" : " calls"),
         session.errors ? el("span", { className: "errors" }, " · " + session.errors + " failed") : null);
     });
@@ -344,6 +342,7 @@
     });
     $("filters").addEventListener("reset", () => setTimeout(refilter, 0));
     $("filters").addEventListener("submit", (event) => { event.preventDefault(); refilter(); });
+    $("clear-events").addEventListener("click", clearEvents);
     window.addEventListener("hashchange", route);
     poll();
     setInterval(poll, POLL_MS);
