@@ -13,9 +13,10 @@ from typing import Callable
 
 import pytest
 
-from otas_capture.delivery.outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
+from otas_capture.delivery.jobs import MAX_BACKOFF, backoff
+from otas_capture.delivery.outcomes import Attempt, Failed, Outcome, PauseForKey, Retry, Sent
 from otas_capture.delivery.stats import Stats
-from otas_capture.delivery.worker import MAX_BACKOFF, Worker, backoff
+from otas_capture.delivery.worker import Worker
 
 
 class Script:
@@ -31,16 +32,16 @@ class Script:
         self.release = threading.Event()
         self.release.set()
 
-    def export(self, job: Job) -> Outcome:
+    def export(self, record: object) -> Attempt[object]:
         with self.lock:
-            self.calls.append(job.record)
+            self.calls.append(record)
             number = len(self.calls)
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             self.release.wait()
             time.sleep(self.delay)
-            return self.rule(job.record, number)
+            return Attempt(self.rule(record, number))
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -117,7 +118,7 @@ def test_many_flushers_over_a_backlog_each_return_once_their_own_records_are_set
         threads.append(threading.Thread(target=flusher, args=(batch * 100 + 99,)))
         threads[-1].start()
     deadline = time.monotonic() + 5
-    while len(worker._flush_waits) < 5 and time.monotonic() < deadline:  # all waiting
+    while len(worker._ledger._waits) < 5 and time.monotonic() < deadline:  # all waiting
         time.sleep(0.001)
     assert worker.submit(500, 10)  # submitted after every flush began: none waits for it
     script.release.set()
