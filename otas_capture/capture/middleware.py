@@ -142,6 +142,7 @@ class OtasMiddleware:
         # False without a key, and again once close() began: requests then pass through.
         self._capturing = False
         self._closed = False
+        self._serving = False  # True from the first request on
         # Exchanges whose response was garbage-collected unfinished. __del__ may run in
         # any thread at any allocation, even one holding the sender's lock, so it only
         # appends here (atomic, lock-free); the queue is drained on the next request,
@@ -256,6 +257,12 @@ class OtasMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not self._capturing:
             return self.app(environ, start_response)
+        if not self._serving:
+            # The first request of any kind: the server has forked its workers by now,
+            # so the sender may start its threads (it ships what a spool holds).
+            self._serving = True
+            assert self._sender is not None
+            self._sender.start()
         token = environ.get(TOKEN_ENVIRON_KEY)
         if not token:
             self._stats.incr("skipped", "no_token")
