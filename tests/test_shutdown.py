@@ -266,6 +266,29 @@ def test_the_summary_names_each_loss_with_its_reasons(caplog):
     assert caplog.records == []
 
 
+def test_the_summary_counts_events_restored_from_the_spool_in_its_total(caplog):
+    from otas_capture.capture.shutdown import log_summary
+
+    caplog.set_level("WARNING", logger=LOGGER_NAME)
+    # One request captured, 20 events restored: 2 lost, 18 back on disk. The line
+    # once read "2 of 1 captured events".
+    stats = {
+        "captured": 1,
+        "restored": 20,
+        "sent": 1,
+        "failed": 2,
+        "spooled": 18,
+        "reasons": {"failed": {INVALID_JSON: 2}},
+    }
+    log_summary(stats)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "otas-capture: 2 of 21 captured events were not delivered to OTAS: "
+        f"failed 2 ({INVALID_JSON}: 2); the 21 include 20 restored from OTAS_SPOOL_DIR; "
+        "18 more kept in OTAS_SPOOL_DIR for the next process"
+    )
+
+
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 needs_gunicorn = pytest.mark.skipif(not GUNICORN.exists(), reason="gunicorn is not installed")
 NOT_DELIVERED = re.compile(r"(\d+) of (\d+) captured events were not delivered")

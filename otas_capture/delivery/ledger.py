@@ -54,6 +54,7 @@ class Ledger(Generic[R]):
 
     def __init__(self, queue_size: int, max_bytes: int, durable_share: float) -> None:
         self._queue: deque[Job[R]] = deque()  # QUEUED, oldest first
+        self._queued_durable: deque[Job[R]] = deque()  # QUEUED and durable, oldest first
         self._retry: list[tuple[float, int, Job[R]]] = []  # WAITING, a heap by due time
         self.in_flight: set[Job[R]] = set()  # IN_FLIGHT
         self._queue_size = queue_size
@@ -85,6 +86,24 @@ class Ledger(Generic[R]):
             and (not self._durable or self._durable_bytes + size <= self._durable_max_bytes)
         )
 
+    def make_room(self, size: int) -> list[Job[R]]:
+        """Give back queued durable jobs, newest first, until a record of ``size`` bytes
+        fits; none if even all of them would not make room. The jobs given back leave
+        the ledger (still kept where they are durable)."""
+        durable_bytes = sum(job.size for job in self._queued_durable)
+        if (
+            not self._queued_durable
+            or self.pending - len(self._queued_durable) >= self._queue_size
+            or self.pending_bytes - durable_bytes + size > self._max_bytes
+        ):
+            return []
+        returned = []
+        while self.refusal(size) is not None:
+            job = self._queued_durable.pop()
+            self.settle(job)
+            returned.append(job)
+        return returned
+
     # -- the moves ---------------------------------------------------------------------
 
     def add(self, job: Job[R]) -> None:
@@ -92,14 +111,17 @@ class Ledger(Generic[R]):
         self._last_seq += 1
         job.seq = self._last_seq
         self._change(job, 1, job.size)
-        self._queue.append(job)
+        (self._queued_durable if job.durable else self._queue).append(job)
 
     def take(self, now: float, fresh_first: bool) -> Job[R] | None:
         """The next job to try, now IN_FLIGHT: a due retry, else the oldest queued one
         (``fresh_first``: the queued one first; a probe prefers a record never tried)."""
         due = bool(self._retry) and self._retry[0][0] <= now
-        if self._queue and (fresh_first or not due):
-            job = self._queue.popleft()
+        queue = self._queue
+        if not queue or (self._queued_durable and self._queued_durable[0].seq < queue[0].seq):
+            queue = self._queued_durable
+        if queue and (fresh_first or not due):
+            job = queue.popleft()
         elif due:
             job = heapq.heappop(self._retry)[2]
         else:
@@ -139,11 +161,14 @@ class Ledger(Generic[R]):
         return self._retry[0][0] - now if self._retry else None
 
     def has_due(self, now: float) -> bool:
-        return bool(self._queue) or (bool(self._retry) and self._retry[0][0] <= now)
+        if self._queue or self._queued_durable:
+            return True
+        return bool(self._retry) and self._retry[0][0] <= now
 
     def unsettled(self) -> tuple[list[Job[R]], list[Job[R]]]:
         """(queued or waiting, in flight): every job not settled."""
-        return list(self._queue) + [job for _, _, job in self._retry], list(self.in_flight)
+        waiting = [job for _, _, job in self._retry]
+        return list(self._queue) + list(self._queued_durable) + waiting, list(self.in_flight)
 
     def _change(self, job: Job[R], count: int, size: int) -> None:
         self.pending += count

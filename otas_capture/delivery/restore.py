@@ -4,8 +4,10 @@ A background thread claims the spool's files one at a time (:meth:`Spool.claims`
 offers their records to the delivery worker (:meth:`Worker.offer`) only as fast as they
 fit in their share of the worker's bounds: what does not fit yet stays on disk, and the
 app's own events always find room. A record leaves the disk only when the worker settles
-it as delivered or failed for good (:meth:`Claim.done`); at ``close`` the claims are
-released with every record not done still on disk, for this directory's next process.
+it as delivered or failed for good (:meth:`Claim.done`). A live record that finds the
+worker full takes a restored record's place, and that record is offered again later.
+At ``close`` the claims are released with every record not done still on disk, for this
+directory's next process.
 
 The thread starts on :meth:`Restorer.start`, which the middleware calls on its first
 request of any kind: never before a server forks its workers (gunicorn ``--preload``).
@@ -59,6 +61,7 @@ class Restorer(Generic[R]):
         self._stopping = False
         self._claims: list[Claim] = []  # held by this process, records not all done
         self._offered = 0  # records in the worker, not settled yet
+        self._again: list[tuple[Claim, int]] = []  # records the worker gave back
 
     def start(self) -> None:
         """Start the pass over the spool (once; later calls do nothing)."""
@@ -74,7 +77,8 @@ class Restorer(Generic[R]):
                 self._running = False
 
     def wait(self, deadline: float) -> bool:
-        """Wait until the pass has offered every record it will (True), or ``deadline``."""
+        """Wait until the pass has offered every record it will and the worker settled
+        them (True), or ``deadline``."""
         with self._lock:
             while self._running:
                 wait = wait_time(deadline)
@@ -108,10 +112,11 @@ class Restorer(Generic[R]):
                         claim.release()
                         return
                     self._claims.append(claim)
-                for index in list(claim.pending):
-                    if not self._offer(claim, index):
-                        return
+                pending = [(claim, index) for index in claim.pending]
+                if not self._offer_all(pending) or not self._offer_again(wait=False):
+                    return
                 self._forget_if_done(claim)
+            self._offer_again(wait=True)
         except Exception:
             message = "otas-capture: cannot read the spool"
             self._stats.log_limited("restore", logging.ERROR, message, exc_info=True)
@@ -119,6 +124,22 @@ class Restorer(Generic[R]):
             with self._lock:
                 self._running = False
                 self._changed.notify_all()
+
+    def _offer_again(self, wait: bool) -> bool:
+        """Offer again what the worker gave back to live records; with ``wait``, until
+        every record offered is settled. False once stopping."""
+        while True:
+            with self._lock:
+                while wait and self._offered and not self._again and not self._stopping:
+                    self._changed.wait()
+                again, self._again = self._again, []
+            if not again:
+                return not self._stopping
+            if not self._offer_all(again):
+                return False
+
+    def _offer_all(self, records: list[tuple[Claim, int]]) -> bool:
+        return all(self._offer(claim, index) for claim, index in records)
 
     def _offer(self, claim: Claim, index: int) -> bool:
         """Offer one record, waiting for room; False once stopping (it stays on disk)."""
@@ -143,10 +164,13 @@ class Restorer(Generic[R]):
         return False
 
     def _settled(self, claim: Claim, index: int, kind: str) -> None:
-        """The worker settled a record (called outside its lock)."""
+        """The worker settled or gave back a record (called outside its lock)."""
         with self._lock:
             self._offered -= 1
-            if kind != "spooled" and claim.open:
+            if kind == "returned":
+                self._stats.incr("restored", count=-1)  # restored when offered again
+                self._again.append((claim, index))
+            elif kind != "spooled" and claim.open:
                 claim.done(index)  # delivered, or failed for good: off the disk
             self._changed.notify_all()
         self._forget_if_done(claim)

@@ -69,11 +69,6 @@ class Sender:
         """Events not yet settled: queued, waiting to retry or in flight."""
         return self._worker.pending
 
-    @property
-    def limit(self) -> int:
-        """Calls allowed in flight now (adaptive, at most ``concurrency``)."""
-        return self._worker.limit
-
     def start(self) -> None:
         """Start shipping what earlier processes left in the spool, if not yet started.
 

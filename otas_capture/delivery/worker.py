@@ -29,9 +29,10 @@ import math
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Collection
 from time import perf_counter
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar, cast
 
 from .jobs import Job, State, plan_retry
 from .ledger import Ledger, deadline_after, wait_time
@@ -89,6 +90,9 @@ class Worker(Generic[R]):
         self._ledger: Ledger[R] = Ledger(*self._bounds)
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for work
+        # Durable jobs that gave their place to live ones: told so by a delivery thread
+        # or close(), never by the request thread that took the place.
+        self._returned: deque[Job[R]] = deque()
         self._closed = False  # refuses new records
         self._stopping = False  # threads exit
 
@@ -99,15 +103,14 @@ class Worker(Generic[R]):
         """Records not yet settled: queued, waiting to retry or in flight."""
         return self._ledger.pending
 
-    @property
-    def limit(self) -> int:
-        """Calls allowed in flight now (the adaptive limit)."""
-        return self._pacing.limit
-
     def submit(self, record: R, size: int) -> bool:
         """Queue ``record`` (holding ``size`` bytes); drop and count it if it does not fit."""
         with self._lock:
-            reason = "closed" if self._closed else self._ledger.refusal(size)
+            reason: str | None = "closed"
+            if not self._closed:
+                # Restored records yield their place: they are kept on disk meanwhile.
+                self._returned.extend(self._ledger.make_room(size))
+                reason = self._ledger.refusal(size)
             if reason is None:
                 self._admit(Job(record, size))
                 return True
@@ -119,7 +122,8 @@ class Worker(Generic[R]):
         nothing counted) if not: it stays where it is kept, to be offered again.
 
         ``on_settled(kind)`` is called once the record is settled, outside the lock;
-        ``spooled`` means it was not delivered and must stay kept."""
+        ``spooled`` means it was not delivered and must stay kept, ``returned`` that it
+        gave its place to a live record, and may be offered again later."""
         with self._lock:
             fits = not self._closed and self._ledger.fits_durable(size)
             if fits:
@@ -196,8 +200,9 @@ class Worker(Generic[R]):
         with self._lock:
             left, in_flight = self._ledger.unsettled()
         never_sent = [job for job in left if not job.maybe_stored and not job.durable]
-        kept = self._keep(never_sent, keep)
-        unsent = [job.record for job in never_sent if id(job) not in kept and job.record]
+        records = cast("list[R]", [job.record for job in never_sent])
+        kept = {id(never_sent[i]) for i in keep(records)} if keep and records else set()
+        unsent = [record for job, record in zip(never_sent, records) if id(job) not in kept]
         with self._lock:
             notes = [
                 self._settle(
@@ -211,6 +216,7 @@ class Worker(Generic[R]):
         for note in notes:  # durable records told to stay kept
             if note is not None:
                 note()
+        self._tell_returned()
         # The middleware's exit summary (shutdown.log_summary) says what was lost.
         self._exporter.shutdown()
         return unsent
@@ -223,14 +229,6 @@ class Worker(Generic[R]):
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(wait_time(deadline))
-
-    @staticmethod
-    def _keep(jobs: list[Job[R]], keep: Callable[[list[R]], Collection[int]] | None) -> set[int]:
-        """The ids of ``jobs`` that ``keep`` saved for later."""
-        jobs = [job for job in jobs if job.record is not None]
-        if keep is None or not jobs:
-            return set()
-        return {id(jobs[index]) for index in keep([job.record for job in jobs])}  # type: ignore[misc]
 
     # -- the delivery threads ------------------------------------------------------------
 
@@ -249,6 +247,14 @@ class Worker(Generic[R]):
                 self._stats.log_limited("send_error", logging.ERROR, message, exc_info=True)
                 attempt = Attempt(Failed("internal_error", called=False))
             self._finish(job, attempt, started, in_flight)
+            if self._returned:
+                self._tell_returned()
+
+    def _tell_returned(self) -> None:
+        while self._returned:
+            job = self._returned.popleft()
+            if job.on_settled is not None:
+                job.on_settled("returned")
 
     def _take(self) -> tuple[Job[R], int] | None:
         """Block until a job may go (then it is IN_FLIGHT), or the worker stops (None)."""
