@@ -22,8 +22,9 @@ U32 = struct.Struct(">I")
 
 
 class Claim:
-    """One spool file held by this process: its ``records``, and the indexes in
-    ``pending`` of those not done yet (all of them unless an earlier claim journaled some).
+    """One spool file held by this process: its ``records`` (a list the caller may empty
+    of those it holds elsewhere), and the indexes in ``pending`` of those not done yet
+    when the claim was made (all of them unless an earlier claim journaled some).
 
     Not thread-safe: the caller serialises :meth:`done` and :meth:`release`.
     """

@@ -61,7 +61,7 @@ class Restorer(Generic[R]):
         self._stopping = False
         self._claims: list[Claim] = []  # held by this process, records not all done
         self._offered = 0  # records in the worker, not settled yet
-        self._again: list[tuple[Claim, int]] = []  # records the worker gave back
+        self._again: list[_Ack[R]] = []  # records the worker gave back, to offer again
 
     def start(self) -> None:
         """Start the pass over the spool (once; later calls do nothing)."""
@@ -96,11 +96,11 @@ class Restorer(Generic[R]):
     def release(self) -> None:
         """After the worker closed: let every claim go with what is not done still on
         disk (the worker told it was ``spooled``), for a later process."""
-        with self._lock:
+        with self._lock:  # a call the worker abandoned may still end, and tell
             self._stopping = True
-            claims, self._claims = self._claims, []
-        for claim in claims:
-            claim.release()
+            for claim in self._claims:
+                claim.release()
+            self._claims = []
 
     # -- the thread ----------------------------------------------------------------------
 
@@ -135,7 +135,7 @@ class Restorer(Generic[R]):
                 again, self._again = self._again, []
             if not again:
                 return not self._stopping
-            if not self._offer_all(again):
+            if not all(self._place(ack) for ack in again):
                 return False
 
     def _offer_all(self, records: list[tuple[Claim, int]]) -> bool:
@@ -144,17 +144,19 @@ class Restorer(Generic[R]):
     def _offer(self, claim: Claim, index: int) -> bool:
         """Offer one record, waiting for room; False once stopping (it stays on disk)."""
         decoded = self._decode(claim.records[index])
+        claim.records[index] = b""  # in memory once: as the record the worker holds
         if decoded is None:
             self._stats.incr("restored")
             self._stats.lost("dropped", "spool_unreadable")
             with self._lock:
                 claim.done(index)
             return True
-        record, size = decoded
-        ack = _Ack(self, claim, index)
+        return self._place(_Ack(self, claim, index, *decoded))
+
+    def _place(self, ack: _Ack[R]) -> bool:
         with self._lock:
             while not self._stopping:
-                if self._worker.offer(record, size, ack):
+                if self._worker.offer(ack.record, ack.size, ack):
                     self._offered += 1
                     self._stats.incr("restored")
                     return True
@@ -163,15 +165,16 @@ class Restorer(Generic[R]):
                 self._changed.wait(None if self._offered else RETRY_ROOM_SECONDS)
         return False
 
-    def _settled(self, claim: Claim, index: int, kind: str) -> None:
+    def _settled(self, ack: _Ack[R], kind: str) -> None:
         """The worker settled or gave back a record (called outside its lock)."""
+        claim = ack.claim
         with self._lock:
             self._offered -= 1
             if kind == "returned":
                 self._stats.incr("restored", count=-1)  # restored when offered again
-                self._again.append((claim, index))
+                self._again.append(ack)
             elif kind != "spooled" and claim.open:
-                claim.done(index)  # delivered, or failed for good: off the disk
+                claim.done(ack.index)  # delivered, or failed for good: off the disk
             self._changed.notify_all()
         self._forget_if_done(claim)
 
@@ -188,18 +191,23 @@ class Restorer(Generic[R]):
         self._reset()
 
 
-class _Ack:
-    """Tells the restorer which claimed record the worker settled."""
+class _Ack(Generic[R]):
+    """One restored record offered to the worker, which tells the restorer when it is
+    settled or given back (then offered again as it is, not read again)."""
 
-    __slots__ = ("_restorer", "_claim", "_index")
+    __slots__ = ("_restorer", "claim", "index", "record", "size")
 
-    def __init__(self, restorer: Restorer[Any], claim: Claim, index: int) -> None:
+    def __init__(
+        self, restorer: Restorer[R], claim: Claim, index: int, record: R, size: int
+    ) -> None:
         self._restorer = restorer
-        self._claim = claim
-        self._index = index
+        self.claim = claim
+        self.index = index
+        self.record = record
+        self.size = size
 
     def __call__(self, kind: str) -> None:
-        self._restorer._settled(self._claim, self._index, kind)
+        self._restorer._settled(self, kind)
 
 
 _live_restorers: weakref.WeakSet[Restorer[Any]] = weakref.WeakSet()
