@@ -50,6 +50,11 @@ class Pacing:
         self._key_streak = 0
         self.recovered = False  # the last call learnt from ended a pause
 
+    @property
+    def limit(self) -> int:
+        """The adaptive limit (benchmarks/delivery.py follows it)."""
+        return self._limit.limit
+
     def slots(self) -> int:
         """Calls allowed in flight now."""
         return 1 if self.probing else self._limit.limit
