@@ -391,3 +391,30 @@ def test_processes_saving_at_once_stay_within_max_bytes_together(tmp_path):
         saved += int(out)
     assert disk_bytes(directory) <= max_bytes
     assert len(claim_all(Spool(str(directory), max_bytes))) == saved > 0
+
+
+def test_a_torn_last_journal_entry_is_ignored_and_its_record_kept(tmp_path):
+    spool = Spool(str(tmp_path), BIG)
+    spool.save([b"done", b"torn", b"kept"])
+    [claim] = spool.claims()
+    claim.done(0)
+    claim.release()
+    [journal] = [p for p in spooled(tmp_path) if p.name.endswith(".done")]
+    with open(journal, "ab") as torn:
+        torn.write(b"\x00\x00")  # half of "1 is done": a crash mid-write
+    [again] = spool.claims()
+    assert again.pending == [1, 2]
+    again.release()
+
+
+def test_a_claim_whose_journal_says_all_is_done_leaves_the_disk_at_once(tmp_path):
+    spool = Spool(str(tmp_path), BIG)
+    spool.save([b"a", b"b"])
+    [claim] = spool.claims()
+    claim.done(0)
+    claim.release()
+    [journal] = [p for p in spooled(tmp_path) if p.name.endswith(".done")]
+    with open(journal, "ab") as more:
+        more.write(b"\x00\x00\x00\x01")  # as if a process died right after delivering 1
+    assert list(spool.claims())[0].pending == []
+    assert spooled(tmp_path) == []
