@@ -98,9 +98,12 @@ def run(ceiling: int, workers: int | None, service: float, events: int, timeout:
         budget = events * service / (workers or events) * 4 + 30
         deadline = time.perf_counter() + budget
         while middleware.stats()["queued"] and time.perf_counter() < deadline:
+            # The adaptive limit: on the sender in older checkouts, on the pacing now.
             sender = getattr(middleware, "_sender", None)
-            if sender is not None and hasattr(sender, "limit"):
-                limits.append(sender.limit)
+            pacing = getattr(getattr(sender, "_worker", None), "_pacing", None)
+            holder = sender if hasattr(sender, "limit") else pacing
+            if holder is not None and hasattr(holder, "limit"):
+                limits.append(holder.limit)
             time.sleep(0.05)
         elapsed = time.perf_counter() - start
         stats = middleware.stats()

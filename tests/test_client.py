@@ -26,7 +26,7 @@ from otas_capture.contract import (
 from otas_capture.contract import (
     SESSION_TOKEN_HEADER as SESSION_TOKEN,
 )
-from otas_capture.delivery.outcomes import Failed, Job, PauseForKey, Retry, Sent
+from otas_capture.delivery.outcomes import Failed, PauseForKey, Retry, Sent
 from otas_capture.delivery.stats import Stats
 from otas_capture.event.build import EventRefused
 from otas_capture.otas.client import (
@@ -128,7 +128,7 @@ def test_an_event_the_builder_refuses_is_settled_with_its_kind_and_reason(monkey
     monkeypatch.setattr(client._builder, "build", refuse)
     token = jwt.encode({"agent_session_id": "s", "agent_id": "a"}, "k" * 32)
     exchange = Exchange(token, time.time(), time.perf_counter(), {}, BodyBuffer(0))
-    outcome = client.export(Job(exchange, 1))
+    outcome = client.export(exchange).outcome
     assert outcome == Failed("before_send", kind="skipped", called=False)
 
 
@@ -226,7 +226,7 @@ def test_export_means_what_the_rules_say_of_the_answer(status, body, retry_after
             environ={},
         )
         client = OtasClient(config, Stats())
-        outcome = client.export(Job(Prepared(b"{}", "a.b.c"), 1))
+        outcome = client.export(Prepared(b"{}", "a.b.c")).outcome
         client.shutdown()
     finally:
         server.close()

@@ -275,9 +275,14 @@ def test_a_refused_sdk_key_pauses_shipping_and_retries_later(
     assert INVALID_SDK_KEY in caplog.text
     assert middleware.stats()["failed"] == 0
     collector.uasam_up = True
-    assert middleware.flush(timeout=5) is True
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        assert middleware.flush(timeout=5) is True
     stats = middleware.stats()
     assert (stats["sent"], stats["failed"]) == (3, 0)
+    # Once accepted again, one INFO line says that delivery resumed, and why it paused.
+    resumed = [r for r in caplog.records if "delivery resumed" in r.getMessage()]
+    assert len(resumed) == 1 and resumed[0].levelno == logging.INFO
+    assert INVALID_SDK_KEY in resumed[0].getMessage()
 
 
 def test_a_full_queue_drops_and_counts_without_blocking_the_app(make_middleware, collector, agent):

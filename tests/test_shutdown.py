@@ -266,6 +266,29 @@ def test_the_summary_names_each_loss_with_its_reasons(caplog):
     assert caplog.records == []
 
 
+def test_the_summary_counts_events_restored_from_the_spool_in_its_total(caplog):
+    from otas_capture.capture.shutdown import log_summary
+
+    caplog.set_level("WARNING", logger=LOGGER_NAME)
+    # One request captured, 20 events restored: 2 lost, 18 back on disk. The line
+    # once read "2 of 1 captured events".
+    stats = {
+        "captured": 1,
+        "restored": 20,
+        "sent": 1,
+        "failed": 2,
+        "spooled": 18,
+        "reasons": {"failed": {INVALID_JSON: 2}},
+    }
+    log_summary(stats)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "otas-capture: 2 of 21 captured events were not delivered to OTAS: "
+        f"failed 2 ({INVALID_JSON}: 2); the 21 include 20 restored from OTAS_SPOOL_DIR; "
+        "18 more kept in OTAS_SPOOL_DIR for the next process"
+    )
+
+
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 needs_gunicorn = pytest.mark.skipif(not GUNICORN.exists(), reason="gunicorn is not installed")
 NOT_DELIVERED = re.compile(r"(\d+) of (\d+) captured events were not delivered")
@@ -418,3 +441,33 @@ def test_sigterm_while_a_sent_response_is_being_finished_still_delivers_it(
             process.communicate()
     assert process.returncode == -signal.SIGTERM, stderr
     assert [event["path"] for event in collector.events()] == ["/linger"], stderr
+
+
+@needs_gunicorn
+def test_gunicorn_preload_ships_a_spool_after_its_first_request_of_any_kind(
+    tmp_path, collector_server, collector, token
+):
+    spool = str(tmp_path / "spool")
+    env = {"OTAS_SPOOL_DIR": spool, "OTAS_SHUTDOWN_TIMEOUT": "0.5"}
+    collector.brain_down(503)
+    port = free_port()
+    returncode, stderr = serve_and_stop(
+        waitress_command(tmp_path, port), port, tmp_path, collector_server.url, token, 10, **env
+    )
+    assert returncode == -signal.SIGTERM, stderr
+    collector.brain_up = True
+
+    # The app (and its middleware) is loaded in gunicorn's master, before the fork: no
+    # thread may start there. A health check, with no agent token, is the first request.
+    port = free_port()
+    command = gunicorn_command(tmp_path, port, "--preload")
+    process = start(command, tmp_path, collector_server.url, **env)
+    try:
+        wait_until_listening(port, process)
+        assert requests.get(f"http://127.0.0.1:{port}/health").content == b"hello"
+        collector.wait_for_events(10, timeout=10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    restored = [e["path"] for e in collector.events() if e["path"].startswith("/r/")]
+    assert sorted(restored) == sorted(f"/r/{number}" for number in range(10)), stderr

@@ -39,7 +39,13 @@ def disk_bytes(directory: Path) -> int:
 
 
 def claim_all(spool: Spool) -> list[bytes]:
-    return [record for batch in spool.claim() for record in batch]
+    """Every record not done yet, each claimed file taken and done in full."""
+    records = []
+    for claim in spool.claims():
+        for index in list(claim.pending):
+            records.append(claim.records[index])
+            claim.done(index)
+    return records
 
 
 def run_python(code: str, *args: str, **kwargs) -> subprocess.Popen:
@@ -65,43 +71,51 @@ def test_saved_records_come_back_exactly_as_given(tmp_path):
     assert claim_all(spool) == records
 
 
-def test_each_save_is_one_batch_and_older_batches_come_first(tmp_path):
+def test_each_save_is_one_file_and_older_files_are_claimed_first(tmp_path):
     spool = Spool(str(tmp_path), BIG)
     for number in range(5):
         assert spool.save([b"%d-a" % number, b"%d-b" % number]) == 2
-    assert list(spool.claim()) == [[b"%d-a" % n, b"%d-b" % n] for n in range(5)]
+    claims = list(spool.claims())
+    assert [claim.records for claim in claims] == [[b"%d-a" % n, b"%d-b" % n] for n in range(5)]
+    assert all(claim.pending == [0, 1] for claim in claims)
+    for claim in claims:
+        claim.release()
 
 
-def test_a_claimed_file_is_deleted_once_the_caller_takes_the_next_batch(tmp_path):
+def test_a_claimed_file_leaves_the_disk_only_once_every_record_is_done(tmp_path):
     spool = Spool(str(tmp_path), BIG)
-    spool.save([b"one"])
-    spool.save([b"two"])
-    claims = spool.claim()
-    assert next(claims) == [b"one"]
-    assert len(spooled(tmp_path)) == 2  # not yet taken: still on disk, under a claim
-    assert next(claims) == [b"two"]
-    assert len(spooled(tmp_path)) == 1
-    assert list(claims) == []
+    spool.save([b"one", b"two", b"three"])
+    [claim] = spool.claims()
+    claim.done(0)
+    claim.done(2)
+    assert claim.open and len([p for p in spooled(tmp_path) if p.suffix == ".claimed"]) == 1
+    claim.done(1)
+    assert not claim.open
     assert spooled(tmp_path) == []
 
 
-def test_leaving_the_loop_early_puts_the_batch_back(tmp_path):
+def test_a_released_claim_keeps_the_records_not_done_for_a_later_claim(tmp_path):
+    spool = Spool(str(tmp_path), BIG)
+    spool.save([b"delivered", b"kept", b"kept too"])
+    [claim] = spool.claims()
+    claim.done(0)
+    claim.release()
+    [again] = Spool(str(tmp_path), BIG).claims()
+    assert again.pending == [1, 2]
+    assert [again.records[i] for i in again.pending] == [b"kept", b"kept too"]
+    again.done(1)
+    again.done(2)
+    assert spooled(tmp_path) == []
+
+
+def test_a_claim_not_released_stays_locked_until_the_process_ends(tmp_path):
     spool = Spool(str(tmp_path), BIG)
     spool.save([b"kept"])
-    for batch in spool.claim():
-        assert batch == [b"kept"]
-        break
+    [claim] = spool.claims()
+    assert list(Spool(str(tmp_path), BIG).claims()) == []
+    claim.release()
     assert claim_all(spool) == [b"kept"]
     assert claim_all(spool) == []
-
-
-def test_an_exception_in_the_caller_puts_the_batch_back(tmp_path):
-    spool = Spool(str(tmp_path), BIG)
-    spool.save([b"kept"])
-    with pytest.raises(RuntimeError):
-        for _batch in spool.claim():
-            raise RuntimeError("delivery failed")
-    assert claim_all(spool) == [b"kept"]
 
 
 def test_an_empty_spool_yields_nothing(tmp_path):
@@ -149,7 +163,7 @@ def test_a_record_larger_than_the_spool_is_not_saved(tmp_path):
     assert spooled(tmp_path) == []
 
 
-def test_space_is_freed_once_files_are_claimed(tmp_path):
+def test_space_is_freed_once_the_records_are_done(tmp_path):
     spool = Spool(str(tmp_path), 1024)
     assert spool.save([b"x" * 900]) == 1
     assert spool.save([b"x" * 900]) == 0
@@ -274,33 +288,41 @@ def test_files_that_are_not_the_spools_are_left_alone(tmp_path):
 def test_a_file_held_by_a_live_claim_is_not_claimed_again(tmp_path):
     spool = Spool(str(tmp_path), BIG)
     spool.save([b"held"])
-    first = spool.claim()
-    assert next(first) == [b"held"]
+    [first] = spool.claims()
     assert claim_all(Spool(str(tmp_path), BIG)) == []
-    assert list(first) == []
+    first.done(0)
     assert spooled(tmp_path) == []
 
 
 CLAIM_AND_DIE = """
     import os, sys
     from otas_capture.delivery.spool import Spool
-    for batch in Spool(sys.argv[1], 10 * 1024 * 1024).claim():
-        print(batch[0].decode(), flush=True)
-        os._exit(3)  # dies holding the claim, before taking the batch
+    for claim in Spool(sys.argv[1], 10 * 1024 * 1024).claims():
+        claim.done(0)
+        print(claim.records[0].decode(), flush=True)
+        os._exit(3)  # dies holding the claim, one record done and two not
 """
 
 
-def test_the_claim_of_a_process_that_died_is_recovered_by_the_next_claim(tmp_path):
+def test_the_claim_of_a_process_that_died_is_taken_over_where_its_journal_stopped(tmp_path):
     spool = Spool(str(tmp_path), BIG)
-    spool.save([b"survives a crash", b"too"])
+    spool.save([b"delivered before the crash", b"survives a crash", b"too"])
     child = run_python(CLAIM_AND_DIE, str(tmp_path))
     out, err = child.communicate(timeout=60)
     assert child.returncode == 3, err
-    assert out.strip() == "survives a crash"
-    [left] = spooled(tmp_path)
-    assert left.name.endswith(".claimed")  # the dead process's claim, still on disk
+    assert out.strip() == "delivered before the crash"
+    names = sorted(path.name for path in spooled(tmp_path))
+    assert [name.rsplit(".", 1)[-1] for name in names] == ["claimed", "done"]
     assert claim_all(spool) == [b"survives a crash", b"too"]
     assert spooled(tmp_path) == []
+
+
+def test_a_journal_whose_file_is_gone_is_removed(tmp_path):
+    spool = Spool(str(tmp_path), BIG)
+    orphan = tmp_path / "00000000000000000001-x.spool.1-y.claimed.done"
+    orphan.write_bytes(b"\x00\x00\x00\x00")
+    assert claim_all(spool) == []
+    assert not orphan.exists()
 
 
 CLAIMER = """
@@ -314,8 +336,10 @@ CLAIMER = """
     # Pass after pass until the directory is empty: a process that runs out of files
     # keeps meeting the other one's claims in flight, which it must leave alone.
     while any(name.endswith((".spool", ".claimed")) for name in os.listdir(directory)):
-        for batch in spool.claim():
-            got.extend(record.decode() for record in batch)
+        for claim in spool.claims():
+            for index in list(claim.pending):
+                got.append(claim.records[index].decode())
+                claim.done(index)
             time.sleep(0.0005)  # hold the claim a moment, as a delivery would
     print(json.dumps({"got": got, "corrupt": spool.corrupt_files}))
 """
@@ -367,3 +391,30 @@ def test_processes_saving_at_once_stay_within_max_bytes_together(tmp_path):
         saved += int(out)
     assert disk_bytes(directory) <= max_bytes
     assert len(claim_all(Spool(str(directory), max_bytes))) == saved > 0
+
+
+def test_a_torn_last_journal_entry_is_ignored_and_its_record_kept(tmp_path):
+    spool = Spool(str(tmp_path), BIG)
+    spool.save([b"done", b"torn", b"kept"])
+    [claim] = spool.claims()
+    claim.done(0)
+    claim.release()
+    [journal] = [p for p in spooled(tmp_path) if p.name.endswith(".done")]
+    with open(journal, "ab") as torn:
+        torn.write(b"\x00\x00")  # half of "1 is done": a crash mid-write
+    [again] = spool.claims()
+    assert again.pending == [1, 2]
+    again.release()
+
+
+def test_a_claim_whose_journal_says_all_is_done_leaves_the_disk_at_once(tmp_path):
+    spool = Spool(str(tmp_path), BIG)
+    spool.save([b"a", b"b"])
+    [claim] = spool.claims()
+    claim.done(0)
+    claim.release()
+    [journal] = [p for p in spooled(tmp_path) if p.name.endswith(".done")]
+    with open(journal, "ab") as more:
+        more.write(b"\x00\x00\x00\x01")  # as if a process died right after delivering 1
+    assert list(spool.claims())[0].pending == []
+    assert spooled(tmp_path) == []

@@ -13,9 +13,10 @@ from typing import Callable
 
 import pytest
 
-from otas_capture.delivery.outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
+from otas_capture.delivery.jobs import MAX_BACKOFF, backoff
+from otas_capture.delivery.outcomes import Attempt, Failed, Outcome, PauseForKey, Retry, Sent
 from otas_capture.delivery.stats import Stats
-from otas_capture.delivery.worker import MAX_BACKOFF, Worker, backoff
+from otas_capture.delivery.worker import Worker
 
 
 class Script:
@@ -31,16 +32,16 @@ class Script:
         self.release = threading.Event()
         self.release.set()
 
-    def export(self, job: Job) -> Outcome:
+    def export(self, record: object) -> Attempt[object]:
         with self.lock:
-            self.calls.append(job.record)
+            self.calls.append(record)
             number = len(self.calls)
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             self.release.wait()
             time.sleep(self.delay)
-            return self.rule(job.record, number)
+            return Attempt(self.rule(record, number))
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -117,7 +118,7 @@ def test_many_flushers_over_a_backlog_each_return_once_their_own_records_are_set
         threads.append(threading.Thread(target=flusher, args=(batch * 100 + 99,)))
         threads[-1].start()
     deadline = time.monotonic() + 5
-    while len(worker._flush_waits) < 5 and time.monotonic() < deadline:  # all waiting
+    while len(worker._ledger._waits) < 5 and time.monotonic() < deadline:  # all waiting
         time.sleep(0.001)
     assert worker.submit(500, 10)  # submitted after every flush began: none waits for it
     script.release.set()
@@ -306,4 +307,75 @@ def test_a_thread_that_cannot_start_leaves_the_record_counted_once(monkeypatch):
     assert worker.flush(5)
     snapshot = stats.snapshot()
     assert (snapshot["sent"], snapshot["dropped"]) == (2, 0)
+    worker.close(1)
+
+
+def test_a_durable_record_yields_its_place_to_a_live_one_and_is_told_so():
+    script = Script(lambda record, n: Sent())
+    script.release.clear()  # nothing ends: the queue fills
+    stats = Stats()
+    worker = make_worker(script, stats, ceiling=1, queue_size=4, queue_max_bytes=10**6)
+    told: list[tuple[str, str]] = []
+    assert worker.submit("live-0", 1)  # taken by the one call slot, then hangs
+    time.sleep(0.1)
+    for name in ("durable-1", "durable-2"):
+        assert worker.offer(name, 1, lambda kind, name=name: told.append((name, kind)))
+    assert not worker.offer("durable-3", 1, lambda kind: None)  # its share (half) is full
+    assert worker.submit("live-1", 1)
+    assert worker.submit("live-2", 1)  # full: the newest durable record gives its place
+    assert stats.snapshot()["dropped"] == 0
+    script.release.set()
+    assert worker.flush(5)
+    assert told == [("durable-2", "returned"), ("durable-1", "sent")]
+    assert "durable-2" not in script.calls and stats.snapshot()["sent"] == 4
+    worker.close(1)
+
+
+def test_durable_records_left_at_close_stay_kept_not_lost():
+    script = Script(lambda record, n: Retry("down", server_wide=True, retry_after=60))
+    stats = Stats()
+    worker = make_worker(script, stats)
+    told: list[str] = []
+    assert worker.offer("durable", 1, told.append)
+    time.sleep(0.1)
+    worker.close(0.1)
+    snapshot = stats.snapshot()
+    assert told == ["spooled"]
+    assert (snapshot["spooled"], snapshot["dropped"], snapshot["unknown"]) == (1, 0, 0)
+
+
+def test_delivery_resuming_after_a_pause_is_said_once_at_info(caplog):
+    healthy = threading.Event()
+
+    def rule(record, n):
+        return Sent() if healthy.is_set() else PauseForKey("invalid_sdk_key")
+
+    caplog.set_level("INFO", logger="otas_capture")
+    script = Script(rule)
+    worker = make_worker(script, retry_backoff=0.01)
+    for i in range(5):
+        worker.submit(i, 1)
+    time.sleep(0.2)
+    healthy.set()
+    assert worker.flush(5)
+    resumed = [r for r in caplog.records if "delivery resumed" in r.getMessage()]
+    assert len(resumed) == 1 and resumed[0].levelname == "INFO"
+    assert "invalid_sdk_key" in resumed[0].getMessage()
+    worker.close(1)
+
+
+def test_a_job_is_in_exactly_one_state_at_a_time():
+    outcomes = iter([Retry("busy", server_wide=False, retry_after=0.05), Sent()])
+    script = Script(lambda record, n: next(outcomes), delay=0.05)
+    worker = make_worker(script)
+    worker.submit("a", 1)
+    seen = set()
+    deadline = time.monotonic() + 5
+    while worker.pending and time.monotonic() < deadline:
+        with worker._lock:
+            left, in_flight = worker._ledger.unsettled()
+            assert len(left) + len(in_flight) == 1  # never in two places
+            seen.update(job.state.value for job in left + in_flight)
+        time.sleep(0.001)
+    assert seen <= {"queued", "in flight", "waiting to retry"} and "waiting to retry" in seen
     worker.close(1)

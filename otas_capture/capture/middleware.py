@@ -142,6 +142,7 @@ class OtasMiddleware:
         # False without a key, and again once close() began: requests then pass through.
         self._capturing = False
         self._closed = False
+        self._serving = False  # True from the first request on
         # What the response wrappers and close() end exchanges through: neither a request
         # nor the SIGTERM handler (which may finish an exchange while the main thread is
         # anywhere) ever waits on a lock there.
@@ -250,6 +251,12 @@ class OtasMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not self._capturing:
             return self.app(environ, start_response)
+        if not self._serving:
+            # The first request of any kind: the server has forked its workers by now,
+            # so the sender may start its threads (it ships what a spool holds).
+            self._serving = True
+            assert self._sender is not None
+            self._sender.start()
         token = environ.get(TOKEN_ENVIRON_KEY)
         if not token:
             self._stats.incr("skipped", "no_token")

@@ -136,7 +136,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def log_summary(stats: dict[str, Any]) -> None:
-    """One line saying how many captured events were not delivered, and why."""
+    """One line saying how many events were not delivered, and why.
+
+    Events restored from the spool were captured by an earlier process; they are
+    counted in with this one's, since their losses are counted in too."""
     reasons: dict[str, dict[str, int]] = stats.get("reasons", {})
     parts = []
     lost = 0
@@ -148,11 +151,14 @@ def log_summary(stats: dict[str, Any]) -> None:
         detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(by_reason.items()))
         parts.append(f"{kind} {count} ({detail})" if detail else f"{kind} {count}")
     if lost:
+        restored = stats.get("restored", 0)
+        total = stats.get("captured", 0) + restored
         spooled = stats.get("spooled", 0)
         logger.warning(
-            "otas-capture: %d of %d captured events were not delivered to OTAS: %s%s",
+            "otas-capture: %d of %d captured events were not delivered to OTAS: %s%s%s",
             lost,
-            stats.get("captured", 0),
+            total,
             "; ".join(parts),
+            f"; the {total} include {restored} restored from OTAS_SPOOL_DIR" if restored else "",
             f"; {spooled} more kept in OTAS_SPOOL_DIR for the next process" if spooled else "",
         )

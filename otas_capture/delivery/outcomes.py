@@ -1,16 +1,16 @@
-"""The seam between the delivery worker and what it delivers to: outcomes, jobs, exporters.
+"""The seam between the delivery worker and what it delivers to: outcomes and exporters.
 
 :mod:`otas_capture.delivery.worker` schedules records without knowing where they go; an
 :class:`Exporter` (for OTAS, :class:`otas_capture.otas.client.OtasClient`) makes one delivery
-attempt per call and answers with one of the four outcomes below. This is the whole
-vocabulary the two sides share, as OpenTelemetry's processors and exporters share
-``SpanExportResult``.
+attempt per call and answers with one of the four outcomes below, in an :class:`Attempt`.
+This is the whole vocabulary the two sides share, as OpenTelemetry's processors and
+exporters share ``SpanExportResult``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from typing import Generic, Protocol, TypeVar, Union
 
 
 @dataclass(frozen=True)
@@ -65,39 +65,26 @@ class PauseForKey:
 Outcome = Union[Sent, Failed, Retry, PauseForKey]
 
 
-class Job:
-    """A record on its way, and its delivery state. The exporter may replace ``record``
-    (with a prepared form kept for retries) and then must set ``size`` to match."""
+R = TypeVar("R")
 
-    __slots__ = (
-        "seq",
-        "record",
-        "size",
-        "attempts",
-        "own_failures",
-        "accepted_mark",
-        "maybe_stored",
-        "duplicate_risk",
-        "settled",
-        "held",
-    )
 
-    def __init__(self, record: Any, size: int) -> None:
-        self.seq = 0
-        self.record: Any = record
+class Attempt(Generic[R]):
+    """What one :meth:`Exporter.export` call did: its outcome and, when the exporter
+    turned the record into a form worth keeping for retries (a built body), that form
+    and the bytes it holds. The worker keeps what is returned; the exporter never
+    changes the worker's state."""
+
+    __slots__ = ("outcome", "record", "size")
+
+    def __init__(self, outcome: Outcome, record: R | None = None, size: int = 0) -> None:
+        self.outcome = outcome
+        self.record = record
         self.size = size
-        self.attempts = 0  # retries spent
-        self.own_failures = 0  # failures that may have been about this record
-        self.accepted_mark = 0  # the worker's accepted count when it came or last failed
-        self.maybe_stored = False  # some attempt was fully sent, then timed out
-        self.duplicate_risk = False  # ... and it was the last attempt
-        self.settled = False
-        self.held = 0  # the worker's places holding it: queue, retry heap, in flight
 
 
-class Exporter(Protocol):
+class Exporter(Protocol[R]):
     """What the worker calls; may be called from several threads at once."""
 
-    def export(self, job: Job) -> Outcome: ...
+    def export(self, record: R) -> Attempt[R]: ...
 
     def shutdown(self) -> None: ...

@@ -9,23 +9,31 @@ and the meaning of Brain's answer). :mod:`otas_capture.delivery.limiter` decides
 may be in flight, up to ``OTAS_CONCURRENCY``.
 
 With ``OTAS_SPOOL_DIR`` set, what was never sent when :meth:`Sender.close` runs out of
-time is written to the spool (:mod:`otas_capture.delivery.spool`), and the first event this
-process captures starts a thread that queues what earlier processes left there.
+time is written to the spool (:mod:`otas_capture.delivery.spool`), and :meth:`Sender.start`
+(the middleware's first request of any kind) starts shipping what earlier processes left
+there (:mod:`otas_capture.delivery.restore`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Collection
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from ..capture.exchange import Exchange
 from ..config import Config
 from ..otas.client import OtasClient, Prepared
+from .ledger import deadline_after, wait_time
+from .restore import Restorer
 from .stats import Stats
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .spool import Spool
+
+# Union rather than |: this alias is evaluated at runtime, where Python 3.9 has no |.
+Record = Union[Exchange, Prepared]
 
 # Seconds close() may spend building the bodies of events it keeps in the spool.
 SPOOL_BUILD_BUDGET = 0.5
@@ -41,7 +49,7 @@ class Sender:
 
     def __init__(self, config: Config, stats: Stats) -> None:
         self._client = OtasClient(config, stats)
-        self._worker = Worker(
+        self._worker: Worker[Record] = Worker(
             self._client,
             stats,
             ceiling=config.concurrency,
@@ -52,78 +60,82 @@ class Sender:
         )
         self._stats = stats
         self._spool = _open_spool(config, stats)
-        self._restoring = False
+        self._restorer: Restorer[Record] | None = None
+        if self._spool is not None:
+            self._restorer = Restorer(self._spool, self._worker, stats, _decode)
 
     @property
     def pending(self) -> int:
         """Events not yet settled: queued, waiting to retry or in flight."""
         return self._worker.pending
 
-    @property
-    def limit(self) -> int:
-        """Calls allowed in flight now (adaptive, at most ``concurrency``)."""
-        return self._worker.limit
+    def start(self) -> None:
+        """Start shipping what earlier processes left in the spool, if not yet started.
+
+        Called on the first request of any kind: a thread started earlier, while a
+        server is still to fork its workers (gunicorn ``--preload``), would be the
+        parent's alone."""
+        if self._restorer is not None and not self._restorer.started:
+            self._restorer.start()
 
     def submit(self, exchange: Exchange) -> bool:
         """Queue an exchange for delivery; drop and count it if it does not fit."""
-        if self._spool is not None and not self._restoring:
-            self._restoring = True
-            self._start_restoring()
+        self.start()
         return self._worker.submit(exchange, exchange.approx_size())
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait up to ``timeout`` s (``math.inf`` allowed) until every event submitted
-        before the call is delivered or given up; True if so."""
-        return self._worker.flush(timeout)
+        before the call, and every event restored from the spool, is delivered or given
+        up; True if so."""
+        deadline = deadline_after(timeout)
+        if self._restorer is not None:
+            self.start()
+            if not self._restorer.wait(deadline):
+                return False
+        remaining = wait_time(deadline)
+        return self._worker.flush(float("inf") if remaining is None else remaining)
 
     def close(self, timeout: float = 5.0) -> list[Any]:
         """Flush for up to ``timeout`` s, then stop; what is left is counted (``dropped``,
         or ``unknown`` when it may have reached Brain). Returns the events never sent,
-        as prepared bodies or captured exchanges (with a spool: those it could not keep)."""
-        return self._worker.close(timeout, self._keep if self._spool is not None else None)
+        as prepared bodies or captured exchanges (with a spool: those it could not keep).
+        Restored events not delivered stay in the spool (``spooled``)."""
+        if self._restorer is None:
+            return self._worker.close(timeout)
+        self._restorer.stop()  # what it has not offered yet stays on disk
+        unsent = self._worker.close(timeout, self._keep)
+        self._restorer.release()
+        return unsent
 
     # -- the spool ----------------------------------------------------------------------
 
-    def _keep(self, records: list[Any]) -> Collection[int]:
+    def _keep(self, records: list[Record]) -> Collection[int]:
         """Write what it can of ``records`` to the spool; the indexes of those written."""
         assert self._spool is not None
         deadline = perf_counter() + SPOOL_BUILD_BUDGET
         encoded: list[tuple[int, bytes]] = []
-        for index, record in enumerate(records):
-            if perf_counter() > deadline:
-                break
-            data = self._client.encode(record)
-            if data is not None:
-                encoded.append((index, data))
-        saved = self._spool.save([data for _, data in encoded])
+        try:
+            for index, record in enumerate(records):
+                if perf_counter() > deadline:
+                    break
+                data = self._client.encode(record)
+                if data is not None:
+                    encoded.append((index, data))
+            saved = self._spool.save([data for _, data in encoded])
+        except Exception:  # a full disk must not break the host's shutdown
+            message = "otas-capture: cannot keep events"
+            self._stats.log_limited("keep", logging.ERROR, message, exc_info=True)
+            return []
         return [index for index, _ in encoded[:saved]]
 
-    def _start_restoring(self) -> None:
-        thread = threading.Thread(target=self._restore, name="otas-capture-restore", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # can't start new thread: the spool waits for the next process
-            self._restoring = False
 
-    def _restore(self) -> None:
-        """Queue what earlier processes left in the spool (each file goes to one process)."""
-        assert self._spool is not None
-        try:
-            for batch in self._spool.claim():
-                for data in batch:
-                    record = Prepared.from_bytes(data)
-                    if record is None:
-                        self._stats.lost("dropped", "spool_unreadable")
-                        continue
-                    self._stats.incr("restored")
-                    self._worker.submit(record, record.size)
-        except Exception:
-            self._stats.log_limited(
-                "restore", logging.ERROR, "otas-capture: cannot read the spool", exc_info=True
-            )
+def _decode(data: bytes) -> tuple[Record, int] | None:
+    """A spooled record as an event to send again, and its size in memory."""
+    prepared = Prepared.from_bytes(data)
+    return None if prepared is None else (prepared, prepared.size)
 
 
-def _open_spool(config: Config, stats: Stats) -> Any:
+def _open_spool(config: Config, stats: Stats) -> Spool | None:
     """The spool at ``config.spool_dir``, or None (not set, or unusable: said once)."""
     if not config.spool_dir:
         return None

@@ -15,14 +15,17 @@ caller serialises. The spool promises:
   could read the events, or plant records that this process would ship under its key.
 - **Claimed once**: several processes may share the directory. A process claims a file by
   taking an exclusive ``flock`` on it and renaming it to a name unique to itself, so no
-  two processes ever get the same file. The file is deleted once the caller has taken its
-  records (asked for the next batch, or ended the loop normally).
-- **At least once across a crash**: the lock is held until the file is deleted. If the
-  process dies in between, the kernel releases the lock, and the next :meth:`Spool.claim`
-  in any process recovers the file. Records the dead process had already delivered are
-  then delivered again (the caller's events carry an id to recognise that); none is lost.
-  A caller that leaves the loop early (``break``, an exception) puts its current batch
-  back for a later claim, for the same reason.
+  two processes ever get the same file. The :class:`Claim` holds the lock for as long as
+  the file is in use.
+- **Durable until done**: a claimed record leaves the disk only once the caller says it
+  is done with it (:meth:`Claim.done`: delivered, or failed for good). Each done record is
+  appended to the claim's journal (``<claim>.done``); the file and its journal are
+  deleted when every record is done. :meth:`Claim.release` lets the file go with the
+  records not done still in it, for a later claim in any process.
+- **At least once across a crash**: if the process dies, the kernel releases its locks,
+  and the next :meth:`Spool.claims` in any process takes the file over where the journal
+  says it stopped. Only a record delivered in the instant before the crash, and not yet
+  journaled, is delivered again (the caller's events carry an id to recognise that).
 
 ``flock`` is what makes the claim safe between processes: use a local filesystem (NFS
 emulates ``flock`` with per-process locks). POSIX only.
@@ -35,22 +38,21 @@ import fcntl
 import logging
 import os
 import stat
-import struct
 import time
 import uuid
 import zlib
 from collections.abc import Iterator
 
 from ..contract import LOGGER_NAME
+from .claim import JOURNAL_SUFFIX, U32, Claim, read_all, remove
 
 logger = logging.getLogger(LOGGER_NAME)
 
 # File layout: MAGIC, record count (u32), then per record its length (u32) and bytes,
 # then the CRC-32 (u32) of everything before it.
 MAGIC = b"OTAS-SPOOL-1\n"
-_U32 = struct.Struct(">I")
-FILE_OVERHEAD = len(MAGIC) + 2 * _U32.size
-RECORD_OVERHEAD = _U32.size
+FILE_OVERHEAD = len(MAGIC) + 2 * U32.size
+RECORD_OVERHEAD = U32.size
 
 READY_SUFFIX = ".spool"
 CLAIMED_SUFFIX = ".claimed"
@@ -134,7 +136,7 @@ class Spool:
                 os.close(fd)
             os.replace(temp, final)
         except BaseException:
-            _remove(temp)
+            remove(temp)
             raise
         _fsync_directory(self.directory)  # make the rename itself durable
 
@@ -150,47 +152,42 @@ class Spool:
                 except FileNotFoundError:
                     continue  # claimed and deleted meanwhile
                 if entry.name.endswith(TEMP_SUFFIX) and now - info.st_mtime > STALE_TEMP_SECONDS:
-                    _remove(entry.path)  # left by a writer that died mid-write
+                    remove(entry.path)  # left by a writer that died mid-write
                     continue
                 used += info.st_size
         return used
 
     # -- reading -------------------------------------------------------------------------
 
-    def claim(self) -> Iterator[list[bytes]]:
-        """Claim each spooled file in turn, oldest first, and yield its records.
+    def claims(self) -> Iterator[Claim]:
+        """Claim each spooled file in turn, oldest first, as the caller asks for the next.
 
-        A file is deleted when the caller asks for the next batch (or the loop ends);
-        leaving the loop early puts the current batch back. Files other processes hold are
-        skipped; files of processes that died holding them are recovered.
+        Files other processes hold are skipped; files of processes that died holding
+        them are taken over, without the records their journal says are done. A claim
+        the caller does not finish or release stays locked until this process ends.
         """
         try:
-            names = sorted(name for name in os.listdir(self.directory) if _is_spooled(name))
+            names = sorted(os.listdir(self.directory))
         except OSError as error:
             logger.error("otas-capture: cannot list the spool %s: %s", self.directory, error)
             return
         for name in names:
-            claimed = self._claim_one(name)
-            if claimed is None:
-                continue
-            fd, path, original = claimed
-            consumed = False
-            try:
-                records = self._read(fd, path)
-                if records is None:
-                    consumed = True  # damaged: nothing to give back
-                    continue
-                yield records
-                consumed = True
-            finally:
-                if consumed:
-                    _remove(path)
-                else:
-                    _rename_quietly(path, original)  # back in the spool for a later claim
-                os.close(fd)  # releases the lock, after the file is gone or back
+            if name.endswith(CLAIMED_SUFFIX + JOURNAL_SUFFIX):
+                self._remove_orphan_journal(name)
+            elif _is_spooled(name):
+                claim = self._claim_one(name)
+                if claim is not None:
+                    yield claim
 
-    def _claim_one(self, name: str) -> tuple[int, str, str] | None:
-        """Lock and rename one file to this claim's own name, or None if not ours to take."""
+    def _remove_orphan_journal(self, name: str) -> None:
+        # A journal outlives its file only when a process died between deleting the two.
+        # A claimed file is never renamed, so its journal without it is an orphan.
+        path = os.path.join(self.directory, name)
+        if not os.path.lexists(path[: -len(JOURNAL_SUFFIX)]):
+            remove(path)
+
+    def _claim_one(self, name: str) -> Claim | None:
+        """Lock one file (renamed to this claim's own name if it was ready), or None."""
         path = os.path.join(self.directory, name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -205,29 +202,30 @@ class Spool:
             return None  # a live process holds it
         # The holder may have renamed or deleted the file before releasing it to us: only
         # a file still at the name we opened is ours.
-        original = _original_name(name)
-        mine = os.path.join(self.directory, f"{original}.{os.getpid()}-{_unique()}{CLAIMED_SUFFIX}")
         try:
             if not os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
                 raise FileNotFoundError(path)
-            os.rename(path, mine)
+            if name.endswith(READY_SUFFIX):
+                mine = f"{name}.{os.getpid()}-{_unique()}{CLAIMED_SUFFIX}"
+                os.rename(path, os.path.join(self.directory, mine))
+                path = os.path.join(self.directory, mine)
         except OSError:
             os.close(fd)
             return None
-        return fd, mine, os.path.join(self.directory, original)
+        records = self._read(fd, path)
+        if records is None:  # damaged: nothing to give back
+            remove(path)
+            remove(path + JOURNAL_SUFFIX)
+            os.close(fd)
+            return None
+        return Claim(fd, path, records)
 
     def _read(self, fd: int, path: str) -> list[bytes] | None:
         try:
             info = os.fstat(fd)
             if info.st_uid != os.geteuid():
                 raise ValueError("written by another user")
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            return _decode(b"".join(chunks))
+            return _decode(read_all(fd))
         except (OSError, ValueError) as error:
             self.corrupt_files += 1
             logger.warning("otas-capture: skipped damaged spool file %s: %s", path, error)
@@ -238,30 +236,30 @@ class Spool:
 
 
 def _encode(records: list[bytes]) -> bytes:
-    parts = [MAGIC, _U32.pack(len(records))]
+    parts = [MAGIC, U32.pack(len(records))]
     for record in records:
-        parts.append(_U32.pack(len(record)))
+        parts.append(U32.pack(len(record)))
         parts.append(bytes(record))
     body = b"".join(parts)
-    return body + _U32.pack(zlib.crc32(body))
+    return body + U32.pack(zlib.crc32(body))
 
 
 def _decode(data: bytes) -> list[bytes]:
     """The records of a spool file; ValueError if it is not one, or is damaged."""
     if len(data) < FILE_OVERHEAD or not data.startswith(MAGIC):
         raise ValueError("not a spool file, or cut short")
-    body, (checksum,) = data[: -_U32.size], _U32.unpack(data[-_U32.size :])
+    body, (checksum,) = data[: -U32.size], U32.unpack(data[-U32.size :])
     if zlib.crc32(body) != checksum:
         raise ValueError("checksum mismatch")
     offset = len(MAGIC)
-    (count,) = _U32.unpack_from(body, offset)
-    offset += _U32.size
+    (count,) = U32.unpack_from(body, offset)
+    offset += U32.size
     records = []
     for _ in range(count):
-        if offset + _U32.size > len(body):
+        if offset + U32.size > len(body):
             raise ValueError("cut short")
-        (length,) = _U32.unpack_from(body, offset)
-        offset += _U32.size
+        (length,) = U32.unpack_from(body, offset)
+        offset += U32.size
         if offset + length > len(body):
             raise ValueError("cut short")
         records.append(body[offset : offset + length])
@@ -283,30 +281,6 @@ def _is_spooled(name: str) -> bool:
     return name.endswith(READY_SUFFIX) or (
         name.endswith(CLAIMED_SUFFIX) and READY_SUFFIX + "." in name
     )
-
-
-def _original_name(name: str) -> str:
-    """``<time>-<id>.spool`` for a ready file or for any claim of it."""
-    if name.endswith(CLAIMED_SUFFIX):
-        return name[: name.index(READY_SUFFIX) + len(READY_SUFFIX)]
-    return name
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        logger.warning("otas-capture: cannot remove spool file %s: %s", path, error)
-
-
-def _rename_quietly(source: str, target: str) -> None:
-    try:
-        os.rename(source, target)
-    except OSError as error:
-        # Still recoverable: a claimed file whose lock is released is claimed again.
-        logger.warning("otas-capture: cannot return spool file %s: %s", source, error)
 
 
 def _fsync_directory(directory: str) -> None:

@@ -1,90 +1,51 @@
 """The delivery worker: a bounded queue drained by background threads, whatever the destination.
 
-This module knows nothing of OTAS. It holds records (opaque to it) in a queue bounded in
-count and bytes, hands each to an exporter from a background thread, and acts on the
-outcome it returns (:mod:`otas_capture.delivery.outcomes`): count it as delivered or lost, retry
-it later, or pause everything. It owns the due times, the retry heap, ``flush``, the
-threads and their life after ``fork``, the same split as OpenTelemetry's batch processor
-and its exporter. The OTAS side lives in :mod:`otas_capture.otas.client`.
+This module knows nothing of OTAS. It holds records (opaque to it) within bounds in count
+and bytes (:mod:`otas_capture.delivery.ledger`), hands each to an exporter from a background
+thread, and acts on the outcome it returns (:mod:`otas_capture.delivery.outcomes`): count it,
+retry it later, or pause everything. It owns ``flush``, the threads and their life after
+``fork``, the same split as OpenTelemetry's batch processor and its exporter. Each job
+moves from one state to the next under one hold of the lock; what is said about it is
+logged after the lock is let go.
 
-Scheduling rules:
+Scheduling rules (the pauses and probing are :mod:`otas_capture.delivery.pacing`'s, the
+retry decisions :mod:`otas_capture.delivery.jobs`'s):
 
 - **Prompt.** A record is handed out as soon as a call slot is free; it waits only when
-  every slot is busy. The number of slots is the adaptive limit of
-  :mod:`otas_capture.delivery.limiter`, between 1 and the ceiling; threads are started as the
-  limit needs them and never poll: an idle thread waits on a condition.
-- **Trouble about one record or about the server.** A server-wide failure (timeout,
-  refused connection, overload answer) pauses everything; so does a failure that the
-  exporter cannot attribute (a 500 may be either) when it comes twice for the same
-  record with nothing accepted in between. When other records were accepted in
-  between, the record is the problem and is given up after that one retry.
-- **Probing.** While paused, one call at a time probes the server, at most
-  ``PROBE_INTERVAL`` apart (or exactly as the server's ``Retry-After`` says). The first
-  success returns to full speed at once, with every postponed retry due now.
-- **Retries are spent only while the server works.** A failure spends one of the
-  record's ``max_retries`` only when the server accepted something else since the
-  record came or last failed; during an outage records wait (bounded by the queue)
-  instead of being given up one after another.
+  every slot is busy. Threads are started as the limit needs them and never poll: an
+  idle thread waits on a condition. After a pause, every postponed retry is due at once.
+- **Durable records yield.** Records kept on disk (restored from a spool) are taken only
+  with :meth:`Worker.offer`, and only while they fill at most ``durable_share`` of the
+  bounds: live records always find the rest free.
 - **Honest ends.** ``close`` counts what never left as ``dropped``, and what was in
-  flight, or sent before a timeout, as ``unknown``: the server may have stored it.
+  flight, or sent before a timeout, as ``unknown``: the server may have stored it. A
+  durable record is ``spooled``: it stays on disk.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import os
-import random
 import threading
 import weakref
 from collections import deque
 from collections.abc import Collection
 from time import perf_counter
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar, cast
 
-from .limiter import AdaptiveLimit
-from .outcomes import Exporter, Failed, Job, Outcome, PauseForKey, Retry, Sent
+from .jobs import Job, State, plan_retry
+from .ledger import Ledger, deadline_after, wait_time
+from .outcomes import Attempt, Exporter, Failed, Outcome, PauseForKey, Retry, Sent
+from .pacing import Pacing
 from .stats import Stats
 
-MAX_BACKOFF = 60.0
-# During an outage, the longest wait between two probes: recovery is noticed within it.
-PROBE_INTERVAL = 1.0
+R = TypeVar("R")
+# What is said (or done) about a settled or retried job once the lock is let go.
+Note = Callable[[], None]
 
 
-def backoff(attempt: int, first: float) -> float:
-    """Delay before retry ``attempt`` (1-based): doubling from ``first``, capped, jittered."""
-    delay: float = min(MAX_BACKOFF, first * 2.0 ** min(max(attempt, 1) - 1, 30))
-    return delay * random.uniform(0.5, 1.0)
-
-
-def _deadline(timeout: float) -> float:
-    """The perf_counter time ``timeout`` seconds from now; NaN and negatives mean now,
-    more than the longest wait the platform supports means never."""
-    if not timeout > 0:
-        return perf_counter()
-    if timeout >= threading.TIMEOUT_MAX:
-        return math.inf
-    return perf_counter() + timeout
-
-
-class _FlushWait:
-    """One waiting ``flush()``: the newest record it waits for, and how many of the
-    records up to that one are still unsettled."""
-
-    __slots__ = ("target", "left")
-
-    def __init__(self, target: int, left: int) -> None:
-        self.target = target
-        self.left = left
-
-
-def _wait_time(deadline: float) -> float | None:
-    """What to pass to ``wait``/``join`` to wait until ``deadline`` (None: forever)."""
-    return None if math.isinf(deadline) else max(0.0, deadline - perf_counter())
-
-
-class Worker:
+class Worker(Generic[R]):
     """Delivers records through ``exporter`` from up to ``ceiling`` background threads.
 
     Parameters:
@@ -94,12 +55,13 @@ class Worker:
         queue_size, queue_max_bytes: bounds of what waits (queued, retrying, in flight).
         max_retries: retries of one record after failures while the server otherwise works.
         retry_backoff: seconds before a first retry; doubles each time, with jitter.
+        durable_share: the part of both bounds records given to :meth:`offer` may fill.
         thread_name: prefix of the threads' names.
     """
 
     def __init__(
         self,
-        exporter: Exporter,
+        exporter: Exporter[R],
         stats: Stats,
         *,
         ceiling: int,
@@ -107,13 +69,13 @@ class Worker:
         queue_max_bytes: int,
         max_retries: int,
         retry_backoff: float,
+        durable_share: float = 0.5,
         thread_name: str = "otas-capture-sender",
     ) -> None:
         self._exporter = exporter
         self._stats = stats
         self._ceiling = max(1, ceiling)
-        self._queue_size = queue_size
-        self._queue_max_bytes = queue_max_bytes
+        self._bounds = (queue_size, queue_max_bytes, durable_share)
         self._max_retries = max_retries
         self._retry_backoff = retry_backoff
         self._thread_name = thread_name
@@ -124,71 +86,54 @@ class Worker:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # wakes delivery threads
         self._done = threading.Condition(self._lock)  # wakes flush() callers
-        self._queue: deque[Job] = deque()  # never tried, oldest first
-        self._retry: list[tuple[float, int, Job]] = []  # heap by due time
-        self._in_flight: dict[int, Job] = {}
-        self._limit = AdaptiveLimit(self._ceiling)
-        self._pending = 0  # queued + retrying + in flight
-        self._pending_bytes = 0
-        self._last_seq = 0
+        self._pacing = Pacing(self._ceiling, self._retry_backoff, self._stats)
+        self._ledger: Ledger[R] = Ledger(*self._bounds)
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for work
-        # Records held in the queue, the retry heap or in flight (a record between
-        # a retry decision and the end of its call is in two of them, counted once).
-        self._held = 0
-        self._flush_waits: list[_FlushWait] = []  # flush() callers waiting
+        # Durable jobs that gave their place to live ones: told so by a delivery thread
+        # or close(), never by the request thread that took the place.
+        self._returned: deque[Job[R]] = deque()
         self._closed = False  # refuses new records
         self._stopping = False  # threads exit
-        self._paused_until = 0.0
-        self._probing = False  # one call at a time until one succeeds
-        self._outage_streak = 0
-        self._key_streak = 0
-        self._accepted = 0  # records the server accepted so far
 
-    def _after_fork(self) -> None:
-        # The parent still owns and will deliver what it had queued; the child starts
-        # empty, with fresh locks (a parent thread may have held one at fork time).
-        self._reset()
-        self._stats.reset()
-
-    # -- the producer's side ---------------------------------------------------------
+    # -- the producers' side -----------------------------------------------------------
 
     @property
     def pending(self) -> int:
         """Records not yet settled: queued, waiting to retry or in flight."""
-        return self._pending
+        return self._ledger.pending
 
-    @property
-    def limit(self) -> int:
-        """Calls allowed in flight now (the adaptive limit)."""
-        return self._limit.limit
-
-    def submit(self, record: Any, size: int) -> bool:
+    def submit(self, record: R, size: int) -> bool:
         """Queue ``record`` (holding ``size`` bytes); drop and count it if it does not fit."""
-        job = Job(record, size)
         with self._lock:
-            if self._closed:
-                reason = "closed"
-            elif self._pending >= self._queue_size:
-                reason = "queue_full"
-            elif self._pending_bytes + size > self._queue_max_bytes:
-                reason = "queue_bytes_full"
-            else:
-                self._last_seq += 1
-                job.seq = self._last_seq
-                job.accepted_mark = self._accepted
-                self._hold(job)
-                self._queue.append(job)
-                self._pending += 1
-                self._pending_bytes += size
-                self._wake_or_grow()
+            reason: str | None = "closed"
+            if not self._closed:
+                # Restored records yield their place: they are kept on disk meanwhile.
+                self._returned.extend(self._ledger.make_room(size))
+                reason = self._ledger.refusal(size)
+            if reason is None:
+                self._admit(Job(record, size))
                 return True
-        job.record = None
         self._stats.lost("dropped", reason)
         return False
 
-    def _slots(self) -> int:
-        return 1 if self._probing else self._limit.limit
+    def offer(self, record: R, size: int, on_settled: Callable[[str], None]) -> bool:
+        """Queue a durable ``record`` if it fits in its share of the bounds; False (and
+        nothing counted) if not: it stays where it is kept, to be offered again.
+
+        ``on_settled(kind)`` is called once the record is settled, outside the lock;
+        ``spooled`` means it was not delivered and must stay kept, ``returned`` that it
+        gave its place to a live record, and may be offered again later."""
+        with self._lock:
+            fits = not self._closed and self._ledger.fits_durable(size)
+            if fits:
+                self._admit(Job(record, size, on_settled))
+            return fits
+
+    def _admit(self, job: Job[R]) -> None:
+        job.accepted_mark = self._pacing.accepted
+        self._ledger.add(job)
+        self._wake_or_grow()
 
     def _wake_or_grow(self) -> None:
         """Work is due (lock held): if a slot is free, wake an idle thread or start one.
@@ -196,11 +141,11 @@ class Worker:
         With every slot busy nobody is woken: the thread that finishes a call takes the
         next job itself, so a steady stream costs no wake-ups beyond the first.
         """
-        if len(self._in_flight) >= self._slots() or self._stopping:
+        if len(self._ledger.in_flight) >= self._pacing.slots() or self._stopping:
             return
         if self._idle:
             self._work.notify()
-        elif len(self._threads) < self._slots():
+        elif len(self._threads) < self._pacing.slots():
             self._start_thread()
 
     def _start_thread(self) -> None:
@@ -210,108 +155,80 @@ class Worker:
         try:
             thread.start()
         except Exception:  # "can't start new thread": the record stays queued, counted once
-            self._stats.log_limited(
-                "thread_start",
-                logging.ERROR,
-                "otas-capture: cannot start a sender thread; events wait in the queue",
-                exc_info=True,
-            )
+            message = "otas-capture: cannot start a sender thread; events wait in the queue"
+            self._stats.log_limited("thread_start", logging.ERROR, message, exc_info=True)
             return
         self._threads.append(thread)
 
-    # -- flush and close ---------------------------------------------------------------
+    # -- flush and close -----------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every record submitted before the call is settled (any timeout >= 0)."""
-        deadline = _deadline(timeout)
+        """Wait until every record queued before the call is settled (any timeout >= 0)."""
+        deadline = deadline_after(timeout)
         with self._lock:
-            if not self._held:
+            if not self._ledger.pending:
                 return True
-            # Every record held now was submitted before this call, and later ones are
-            # not waited for: count down the ones held now as they leave (_release), so
-            # that this thread is woken once, not at every record that settles.
-            waiting = _FlushWait(self._last_seq, self._held)
-            self._flush_waits.append(waiting)
+            waiting = self._ledger.wait_for_pending()
             try:
                 while waiting.left:
-                    wait = _wait_time(deadline)
+                    wait = wait_time(deadline)
                     if wait == 0.0:
                         return False
                     self._done.wait(wait)
             finally:
-                self._flush_waits.remove(waiting)
+                self._ledger.stop_waiting(waiting)
             return True
 
-    def _hold(self, job: Job) -> None:
-        """One more place holds ``job`` (lock held)."""
-        if not job.held:
-            # New, or back in the retry heap after a thread that still ran an earlier
-            # attempt of it let it go (its retry was due at once): unsettled again.
-            self._held += 1
-        job.held += 1
-
-    def _release(self, job: Job) -> None:
-        """One of the places holding ``job`` let it go (lock held); once none holds it,
-        it is settled for flush(), and a flush() waiting for nothing else returns."""
-        job.held -= 1
-        if job.held:
-            return
-        self._held -= 1
-        for waiting in self._flush_waits:
-            if job.seq <= waiting.target:
-                waiting.left -= 1
-                if not waiting.left:
-                    self._done.notify_all()
-
     def close(
-        self, timeout: float = 5.0, keep: Callable[[list[Any]], Collection[int]] | None = None
-    ) -> list[Any]:
+        self, timeout: float = 5.0, keep: Callable[[list[R]], Collection[int]] | None = None
+    ) -> list[R]:
         """Flush for up to ``timeout`` s, stop the threads, count what is left; returns in
         about ``timeout`` whatever the threads are doing.
 
         ``keep`` is offered the records never sent (in their prepared form where there is
         one) and returns the indexes of those it saved for later: they count as
-        ``spooled``, not ``dropped``. Returns the never-sent records not kept."""
-        deadline = _deadline(timeout)
+        ``spooled``, not ``dropped``; it must not raise. Returns the never-sent records
+        not kept."""
+        deadline = deadline_after(timeout)
         with self._lock:
             if self._closed:
                 return []
             self._closed = True  # no new records from here on
-        remaining = _wait_time(deadline)
+        remaining = wait_time(deadline)
         self.flush(math.inf if remaining is None else remaining)
+        self._stop_threads(deadline)
+        with self._lock:
+            left, in_flight = self._ledger.unsettled()
+        never_sent = [job for job in left if not job.maybe_stored and not job.durable]
+        records = cast("list[R]", [job.record for job in never_sent])
+        kept = {id(never_sent[i]) for i in keep(records)} if keep and records else set()
+        unsent = [record for job, record in zip(never_sent, records) if id(job) not in kept]
+        with self._lock:
+            notes = [
+                self._settle(
+                    job, "spooled" if id(job) in kept else job.shutdown_kind(flying), "shutdown"
+                )
+                for jobs, flying in ((left, False), (in_flight, True))
+                for job in jobs
+                if job.state is not State.SETTLED
+            ]
+            self._wake_flushers()
+        for note in notes:  # durable records told to stay kept
+            if note is not None:
+                note()
+        self._tell_returned()
+        # The middleware's exit summary (shutdown.log_summary) says what was lost.
+        self._exporter.shutdown()
+        return unsent
+
+    def _stop_threads(self, deadline: float) -> None:
         with self._lock:
             self._stopping = True
             self._work.notify_all()
             threads = list(self._threads)
         for thread in threads:
             if thread is not threading.current_thread():
-                thread.join(_wait_time(deadline))
-        with self._lock:
-            waiting = list(self._queue) + [job for _, _, job in self._retry]
-            in_flight = list(self._in_flight.values())
-            self._queue.clear()
-            self._retry.clear()
-            for job in waiting:
-                self._release(job)
-        never_sent = [job for job in waiting if not job.maybe_stored]
-        kept: set[int] = set()
-        if keep is not None and never_sent:
-            try:
-                kept = {id(never_sent[i]) for i in keep([job.record for job in never_sent])}
-            except Exception:  # a full disk must not break the host's shutdown
-                self._stats.log_limited(
-                    "keep", logging.ERROR, "otas-capture: cannot keep events", exc_info=True
-                )
-        unsent = [job.record for job in never_sent if id(job) not in kept]
-        left = {"dropped": 0, "unknown": 0, "spooled": 0}
-        for job in waiting + in_flight:
-            kind = "unknown" if job.maybe_stored or job in in_flight else "dropped"
-            kind = "spooled" if id(job) in kept else kind
-            if self._settle(job, kind, "shutdown" if kind != "spooled" else None, quiet=True):
-                left[kind] += 1
-        # The middleware's exit summary (shutdown.log_summary) says what was lost.
-        self._exporter.shutdown()
-        return unsent
+                thread.join(wait_time(deadline))
 
     # -- the delivery threads ------------------------------------------------------------
 
@@ -321,22 +238,26 @@ class Worker:
             if taken is None:
                 return
             job, in_flight = taken
-            size = job.size
             started = perf_counter()
             try:
-                outcome = self._exporter.export(job)
+                assert job.record is not None
+                attempt = self._exporter.export(job.record)
             except Exception:  # a bug here must not kill the thread or lose count
-                self._stats.log_limited(
-                    "send_error",
-                    logging.ERROR,
-                    "otas-capture: unexpected error while sending an event",
-                    exc_info=True,
-                )
-                outcome = Failed("internal_error", called=False)
-            self._finish(job, outcome, started, in_flight, size)
+                message = "otas-capture: unexpected error while sending an event"
+                self._stats.log_limited("send_error", logging.ERROR, message, exc_info=True)
+                attempt = Attempt(Failed("internal_error", called=False))
+            self._finish(job, attempt, started, in_flight)
+            if self._returned:
+                self._tell_returned()
 
-    def _take(self) -> tuple[Job, int] | None:
-        """Block until a job may go (then it is in flight), or the worker stops (None)."""
+    def _tell_returned(self) -> None:
+        while self._returned:
+            job = self._returned.popleft()
+            if job.on_settled is not None:
+                job.on_settled("returned")
+
+    def _take(self) -> tuple[Job[R], int] | None:
+        """Block until a job may go (then it is IN_FLIGHT), or the worker stops (None)."""
         with self._lock:
             self._idle += 1
             try:
@@ -345,196 +266,133 @@ class Worker:
                         return None
                     now = perf_counter()
                     wait: float | None = None
-                    if now < self._paused_until:
-                        wait = self._paused_until - now
-                    elif len(self._in_flight) < self._slots():
-                        job = self._pick(now)
+                    if now < self._pacing.paused_until:
+                        wait = self._pacing.paused_until - now
+                    elif len(self._ledger.in_flight) < self._pacing.slots():
+                        job = self._ledger.take(now, fresh_first=self._pacing.probing)
                         if job is not None:
                             break
-                        if self._retry:
-                            wait = self._retry[0][0] - now
+                        wait = self._ledger.next_due(now)
                     self._work.wait(wait)  # woken by new work, a free slot, or stop
             finally:
                 self._idle -= 1
-            if job.seq in self._in_flight:
-                # Retried before its previous call ended: the in-flight set holds it once.
-                job.held -= 1
-            self._in_flight[job.seq] = job
             if job.duplicate_risk:  # the last attempt may have been stored
                 job.duplicate_risk = False
                 self._stats.incr("possible_duplicate")
-            if self._queue or (self._retry and self._retry[0][0] <= now):
+            if self._ledger.has_due(now):
                 self._wake_or_grow()  # more is due: let another slot take it
-            return job, len(self._in_flight)
+            return job, len(self._ledger.in_flight)
 
-    def _pick(self, now: float) -> Job | None:
-        """The next job to try (lock held): a due retry, else the oldest queued one.
-
-        A probe prefers a fresh record: a record that failed before may be the problem.
-        """
-        due = bool(self._retry) and self._retry[0][0] <= now
-        if self._queue and (self._probing or not due):
-            return self._queue.popleft()
-        if due:
-            return heapq.heappop(self._retry)[2]
-        return None
-
-    def _finish(
-        self, job: Job, outcome: Outcome, started: float, in_flight: int, size: int
-    ) -> None:
+    def _finish(self, job: Job[R], attempt: Attempt[R], started: float, in_flight: int) -> None:
+        """Move ``job`` on from IN_FLIGHT after ``attempt``, in one hold of the lock."""
         ended = perf_counter()
+        outcome = attempt.outcome
         with self._lock:
-            if not job.settled:  # the exporter may have replaced the record
-                self._pending_bytes += job.size - size
-            if isinstance(outcome, Sent):
-                self._limit.on_call(started, ended, in_flight, False)
-                self._accepted += 1
-                if self._probing or self._paused_until:
-                    self._recover(ended)
-                # The usual outcome, settled here in the same hold of the lock (what
-                # _settle does in three); counted before flush() can see the job gone.
-                if not job.settled:
-                    job.settled = True
-                    job.record = None
-                    self._stats.incr("sent")
-                    self._pending -= 1
-                    self._pending_bytes -= job.size
-                if self._in_flight.pop(job.seq, None) is not None:
-                    self._release(job)  # counted: flush() may see it gone
+            if job.state is not State.IN_FLIGHT:
+                return  # close() counted it while the call ran
+            if attempt.record is not None:  # keep the prepared form for retries
+                self._ledger.resize(job, attempt.size)
+                job.record = attempt.record
+            resumed = self._pacing.learn(outcome, started, ended, in_flight)
+            if self._pacing.recovered:  # postponed retries are due now
+                self._ledger.retries_due_now(ended)
+                self._work.notify_all()
+            note = self._next_step(job, outcome, ended)
+            if note is None and resumed is None:  # the usual case: nothing to say
+                self._wake_flushers()
                 return
-            if not isinstance(outcome, (Failed, PauseForKey)) or outcome.called:
-                overloaded = isinstance(outcome, Retry) and outcome.server_wide
-                self._limit.on_call(started, ended, in_flight, overloaded)
+        for say in (resumed, note):
+            if say is not None:
+                say()
+        with self._lock:
+            self._wake_flushers()
+
+    def _next_step(self, job: Job[R], outcome: Outcome, now: float) -> Note | None:
+        """Settle ``job`` or put it back for a retry (lock held); what to say after."""
+        if isinstance(outcome, Sent):
+            return self._settle(job, "sent")
         if isinstance(outcome, Failed):
-            self._settle(job, outcome.kind, outcome.reason, outcome.detail)
-        elif isinstance(outcome, Retry):
-            self._retry_later(job, outcome)
-        else:
-            self._pause_for_key(job, outcome)
-        # Leave the in-flight set only once the outcome is counted (or the job is back in
-        # the retry heap): flush() must not return while stats() still calls it pending.
-        with self._lock:
-            if self._in_flight.pop(job.seq, None) is not None:
-                self._release(job)
+            return self._settle(job, outcome.kind, outcome.reason, outcome.detail, loud=True)
+        if isinstance(outcome, Retry):
+            return self._retry_later(job, outcome, now)
+        return self._pause_for_key(job, outcome, now)
 
-    def _recover(self, now: float) -> None:
-        """The server accepts again (lock held): full speed, postponed retries due now."""
-        self._probing = False
-        self._paused_until = 0.0
-        self._outage_streak = self._key_streak = 0
-        self._retry = [(min(due, now), seq, job) for due, seq, job in self._retry]
-        heapq.heapify(self._retry)
-        self._work.notify_all()
-
-    # -- outcomes ------------------------------------------------------------------------
-
-    def _settle(
-        self, job: Job, kind: str, reason: str | None = None, detail: str = "", quiet: bool = False
-    ) -> bool:
-        """Count ``job``'s outcome once (later calls do nothing and return False)."""
-        with self._lock:
-            if job.settled:
-                return False
-            job.settled = True
-        job.record = None
-        # Count and log before flush() can see the job gone, so that whoever flushed
-        # finds the outcome in stats() and the log.
-        if kind in ("sent", "spooled") or quiet:
-            self._stats.incr(kind, reason)
-        else:
-            self._stats.lost(kind, reason or kind, detail)
-        with self._lock:
-            self._pending -= 1
-            self._pending_bytes -= job.size
-        return True
-
-    def _retry_later(self, job: Job, outcome: Retry) -> None:
-        server_wide = outcome.server_wide
-        give_up = ""
-        requeued = True
-        with self._lock:
-            now = perf_counter()
-            # Did the server accept anything since this record last failed (or came)?
-            others_accepted = self._accepted > job.accepted_mark
-            job.accepted_mark = self._accepted
-            if not server_wide:
-                if job.own_failures and others_accepted:
-                    give_up = "the server accepted other events meanwhile"
-                elif job.own_failures:
-                    server_wide = True  # nothing accepted since: the server is failing
-                job.own_failures += 1
-            if others_accepted:  # while the server accepts nothing, retries are not spent
-                job.attempts += 1
-            if not give_up and job.attempts > self._max_retries:
-                give_up = f"gave up after {job.attempts} attempts"
-            job.maybe_stored = job.maybe_stored or outcome.maybe_delivered
-            job.duplicate_risk = outcome.maybe_delivered
-            if not give_up:
-                retry_after = outcome.retry_after
-                delay = retry_after
-                if delay is None:
-                    delay = backoff(job.attempts, self._retry_backoff)
-                if server_wide:
-                    self._outage_streak += 1
-                    pause = retry_after
-                    if pause is None:
-                        pause = min(
-                            PROBE_INTERVAL, backoff(self._outage_streak, self._retry_backoff)
-                        )
-                    self._paused_until = now + pause
-                    self._probing = True
-                requeued = self._requeue(job, now + delay)
-        detail = ", ".join(part for part in (outcome.detail, give_up) if part)
-        if give_up:
+    def _retry_later(self, job: Job[R], outcome: Retry, now: float) -> Note | None:
+        plan = plan_retry(
+            job,
+            outcome,
+            accepted=self._pacing.accepted,
+            max_retries=self._max_retries,
+            first_backoff=self._retry_backoff,
+        )
+        detail = ", ".join(part for part in (outcome.detail, plan.give_up) if part)
+        if plan.give_up:
             kind = "unknown" if job.maybe_stored else "failed"
-            self._settle(job, kind, outcome.reason, detail)
-            return
-        if not requeued:
-            self._settle_at_shutdown(job)
-            return
+            return self._settle(job, kind, outcome.reason, detail, loud=True)
+        if plan.server_wide:
+            self._pacing.outage(now, outcome.retry_after, outcome.reason)
+        if self._stopping:
+            return self._settle(job, job.shutdown_kind(False), "shutdown")
+        self._wait_to_retry(job, now + plan.delay)
         self._stats.incr("retried")
-        self._stats.log_limited(
-            ("retry", outcome.reason),
-            logging.WARNING,
-            "otas-capture: the server is not accepting events (%s%s); retrying%s",
-            outcome.reason,
-            f", {detail}" if detail else "",
-            ", one call at a time until one succeeds" if server_wide else " with backoff",
+        how = ", one call at a time until one succeeds" if plan.server_wide else " with backoff"
+        message = "otas-capture: the server is not accepting events (%s%s); retrying%s"
+        args = (outcome.reason, f", {detail}" if detail else "", how)
+        return self._stats.log_limited(
+            ("retry", outcome.reason), logging.WARNING, message, *args, defer=True
         )
 
-    def _pause_for_key(self, job: Job, outcome: PauseForKey) -> None:
-        requeued = True
-        with self._lock:
-            self._key_streak += 1
-            pause = backoff(self._key_streak, self._retry_backoff)
-            now = perf_counter()
-            self._paused_until = now + pause
-            self._probing = True
-            requeued = self._requeue(job, now + pause)
-        if not requeued:
-            self._settle_at_shutdown(job)
-        elif outcome.called:
-            self._stats.incr("retried")
-
-    def _requeue(self, job: Job, due: float) -> bool:
-        """Put ``job`` in the retry heap (lock held); False once close() has counted the rest."""
+    def _pause_for_key(self, job: Job[R], outcome: PauseForKey, now: float) -> Note | None:
+        pause = self._pacing.key_refused(now, outcome.reason)
         if self._stopping:
-            return False
-        heapq.heappush(self._retry, (due, job.seq, job))
-        self._hold(job)  # usually still in flight too, until _finish lets it go
+            return self._settle(job, job.shutdown_kind(False), "shutdown")
+        self._wait_to_retry(job, now + pause)
+        if outcome.called:
+            self._stats.incr("retried")
+        return None
+
+    def _wait_to_retry(self, job: Job[R], due: float) -> None:
+        self._ledger.wait_to_retry(job, due)
         self._work.notify()
-        return True
 
-    def _settle_at_shutdown(self, job: Job) -> None:
-        self._settle(job, "unknown" if job.maybe_stored else "dropped", "shutdown")
+    def _settle(
+        self,
+        job: Job[R],
+        kind: str,
+        reason: str | None = None,
+        detail: str = "",
+        loud: bool = False,
+    ) -> Note | None:
+        """SETTLED and counted as ``kind`` (lock held); a loud loss is logged after."""
+        self._ledger.settle(job)
+        self._stats.incr(kind, reason)
+        log = self._stats.announce_loss(kind, reason or kind, detail) if loud else None
+        ack = job.on_settled
+        if ack is None:
+            return log
+        return lambda: _say_and_ack(log, ack, kind)
+
+    def _wake_flushers(self) -> None:
+        """Wake every flush() that waits for nothing more (lock held)."""
+        if self._ledger.flush_due:
+            self._ledger.flush_due = False
+            self._done.notify_all()
 
 
-_live_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+def _say_and_ack(log: Note | None, ack: Callable[[str], None], kind: str) -> None:
+    if log is not None:
+        log()
+    ack(kind)
+
+
+_live_workers: weakref.WeakSet[Worker[Any]] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    # The parent still owns and will deliver what it had queued; the child starts
+    # empty, with fresh locks (a parent thread may have held one at fork time).
     for worker in list(_live_workers):
-        worker._after_fork()
+        worker._reset()
 
 
 if hasattr(os, "register_at_fork"):

@@ -61,7 +61,7 @@ from ..contract import (
     SDK_LOG_PATH,
     SESSION_TOKEN_HEADER,
 )
-from ..delivery.outcomes import Failed, Job, Outcome, PauseForKey, Retry, Sent
+from ..delivery.outcomes import Attempt, Failed, Outcome, PauseForKey, Retry, Sent
 from ..delivery.stats import Stats
 from ..event.build import EventBuilder, EventRefused
 from . import wire
@@ -419,15 +419,16 @@ class OtasClient:
         # The parent's connections are the parent's: drop them without closing.
         self._reset()
 
-    def export(self, job: Job) -> Outcome:
-        record = job.record
-        if isinstance(record, Exchange):
-            prepared = self._prepare(record)
-            if not isinstance(prepared, Prepared):
-                return prepared
-            job.record, job.size = prepared, prepared.size  # the exchange is freed
-            record = prepared
-        assert isinstance(record, Prepared)
+    def export(self, record: Exchange | Prepared) -> Attempt[Exchange | Prepared]:
+        if isinstance(record, Prepared):
+            return Attempt(self._post(record))
+        prepared = self._prepare(record)
+        if not isinstance(prepared, Prepared):
+            return Attempt(prepared)
+        # The worker keeps the body for retries, and the exchange is freed.
+        return Attempt(self._post(prepared), prepared, prepared.size)
+
+    def _post(self, record: Prepared) -> Outcome:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
