@@ -42,5 +42,5 @@ def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
     if environ["PATH_INFO"] == "/__closes":  # asked beside the middleware, not through it
         return _report(start_response)
     if _middleware is None:  # made in the worker (after the fork), configured by OTAS_*
-        _middleware = OtasMiddleware(bare, flush_interval=0.01)
+        _middleware = OtasMiddleware(bare)
     return _middleware(environ, start_response)

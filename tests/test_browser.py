@@ -270,9 +270,7 @@ def test_screenshot_of_the_demo_conversation(page, server, serve_app, tmp_path):
     from otas_capture.cli.demo_app import create_app
     from otas_capture.collector import DEMO_SDK_KEY
 
-    app, otas = create_app(
-        sdk_key=DEMO_SDK_KEY, brain_url=server.url, uasam_url=server.url, flush_interval=0.05
-    )
+    app, otas = create_app(sdk_key=DEMO_SDK_KEY, brain_url=server.url, uasam_url=server.url)
     try:
         agent = DemoAgent(serve_app(app), open_session(server.url))
         agent.converse()

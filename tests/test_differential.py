@@ -232,7 +232,6 @@ def servers(collector_server):
         sdk_key=DEMO_SDK_KEY,
         brain_url=collector_server.url,
         uasam_url=collector_server.url,
-        flush_interval=0.01,
         queue_size=100_000,
     )
     started: list[Any] = []

@@ -47,7 +47,6 @@ def example_app(monkeypatch, collector_server):
     monkeypatch.setenv("OTAS_SDK_KEY", DEMO_SDK_KEY)
     monkeypatch.setenv("OTAS_BRAIN_URL", collector_server.url)
     monkeypatch.setenv("OTAS_UASAM_URL", collector_server.url)
-    monkeypatch.setenv("OTAS_FLUSH_INTERVAL", "0.01")
     spec = importlib.util.spec_from_file_location(
         "otas_example_flask_app", ROOT / "examples" / "flask_app.py"
     )

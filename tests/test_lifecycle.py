@@ -164,7 +164,6 @@ def test_init_app_on_an_already_wrapped_flask_app_ships_each_request_once(
 ):
     monkeypatch.setenv("OTAS_BRAIN_URL", collector_server.url)
     monkeypatch.setenv("OTAS_UASAM_URL", collector_server.url)
-    monkeypatch.setenv("OTAS_FLUSH_INTERVAL", "0.01")
     from otas_capture.collector import DEMO_SDK_KEY
 
     monkeypatch.setenv("OTAS_SDK_KEY", DEMO_SDK_KEY)

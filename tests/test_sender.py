@@ -114,10 +114,8 @@ def test_events_travel_over_a_few_kept_alive_connections(make_middleware, collec
     assert 1 <= len(connections) <= 2
 
 
-def test_events_are_delivered_within_the_flush_interval_without_an_explicit_flush(
-    make_middleware, collector, agent
-):
-    middleware = make_middleware(app, flush_interval=0.05, batch_size=1000)
+def test_events_are_delivered_promptly_without_an_explicit_flush(make_middleware, collector, agent):
+    middleware = make_middleware(app)
     call(middleware, agent, count=3)
     assert len(collector.wait_for_events(3, timeout=5)) == 3
 
@@ -287,7 +285,7 @@ def test_a_refused_sdk_key_pauses_shipping_and_retries_later(
 
 def test_a_full_queue_drops_and_counts_without_blocking_the_app(make_middleware, collector, agent):
     collector.fail_next(1, status=None, delay=1.0)
-    middleware = make_middleware(app, queue_size=2, concurrency=1, flush_interval=0.001)
+    middleware = make_middleware(app, queue_size=2, concurrency=1)
     call(middleware, agent)  # taken by the sender, which then waits on Brain
     time.sleep(0.2)
     call(middleware, agent, count=5)  # one more fits, four are dropped
@@ -354,7 +352,7 @@ def test_a_forked_worker_ships_its_own_events(make_middleware, collector, agent)
 def test_concurrent_requests_are_each_shipped_exactly_once(
     make_middleware, collector, agent, serve_app
 ):
-    middleware = make_middleware(app, batch_size=7)
+    middleware = make_middleware(app)
     url = serve_app(middleware)
     errors = []
 
@@ -420,7 +418,7 @@ def test_an_event_in_flight_when_close_runs_out_of_time_is_counted_unknown(
 
 
 def test_an_event_is_sent_at_once_when_a_call_slot_is_free(make_middleware, collector, agent):
-    middleware = make_middleware(app, flush_interval=30.0, batch_size=1000)
+    middleware = make_middleware(app)
     call(middleware, agent)
     assert len(collector.wait_for_events(1, timeout=5)) == 1
 
@@ -556,7 +554,7 @@ def test_any_non_negative_flush_and_close_timeout_works(make_middleware, collect
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
 def test_idle_sender_threads_sleep_instead_of_polling(make_middleware, collector, agent):
-    middleware = make_middleware(app, concurrency=16, flush_interval=0.01)
+    middleware = make_middleware(app, concurrency=16)
     call(middleware, agent, count=50)
     settle(middleware, captured=50)
 

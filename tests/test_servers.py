@@ -150,7 +150,6 @@ def run_server(collector_server, tmp_path) -> Iterator[Any]:
                 OTAS_PROJECT_ID=DEMO_PROJECT_ID,
                 OTAS_BRAIN_URL=collector_server.url,
                 OTAS_UASAM_URL=collector_server.url,
-                OTAS_FLUSH_INTERVAL="0.05",
                 PYTHONPATH=os.pathsep.join([str(ROOT), str(cwd)]),
             )
             log = tmp_path / f"{server.name}-{cwd.name}.log"

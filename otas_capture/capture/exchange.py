@@ -14,6 +14,8 @@ from __future__ import annotations
 from itertools import chain
 from typing import Any
 
+from .._cache import BoundedCache
+
 # Where the exchange of a captured request lives in its environ, for annotate() and the
 # framework integrations. Its presence also tells a second OtasMiddleware around the
 # same app that the request is already being captured.
@@ -46,17 +48,7 @@ def is_textual(content_type: str | None) -> bool:
     if not content_type:
         return True
     # Asked twice per request, of the same few types: the answers are kept.
-    known = _textual.get(content_type)
-    if known is None:
-        known = _is_textual(content_type)
-        if len(content_type) <= 200:
-            if len(_textual) >= 256:
-                _textual.clear()
-            _textual[content_type] = known
-    return known
-
-
-_textual: dict[str, bool] = {}
+    return _textual.lookup(content_type, _is_textual)
 
 
 def _is_textual(content_type: str) -> bool:
@@ -72,6 +64,9 @@ def _is_textual(content_type: str) -> bool:
         or "json" in subtype
         or "javascript" in subtype
     )
+
+
+_textual: BoundedCache[str, bool] = BoundedCache(256, max_key_length=200)
 
 
 def is_encoded(content_encoding: Any) -> bool:
