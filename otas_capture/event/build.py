@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from .._version import __version__
 from ..capture.exchange import BodyBuffer, Exchange, is_textual
-from ..config import BUILTIN_SENSITIVE_FIELDS, Config
+from ..config import Config
 from ..contract import (
     CONTENT_TYPE_LIMIT,
     JSON_OBJECT_FIELDS,
@@ -39,6 +39,7 @@ from ..contract import (
     TEXT_FIELDS,
 )
 from .masking import (
+    BUILTIN_SENSITIVE_FIELDS,
     Found,
     Rule,
     Scrubber,

@@ -1,0 +1,58 @@
+"""Keeping secrets out of events: which names are credentials, and masking their values.
+
+One module, one job:
+
+- :mod:`.names`: the built-in sensitive header and field names, and the markers;
+- :mod:`.vocabulary`: the one table of words that make a name a credential;
+- :mod:`.rule`: the name rule, per configuration; :mod:`.precheck`: whether a text
+  can hold a name the rule masks at all (read from the same table);
+- :mod:`.text`: JSON (whole, cut, or inside JSON strings), then the table of other
+  formats: :mod:`.pairs` (``name=value``, ``name: value``), :mod:`.markup` (XML, HTML),
+  :mod:`.nameless` (URL passwords, PEM keys); :mod:`.forms` (forms, query strings, multipart) and
+  :mod:`.headers`;
+- :mod:`.found`: the values removed, scrubbed from the rest of the event.
+
+These are pure functions, run by the sender thread, never on the request path.
+"""
+
+from __future__ import annotations
+
+from .forms import looks_like_form, mask_form, mask_multipart, mask_pairs
+from .found import Found, Scrubber
+from .headers import redact_header, redact_headers
+from .markup import mask_elements
+from .nameless import mask_private_keys, mask_userinfo
+from .names import BUILTIN_SENSITIVE_FIELDS, BUILTIN_SENSITIVE_HEADERS, REDACTED, TOO_DEEP
+from .pairs import mask_assignments, mask_labels
+from .rule import Rule, is_credential, split_words
+from .text import mask_cut_json, mask_json, mask_text
+
+# The name this list had when it lived here alone.
+STANDARD_SENSITIVE_HEADERS = BUILTIN_SENSITIVE_HEADERS
+
+__all__ = [
+    "BUILTIN_SENSITIVE_FIELDS",
+    "BUILTIN_SENSITIVE_HEADERS",
+    "REDACTED",
+    "STANDARD_SENSITIVE_HEADERS",
+    "TOO_DEEP",
+    "Found",
+    "Rule",
+    "Scrubber",
+    "is_credential",
+    "looks_like_form",
+    "mask_assignments",
+    "mask_cut_json",
+    "mask_elements",
+    "mask_form",
+    "mask_json",
+    "mask_labels",
+    "mask_multipart",
+    "mask_pairs",
+    "mask_private_keys",
+    "mask_text",
+    "mask_userinfo",
+    "redact_header",
+    "redact_headers",
+    "split_words",
+]
