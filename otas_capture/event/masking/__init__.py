@@ -8,7 +8,8 @@ One module, one job:
   can hold a name the rule masks at all (read from the same table);
 - :mod:`.text`: JSON (whole, cut, or inside JSON strings), then the table of other
   formats: :mod:`.pairs` (``name=value``, ``name: value``), :mod:`.markup` (XML, HTML),
-  :mod:`.nameless` (URL passwords, PEM keys); :mod:`.forms` (forms, query strings, multipart) and
+  :mod:`.errors` (database, validation and form errors), :mod:`.nameless` (URL
+  passwords, PEM keys); :mod:`.forms` (forms, query strings, multipart) and
   :mod:`.headers`;
 - :mod:`.found`: the values removed, scrubbed from the rest of the event.
 

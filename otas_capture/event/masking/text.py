@@ -2,8 +2,9 @@
 JSON), then the table of other formats that may hide a named secret in free text.
 
 Values are masked wherever a sensitive name appears: at any depth of a JSON document,
-in ``{"name": ..., "value": ...}`` pairs (a Kubernetes env var), in ``name=value`` and
-``name: value`` pairs, in XML elements; and, whatever names them, the
+in ``{"name": ..., "value": ...}`` pairs (a Kubernetes env var) and in ``{"loc": [...,
+name], "input": ...}`` (a validation error), in ``name=value`` and ``name: value`` pairs,
+in XML elements, in the error formats of :mod:`.errors`; and, whatever names them, the
 password of a URL with credentials and the body of a PEM private key.
 """
 
@@ -13,6 +14,13 @@ import json
 import re
 from typing import Any, Callable, NamedTuple
 
+from .errors import (
+    mask_constraint_details,
+    mask_error_lists,
+    mask_field_blocks,
+    mask_listed_values,
+    mask_loc_inputs,
+)
 from .found import MAX_DEPTH, Found
 from .markup import mask_elements
 from .nameless import NAMELESS, Nameless
@@ -90,8 +98,9 @@ def _mask_container(
 
 
 # Objects that name a value in another key: {"name": "DB_PASSWORD", "value": ...} (a
-# Kubernetes env var, a parameter store).
-_LABELLED = (("value", ("name", "key")),)
+# Kubernetes env var, a parameter store); {"loc": ["body", "api_key"], "input": ...}
+# (pydantic's errors(), FastAPI's 422 answer).
+_LABELLED = (("value", ("name", "key")), ("input", ("loc",)))
 
 
 def mask_text(text: str, rule: Rule, found: Found, depth: int = 0) -> tuple[str, bool]:
@@ -133,8 +142,14 @@ def _has(*needles: str) -> Callable[[str], bool]:
     return lambda text: any(needle in text for needle in needles)
 
 
-# After JSON, in this order: the generic pairs and elements, then what no name announces.
+# After JSON, in this order: the error formats first (they read the text as the library
+# wrote it), then the generic pairs and elements, then what no name announces.
 FORMATS = (
+    Format(_has("ey (", "' for key '", "' for column "), mask_constraint_details),
+    Format(_has("validation error", "\n  * "), mask_field_blocks),
+    Format(_has('class="errorlist"'), mask_error_lists),
+    Format(_has("'loc'", '"loc"'), mask_loc_inputs),
+    Format(_has("': [", '": ['), mask_listed_values),
     Format(_has("="), mask_assignments),
     Format(_has(":", "="), mask_labels),
     Format(_has("<"), mask_elements),
