@@ -1102,6 +1102,36 @@ def test_before_send_failing_drops_the_event(result):
     assert "boom" not in str(refused.value)
 
 
+def _answer(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"ok": true}']
+
+
+@pytest.mark.parametrize(
+    "before_send, counted, warned",
+    [
+        (lambda event: None, ("skipped", "before_send"), False),  # a filter, on purpose
+        (lambda event: 1 / 0, ("dropped", "before_send_error"), True),  # a bug
+    ],
+    ids=["filters", "raises"],
+)
+def test_a_filtering_before_send_is_counted_and_only_a_raising_one_is_warned_about(
+    make_middleware, collector, agent, caplog, before_send, counted, warned
+):
+    from werkzeug.test import Client
+
+    middleware = make_middleware(_answer, before_send=before_send)
+    client = Client(middleware)
+    with caplog.at_level("DEBUG", logger="otas_capture"):
+        for _ in range(3):
+            client.get("/api/filtered", headers=agent).close()
+        assert middleware.flush(timeout=5)
+    kind, reason = counted
+    assert middleware.stats()["reasons"][kind] == {reason: 3}
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and reason in r.message]
+    assert bool(warnings) == warned, [r.message for r in caplog.records]
+
+
 def test_before_send_given_as_a_dotted_path_in_the_environment():
     config = Config.load({}, {"OTAS_BEFORE_SEND": "tests.test_event:drop_health_checks"})
     builder = EventBuilder(config)

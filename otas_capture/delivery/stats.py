@@ -59,6 +59,7 @@ class Stats:
     ) -> None:
         """Count one event that will not reach OTAS, and say so (rate-limited)."""
         self.incr(kind, reason)
+        level = logging.DEBUG if reason == "before_send" else level  # the user's filter: on purpose
         with self._lock:
             total = self._reasons[kind][reason]
         self.log_limited(
