@@ -18,18 +18,47 @@ These are pure functions, run by the sender thread, never on the request path.
 
 from __future__ import annotations
 
-from .forms import looks_like_form, mask_form, mask_multipart, mask_pairs
-from .found import Found, Scrubber
-from .headers import redact_header, redact_headers
-from .markup import mask_elements
-from .nameless import mask_private_keys, mask_userinfo
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .names import BUILTIN_SENSITIVE_FIELDS, BUILTIN_SENSITIVE_HEADERS, REDACTED, TOO_DEEP
-from .pairs import mask_assignments, mask_labels
-from .rule import Rule, is_credential, split_words
-from .text import mask_cut_json, mask_json, mask_text
+
+if TYPE_CHECKING:
+    from .forms import looks_like_form, mask_form, mask_multipart, mask_pairs
+    from .found import Found, Scrubber
+    from .headers import redact_header, redact_headers
+    from .markup import mask_elements
+    from .nameless import mask_private_keys, mask_userinfo
+    from .pairs import mask_assignments, mask_labels
+    from .rule import Rule, is_credential, split_words
+    from .text import mask_cut_json, mask_json, mask_text
 
 # The name this list had when it lived here alone.
 STANDARD_SENSITIVE_HEADERS = BUILTIN_SENSITIVE_HEADERS
+
+# The module of each public name. config.py imports this package for the list of names
+# when the app starts; the maskers are most of the event builder's import time and are
+# loaded on first use, by the first middleware that ships.
+_HOMES = {
+    **dict.fromkeys(("looks_like_form", "mask_form", "mask_multipart", "mask_pairs"), "forms"),
+    **dict.fromkeys(("Found", "Scrubber"), "found"),
+    **dict.fromkeys(("redact_header", "redact_headers"), "headers"),
+    "mask_elements": "markup",
+    **dict.fromkeys(("mask_private_keys", "mask_userinfo"), "nameless"),
+    **dict.fromkeys(("mask_assignments", "mask_labels"), "pairs"),
+    **dict.fromkeys(("Rule", "is_credential", "split_words"), "rule"),
+    **dict.fromkeys(("mask_cut_json", "mask_json", "mask_text"), "text"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BUILTIN_SENSITIVE_FIELDS",
