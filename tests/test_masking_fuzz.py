@@ -27,7 +27,8 @@ from otas_capture.contract import (
     SIZE_FIELDS,
     TEXT_FIELDS,
 )
-from otas_capture.event.build import MAX_EVENT_BYTES, EventBuilder, encode_event
+from otas_capture.event.build import EventBuilder
+from otas_capture.event.limits import MAX_EVENT_BYTES, encode_event
 from otas_capture.event.masking import Rule, split_words
 
 from .test_event import PROJECT, TOKEN, TOKEN_HEADER, assert_contract_types

@@ -4,17 +4,20 @@ text needs no parsing (most bodies hold no credential at all).
 It reads the text the way the rule reads a name. A name sits in a text between
 characters that are not ASCII letters or digits (quotes, ``=``, ``&``, ``<``, spaces),
 and the rule's words never span such a character, so the words of every name in the
-text are among the words of the text's *runs* of letters and digits, in the same order.
-A run is judged by the same table the rule reads (:mod:`.vocabulary`): the run may hold a
-name when one of its words is a mark whose condition can hold, judged with the word
+text are among the words of the text's *runs* of letters, in the same order (digits
+only split runs further; see ``_LETTERS``). A run is judged by the same table the rule
+reads (:mod:`.vocabulary`, through :meth:`~.vocabulary.Mark.may_hold`): the run may hold
+a name when one of its words is a mark whose condition can hold, judged with the word
 before it, which for a run's first word is the last word of some other run. That is
 the only thing looked up across runs, and it is looked up loosely (any run of the
 text ending in the right word), so the answer is "maybe" whenever the rule could mask.
+``tests/test_masking_fuzz.py`` checks it on names in any spelling and any surroundings.
 
 A name the text spells with escapes (``pass\\u0077ord``, ``pass%77ord``) is only seen
-once parsed, so any such escape means "maybe"; so do the secrets no name announces
-(:data:`.nameless.NAMELESS`). The verdict on each distinct run is remembered, within a
-bound in bytes: bodies of one API repeat the same keys event after event.
+once parsed, so any such escape means "maybe"; JSON's ``\\n``-style escapes are read
+both ways. A secret no name announces (:data:`.nameless.NAMELESS`) means "maybe" too.
+The verdict on each distinct run is remembered, within a bound in bytes: bodies of one
+API repeat the same keys event after event.
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ _ALNUM = bytes(c if chr(c).isascii() and chr(c).isalnum() else 32 for c in range
 _LETTER_ESCAPE = re.compile(rb"\\[bfnrt]")
 # Every word some mark must come after (api, credit, session...): a run ending in one
 # may complete a name that another run begins.
-_BEFORE_WORDS = frozenset(word for mark in MARKS.values() for word in mark.after or ())
+# One that is a mark on its own (session, for "session id") needs no looking up: a text
+# holding it is "maybe" already.
+_SELF_EVIDENT = frozenset(word for word, mark in MARKS.items() if mark.after is None)
+_BEFORE_WORDS = frozenset(
+    word for mark in MARKS.values() for word in mark.after or () if word not in _SELF_EVIDENT
+)
 _NEEDS_NOTHING: frozenset[str] = frozenset()
 _UNJUDGED = frozenset({""})  # a sentinel: no word is ""
 _CACHE_BYTES = 256 * 1024
@@ -60,14 +68,15 @@ class PreCheck:
         self._cached_bytes = 0
 
     def may_contain(self, text: str) -> bool:
-        if ("\\" in text and "\\u" in text) or "%" in text:
+        backslash = "\\" in text
+        if (backslash and "\\u" in text) or "%" in text:
             return True  # a name may be spelled with escapes
-        for nameless in NAMELESS:
-            if nameless.may_hold(text):
+        for needle, may_hold, _ in NAMELESS:
+            if needle in text and may_hold(text):
                 return True
-        raw = text.encode("utf-8", "surrogatepass")
+        raw = text.encode() if text.isascii() else text.encode("utf-8", "surrogatepass")
         runs = set(raw.translate(self._runs).split())
-        if b"\\" in raw:  # the runs as JSON text reads them, and as they are
+        if backslash:  # the runs as JSON text reads them, and as they are
             runs.update(_LETTER_ESCAPE.sub(b"  ", raw).translate(self._runs).split())
         if self._cached_bytes > _CACHE_BYTES or len(self._verdicts) >= _CACHE_ENTRIES:
             self._forget()  # before reading the cache: a run's last word must stay known
@@ -100,7 +109,7 @@ class PreCheck:
             if mark is None:
                 continue
             if i == 0 and mark.after is not None:
-                needs.update(mark.after)  # the word before is another run's last
+                needs.update(mark.after & _BEFORE_WORDS)  # the word before: another run's last
             elif i == 0 or mark.may_hold(words[i - 1]):
                 verdict = None
                 break

@@ -26,6 +26,7 @@ words). Header names follow the same rule, plus the built-in list that is always
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Callable
 
 from .names import BUILTIN_SENSITIVE_HEADERS
 from .precheck import PreCheck
@@ -88,7 +89,11 @@ class Rule:
         )
         self._fields: dict[str, bool] = {}
         self._header_cache: dict[str, bool] = {}
-        self._precheck = PreCheck({words[-1] for words in self._extra})
+        # may_contain(text): False when no sensitive name can be in ``text``, which then
+        # needs no parsing. The pre-check's own method, called on every body and error.
+        self.may_contain: Callable[[str], bool] = PreCheck(
+            {words[-1] for words in self._extra}
+        ).may_contain
 
     @property
     def known_fields(self) -> dict[str, bool]:
@@ -126,7 +131,3 @@ class Rule:
             cached = words in self._headers or self._field(words)
             _remember(self._header_cache, name, cached)
         return cached
-
-    def may_contain(self, text: str) -> bool:
-        """False when no sensitive name can be in ``text``: it then needs no parsing."""
-        return self._precheck.may_contain(text)
