@@ -27,6 +27,7 @@ import urllib3
 from otas_capture.event.masking import REDACTED, Found, Rule, mask_text
 
 from .test_event import build, exchange
+from .test_redaction import MASKED, NOT_MASKED
 
 RULE = Rule()
 KEY = "sk_live_4f9a8b7c6d5e"
@@ -328,3 +329,36 @@ def test_masking_a_masked_error_changes_nothing_more():
         once = mask_text(case.text, RULE, Found())[0]
         assert mask_text(once, RULE, Found())[0] == once
         assert REDACTED in once or not case.hidden
+
+
+# -- the names table, through the error formats ---------------------------------------
+
+SECRET = "Secret-Value-123"
+NAMES = [(name, True) for name in MASKED] + [(name, False) for name in NOT_MASKED]
+
+
+def pydantic_error_for(name: str) -> str:
+    model = pydantic.create_model("Model", field=(int, pydantic.Field(alias=name)))
+    return provoked(lambda: model.model_validate({name: SECRET}))
+
+
+ERROR_FORMATS = {
+    "pydantic v2": pydantic_error_for,
+    "PostgreSQL": lambda name: f"DETAIL:  Key ({name})=({SECRET}) already exists.",
+    "MySQL": lambda name: f"(1062, \"Duplicate entry '{SECRET}' for key 'users.{name}'\")",
+    "Django as_text": lambda name: (
+        f"* {name}\n  * Select a valid choice. {SECRET} is not one of the available choices."
+    ),
+    "a repr with a list": lambda name: f"{{'{name}': ['{SECRET}']}}",
+}
+
+
+@pytest.mark.parametrize("error_format", sorted(ERROR_FORMATS))
+def test_an_error_masks_the_value_exactly_for_the_names_the_rule_masks(error_format):
+    wrong = []
+    for name, masked in NAMES:
+        text = ERROR_FORMATS[error_format](name)
+        shown = mask_text(text, RULE, Found())[0]
+        if (SECRET not in shown) != masked:
+            wrong.append((name, shown))
+    assert not wrong

@@ -82,7 +82,8 @@ def mask_constraint_details(text: str, rule: Rule, found: Found) -> tuple[str, b
         return match.group(1) + match.group(2) + match.group(3) + shown + match.group(5)
 
     def mysql(match: re.Match[str]) -> str:
-        if not rule.field(match.group(4)):
+        # 'users.api_key': MySQL 8 puts the table before the index or column name.
+        if not rule.field(match.group(4).rsplit(".", 1)[-1]):
             return match.group()
         return match.group(1) + _hide(match.group(2), found) + match.group(3)
 
