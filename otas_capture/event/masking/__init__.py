@@ -24,25 +24,22 @@ from typing import TYPE_CHECKING, Any
 from .names import BUILTIN_SENSITIVE_FIELDS, BUILTIN_SENSITIVE_HEADERS, REDACTED, TOO_DEEP
 
 if TYPE_CHECKING:
-    from .forms import looks_like_form, mask_form, mask_multipart, mask_pairs
+    from .forms import looks_like_form, mask_form, mask_multipart
     from .found import Found, Scrubber
-    from .headers import redact_header, redact_headers
+    from .headers import redact_header
     from .markup import mask_elements
     from .nameless import mask_private_keys, mask_userinfo
     from .pairs import mask_assignments, mask_labels
     from .rule import Rule, is_credential, split_words
     from .text import mask_cut_json, mask_json, mask_text
 
-# The name this list had when it lived here alone.
-STANDARD_SENSITIVE_HEADERS = BUILTIN_SENSITIVE_HEADERS
-
 # The module of each public name. config.py imports this package for the list of names
 # when the app starts; the maskers are most of the event builder's import time and are
 # loaded on first use, by the first middleware that ships.
 _HOMES = {
-    **dict.fromkeys(("looks_like_form", "mask_form", "mask_multipart", "mask_pairs"), "forms"),
+    **dict.fromkeys(("looks_like_form", "mask_form", "mask_multipart"), "forms"),
     **dict.fromkeys(("Found", "Scrubber"), "found"),
-    **dict.fromkeys(("redact_header", "redact_headers"), "headers"),
+    "redact_header": "headers",
     "mask_elements": "markup",
     **dict.fromkeys(("mask_private_keys", "mask_userinfo"), "nameless"),
     **dict.fromkeys(("mask_assignments", "mask_labels"), "pairs"),
@@ -64,7 +61,6 @@ __all__ = [
     "BUILTIN_SENSITIVE_FIELDS",
     "BUILTIN_SENSITIVE_HEADERS",
     "REDACTED",
-    "STANDARD_SENSITIVE_HEADERS",
     "TOO_DEEP",
     "Found",
     "Rule",
@@ -78,11 +74,9 @@ __all__ = [
     "mask_json",
     "mask_labels",
     "mask_multipart",
-    "mask_pairs",
     "mask_private_keys",
     "mask_text",
     "mask_userinfo",
     "redact_header",
-    "redact_headers",
     "split_words",
 ]

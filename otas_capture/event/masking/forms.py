@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from urllib.parse import quote_plus, unquote_plus
 
 from .found import Found
@@ -13,7 +12,7 @@ from .pairs import mask_assignments
 from .rule import Rule
 from .text import mask_text
 
-__all__ = ["looks_like_form", "mask_form", "mask_multipart", "mask_pairs"]
+__all__ = ["looks_like_form", "mask_form", "mask_multipart"]
 
 _PAIR_SEPARATOR = re.compile(r"[&;]")
 
@@ -123,20 +122,3 @@ def mask_multipart(text: str, rule: Rule, found: Found) -> tuple[str, list[tuple
         position = end
     pieces.append(text[position:])
     return ("".join(pieces) if changed else text), pairs, changed
-
-
-def mask_pairs(
-    pairs: Iterable[tuple[str, str]], rule: Rule, found: Found | None = None
-) -> tuple[list[tuple[str, str]], bool]:
-    """Mask the values of sensitive keys in decoded (key, value) pairs; say whether any was."""
-    found = Found() if found is None else found
-    masked = []
-    changed = False
-    for key, value in pairs:
-        if rule.field(key):
-            found.add(value)
-            masked.append((key, REDACTED))
-            changed = True
-        else:
-            masked.append((key, value))
-    return masked, changed

@@ -3,27 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from .found import Found
 from .names import REDACTED
 from .rule import Rule
 from .text import mask_text
 
-__all__ = ["redact_header", "redact_headers"]
-
-
-def redact_headers(
-    headers: Iterable[tuple[str, str]], rule: Rule, found: Found | None = None
-) -> list[tuple[str, str]]:
-    """Headers with every sensitive one's value replaced, and secrets in URLs masked."""
-    found = Found() if found is None else found
-    return [redact_header(name, value, rule, found)[0] for name, value in headers]
+__all__ = ["redact_header"]
 
 
 def redact_header(name: str, value: str, rule: Rule, found: Found) -> tuple[tuple[str, str], bool]:
-    """One header, redacted or masked as :func:`redact_headers` does it, and whether it
-    passed as it was (then it held nothing secret and ``found`` is unchanged)."""
+    """One header with its value redacted when its name is sensitive, or with the secrets
+    in it masked, and whether it passed as it was (then it held nothing secret and
+    ``found`` is unchanged)."""
     if rule.header(name):
         found.add_header(name, value)
         return (name, REDACTED), False
