@@ -37,8 +37,6 @@ __all__ = [
     "mask_loc_inputs",
 ]
 
-Masker = Callable[[str, Rule, Found], "tuple[str, bool]"]
-
 
 def _substitute(
     pattern: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]
