@@ -22,6 +22,7 @@ import pydantic
 import pydantic.v1
 import pytest
 import requests
+import sqlalchemy
 import urllib3
 
 from otas_capture.event.masking import REDACTED, Found, Rule, mask_text
@@ -120,6 +121,65 @@ def sqlite_duplicate() -> str:
     db.execute("CREATE TABLE users (id INTEGER, api_key TEXT UNIQUE)")
     db.execute("INSERT INTO users VALUES (1, ?)", (KEY,))
     return provoked(lambda: db.execute("INSERT INTO users VALUES (2, ?)", (KEY,)))
+
+
+def sqlalchemy_errors() -> dict[str, Case]:
+    engine = sqlalchemy.create_engine("sqlite://")
+    tables = sqlalchemy.MetaData()
+    users = sqlalchemy.Table(
+        "users",
+        tables,
+        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+        sqlalchemy.Column("name", sqlalchemy.String),
+        sqlalchemy.Column("api_key", sqlalchemy.String, unique=True),
+    )
+    teams = sqlalchemy.Table(
+        "teams",
+        tables,
+        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+        sqlalchemy.Column("name", sqlalchemy.String),
+    )
+    tables.create_all(engine)
+    with engine.begin() as db:
+        db.execute(teams.insert(), [{"id": 1, "name": "blue"}])
+        db.execute(users.insert(), [{"id": 1, "name": "bob", "api_key": KEY}])
+        db.execute(users.insert(), [{"id": 2, "name": "al", "api_key": "other"}])
+
+    def failing(statement: Any, rows: Any = None) -> str:
+        def run() -> None:
+            with engine.begin() as db:
+                db.execute(statement, rows)
+
+        return provoked(run)
+
+    return {
+        "SQLAlchemy insert": Case(
+            failing(users.insert().values(id=3, name="carol", api_key=KEY)),
+            (KEY,),
+            ("UNIQUE constraint failed: users.api_key", "(3, 'carol', "),
+        ),
+        "SQLAlchemy update": Case(
+            failing(users.update().where(users.c.id == 2).values(api_key=KEY)),
+            (KEY,),
+            ("[parameters: ('[REDACTED]', 2)]",),
+        ),
+        "SQLAlchemy executemany": Case(
+            failing(
+                users.insert(),
+                [
+                    {"id": 4, "name": "dan", "api_key": "fresh"},
+                    {"id": 5, "name": "eve", "api_key": KEY},
+                ],
+            ),
+            (KEY,),
+            ("(4, 'dan', '[REDACTED]'), (5, 'eve', ",),
+        ),
+        "SQLAlchemy, no secret column": Case(
+            failing(teams.insert().values(id=1, name="red")),
+            (),
+            ("UNIQUE constraint failed: teams.id", "[parameters: (1, 'red')]"),
+        ),
+    }
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -271,7 +331,7 @@ def http_errors() -> dict[str, Case]:
     }
 
 
-CASES = {**POSTGRES, **MYSQL, **VALIDATION, **DJANGO, **http_errors()}
+CASES = {**POSTGRES, **MYSQL, **sqlalchemy_errors(), **VALIDATION, **DJANGO, **http_errors()}
 
 
 def test_the_cases_hold_what_they_say():

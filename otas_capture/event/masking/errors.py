@@ -11,6 +11,8 @@ The formats real stacks produce, each masked where the field it names is sensiti
   (``* token`` then ``  * Select a valid choice. <value> is not one of ...``);
   Django's HTML error list; pydantic's ``errors()`` as a repr, whose ``'input'`` follows
   the ``'loc'`` naming the field (as JSON it is masked with the JSON);
+- SQLAlchemy's ``[SQL: ...]`` and ``[parameters: (...)]``: the parameters of sensitive
+  columns, matched to the placeholders of the statement;
 - a sensitive name followed by a list, as a Python repr prints it (marshmallow's and
   Django's error dicts, a ``QueryDict``): ``'password': ['...']``.
 
@@ -22,6 +24,7 @@ nothing of their own: their ``name=value`` pairs are masked as everywhere.
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Callable
 
@@ -35,6 +38,7 @@ __all__ = [
     "mask_field_blocks",
     "mask_listed_values",
     "mask_loc_inputs",
+    "mask_sql_parameters",
 ]
 
 
@@ -92,6 +96,64 @@ def mask_constraint_details(text: str, rule: Rule, found: Found) -> tuple[str, b
         text, found_here = _substitute(pattern, text, mysql)
         changed = changed or found_here
     return text, changed
+
+
+# SQLAlchemy's errors: [SQL: INSERT INTO users (id, api_key) VALUES (?, ?)] and, on the
+# next line, [parameters: (2, 'sk_live_...')], the values in the placeholders' order.
+_SQL = re.compile(r"\[SQL: (.*?)\]\n\[parameters: ([^\n]*)\]$", re.DOTALL | re.MULTILINE)
+_INSERT = re.compile(r"INSERT INTO \S+ \(([^)]*)\) VALUES \(([^)]*)\)", re.IGNORECASE)
+_COMPARED = re.compile(r"([\w.\"`]+)\s*(?:=|<>|!=|[<>]=?|\bLIKE)\s*(?:\?|%s)", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"\?|%s")
+_IDENTIFIER = re.compile(r"[A-Za-z_][\w.]*")
+
+
+def _placeholder_names(sql: str) -> list[str] | None:
+    """The column each placeholder of ``sql`` stands for, in order; None when unknown."""
+    count = len(_PLACEHOLDER.findall(sql))
+    insert = _INSERT.search(sql)
+    values = insert.group(2).split(",") if insert is not None else []
+    if insert is not None and all(_PLACEHOLDER.fullmatch(v.strip()) for v in values):
+        columns = [c.strip() for c in insert.group(1).split(",")]
+        if count % len(columns) == 0:  # several rows: VALUES (?, ?), (?, ?)
+            return columns * (count // len(columns))
+    names = [m.group(1) for m in _COMPARED.finditer(sql)]
+    return names if len(names) == count else None
+
+
+def mask_sql_parameters(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
+    """SQLAlchemy: the parameters of sensitive columns (all of them when which placeholder
+    is which cannot be told and the statement names a sensitive column)."""
+
+    def replace(match: re.Match[str]) -> str:
+        sql, shown = match.group(1), match.group(2)
+        names = _placeholder_names(sql)
+        try:
+            values = ast.literal_eval(shown)
+        except (ValueError, SyntaxError, RecursionError, MemoryError):
+            values = None
+        # One row of values, or a list of rows (executemany).
+        rows = [values] if isinstance(values, tuple) else values
+        if (
+            isinstance(rows, list)
+            and names is not None
+            and all(isinstance(row, tuple) and len(row) == len(names) for row in rows)
+        ):
+            sensitive = [rule.field(name.strip('"`')) for name in names]
+            if not any(sensitive):
+                return match.group()
+            kept = [
+                tuple(_hide(str(v), found) if s else v for v, s in zip(row, sensitive))
+                for row in rows
+            ]
+            new = repr(kept[0] if isinstance(values, tuple) else kept)
+            return match.group()[: match.start(2) - match.start()] + new + "]"
+        if isinstance(values, dict):
+            return match.group()  # named parameters: masked as name: value pairs
+        if not any(rule.field(word) for word in _IDENTIFIER.findall(sql)):
+            return match.group()
+        return match.group()[: match.start(2) - match.start()] + _hide(shown, found) + "]"
+
+    return _substitute(_SQL, text, replace)
 
 
 # -- validation errors: the field, then its messages -------------------------------------

@@ -22,15 +22,19 @@ _ASSIGNMENT = re.compile(
 )
 
 
+# A statement's placeholder (api_key=? in SQL, as an error quotes it) holds no value.
+_PLACEHOLDERS = ("?", "%s")
+
+
 def mask_assignments(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
     """Mask the value of every ``name=value`` pair of a sensitive name in free text."""
     changed = False
 
     def replace(match: re.Match[str]) -> str:
         nonlocal changed
-        if not rule.field(unquote_plus(match.group(1))):
-            return match.group()
         value = match.group(2)
+        if value in _PLACEHOLDERS or not rule.field(unquote_plus(match.group(1))):
+            return match.group()
         found.add(value.strip("\"'"))
         found.add(unquote_plus(value.strip("\"'")))
         changed = True
@@ -58,9 +62,9 @@ def mask_labels(text: str, rule: Rule, found: Found) -> tuple[str, bool]:
 
     def replace(match: re.Match[str]) -> str:
         nonlocal changed
-        if not rule.field(match.group(1).strip("'")):
-            return match.group()
         value = match.group(2)
+        if value in _PLACEHOLDERS or not rule.field(match.group(1).strip("'")):
+            return match.group()
         quote_mark = value[:1] if value[:1] in ("'", '"') else ""
         words = value.strip("'\"").split()
         found.add(value.strip("'\""))

@@ -20,6 +20,7 @@ from .errors import (
     mask_field_blocks,
     mask_listed_values,
     mask_loc_inputs,
+    mask_sql_parameters,
 )
 from .found import MAX_DEPTH, Found
 from .markup import mask_elements
@@ -146,6 +147,7 @@ def _has(*needles: str) -> Callable[[str], bool]:
 # wrote it), then the generic pairs and elements, then what no name announces.
 FORMATS = (
     Format(_has("ey (", "' for key '", "' for column "), mask_constraint_details),
+    Format(_has("[parameters: "), mask_sql_parameters),
     Format(_has("validation error", "\n  * "), mask_field_blocks),
     Format(_has('class="errorlist"'), mask_error_lists),
     Format(_has("'loc'", '"loc"'), mask_loc_inputs),
