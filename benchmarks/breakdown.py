@@ -10,7 +10,7 @@ read around the pieces of the sender's work, from wrappers installed on the real
 functions:
 
 * ``EventBuilder.build``: the whole event, masking and JSON included;
-* ``event._dumps``: JSON serialisation alone (part of build);
+* ``event.dumps``: JSON serialisation alone (part of build);
 * the transport's ``post``: the HTTP call, answer included (``client.WireTransport``,
   the default, or ``client.HttpTransport`` with ``--transport http.client``);
 
@@ -56,6 +56,7 @@ from otas_capture import OtasMiddleware  # noqa: E402
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector  # noqa: E402
 from otas_capture.contract import SESSION_TOKEN_HEADER  # noqa: E402
 from otas_capture.event import build as event
+from otas_capture.event import limits
 from otas_capture.otas import client
 
 TOKEN_HEADER = SESSION_TOKEN_HEADER
@@ -87,7 +88,7 @@ def install(transport: str) -> None:
         init.__defaults__ = (chosen,)
     chosen.post = timed("post", chosen.post)
     event.EventBuilder.build = timed("build", event.EventBuilder.build)  # type: ignore[method-assign]
-    event._dumps = timed("json", event._dumps)
+    event.dumps = limits.dumps = timed("json", limits.dumps)  # called from both
 
 
 def sender_threads_cpu() -> float:

@@ -55,9 +55,8 @@ from .contract import (
     DEFAULT_BRAIN_URL,
     DEFAULT_UASAM_URL,
     LOGGER_NAME,
-    SDK_KEY_HEADER,
-    SESSION_TOKEN_HEADER,
 )
+from .event.masking.names import BUILTIN_SENSITIVE_FIELDS, BUILTIN_SENSITIVE_HEADERS
 
 __all__ = [
     "BUILTIN_SENSITIVE_FIELDS",
@@ -77,38 +76,6 @@ logger = logging.getLogger(LOGGER_NAME)
 
 # A hook run on each finished event: returns the event (edited or not), or None to drop it.
 BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | None"]
-
-# Headers whose values never leave the process, whatever the user configures.
-BUILTIN_SENSITIVE_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        SDK_KEY_HEADER.lower(),
-        SESSION_TOKEN_HEADER.lower(),
-    }
-)
-
-# Keys whose values are masked in JSON bodies, form data and query strings.
-BUILTIN_SENSITIVE_FIELDS = frozenset(
-    {
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "api_key",
-        "apikey",
-        "access_token",
-        "refresh_token",
-        "authorization",
-        "client_secret",
-        "card_number",
-        "cvv",
-        "ssn",
-    }
-)
 
 # Brain refuses request bodies over 2.5 MiB; two captured bodies plus headers and
 # JSON escaping must stay well under that, so one body may not exceed 1 MiB.

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
 import otas_capture
-import otas_capture.event.build as event_module
+import otas_capture.event.limits as limits_module
+import otas_capture.event.safe as safe_module
 from otas_capture.capture.exchange import BodyBuffer, Exchange
 from otas_capture.config import Config
 from otas_capture.contract import (
@@ -30,17 +31,10 @@ from otas_capture.contract import (
 from otas_capture.contract import (
     TEXT_FIELDS as CONTRACT_TEXT_FIELDS,
 )
-from otas_capture.event.build import (
-    MAX_EVENT_BYTES,
-    EventBuilder,
-    EventRefused,
-    clean_json,
-    clean_text,
-    encode_event,
-    header_name,
-    status_code,
-    wsgi_text,
-)
+from otas_capture.event.build import EventBuilder, EventRefused
+from otas_capture.event.headers import header_name
+from otas_capture.event.limits import MAX_EVENT_BYTES, encode_event, status_code
+from otas_capture.event.safe import clean_json, clean_text, wsgi_text
 
 PROJECT = "123e4567-e89b-12d3-a456-426614174000"
 TOKEN = "header.payload.signature"
@@ -1102,6 +1096,36 @@ def test_before_send_failing_drops_the_event(result):
     assert "boom" not in str(refused.value)
 
 
+def _answer(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"ok": true}']
+
+
+@pytest.mark.parametrize(
+    "before_send, counted, warned",
+    [
+        (lambda event: None, ("skipped", "before_send"), False),  # a filter, on purpose
+        (lambda event: 1 / 0, ("dropped", "before_send_error"), True),  # a bug
+    ],
+    ids=["filters", "raises"],
+)
+def test_a_filtering_before_send_is_counted_and_only_a_raising_one_is_warned_about(
+    make_middleware, collector, agent, caplog, before_send, counted, warned
+):
+    from werkzeug.test import Client
+
+    middleware = make_middleware(_answer, before_send=before_send)
+    client = Client(middleware)
+    with caplog.at_level("DEBUG", logger="otas_capture"):
+        for _ in range(3):
+            client.get("/api/filtered", headers=agent).close()
+        assert middleware.flush(timeout=5)
+    kind, reason = counted
+    assert middleware.stats()["reasons"][kind] == {reason: 3}
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and reason in r.message]
+    assert bool(warnings) == warned, [r.message for r in caplog.records]
+
+
 def test_before_send_given_as_a_dotted_path_in_the_environment():
     config = Config.load({}, {"OTAS_BEFORE_SEND": "tests.test_event:drop_health_checks"})
     builder = EventBuilder(config)
@@ -1351,16 +1375,16 @@ JSON_VALUES = st.recursive(
 @settings(max_examples=300, deadline=None, database=None)
 @given(JSON_VALUES)
 def test_the_shared_json_encoders_write_what_json_dumps_writes(value):
-    assert event_module._text_json(value) == json.dumps(value, ensure_ascii=False)
+    assert safe_module.text_json(value) == json.dumps(value, ensure_ascii=False)
     expected = json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    assert event_module._dumps(value) == expected
+    assert limits_module.dumps(value) == expected
 
 
 @pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
 def test_the_event_encoder_refuses_what_json_cannot_carry_and_the_text_encoder_writes_it(number):
-    assert event_module._text_json({"x": number}) == json.dumps({"x": number}, ensure_ascii=False)
+    assert safe_module.text_json({"x": number}) == json.dumps({"x": number}, ensure_ascii=False)
     with pytest.raises(ValueError):
-        event_module._dumps({"x": number})
+        limits_module.dumps({"x": number})
 
 
 # -- headers seen before -----------------------------------------------------------------
@@ -1402,7 +1426,7 @@ def test_remembered_headers_stay_bounded():
     builder = EventBuilder(Config.load({}, {}))
     for n in range(3000):
         builder.build(exchange(headers={"X-Request-Id": f"r-{n}"}), PROJECT)
-    assert len(builder._request_headers_seen) <= 1024
+    assert len(builder._request_headers._seen) <= 1024
 
 
 @pytest.mark.parametrize(
@@ -1413,5 +1437,5 @@ def test_remembered_headers_stay_bounded():
 def test_the_json_encoder_falls_back_to_plain_encoding_when_the_accelerator_differs(
     accelerator,
 ):
-    encode = event_module._json_encoder(allow_nan=False, make=accelerator)
+    encode = safe_module._json_encoder(allow_nan=False, make=accelerator)
     assert encode({"a": ["é", 1.5]}) == json.dumps({"a": ["é", 1.5]}, ensure_ascii=False)

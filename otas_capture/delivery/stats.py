@@ -80,6 +80,7 @@ class Stats:
     ) -> Callable[[], None] | None:
         """The log line saying that an event already counted is lost, if it is due;
         returned, to be said once the caller's own lock is let go."""
+        level = logging.DEBUG if reason == "before_send" else level  # the user's filter: on purpose
         with self._lock:
             total = self._reasons.get(kind, {}).get(reason, 0)
         return self.log_limited(

@@ -1,13 +1,11 @@
 """Turning a captured :class:`~otas_capture.capture.exchange.Exchange` into Brain's JSON body.
 
-This is where the work the request thread skipped is done, in the sender thread: header
-names are restored from the environ, secrets are redacted, bodies are decoded and
-masked, query strings and forms are parsed, and everything is made safe for the real
-server. The contract's rules for "safe" are strict: text must be valid UTF-8 with no
-NUL characters and no lone surrogates, every text field must be a string (Brain would
-store the ``str()`` of anything else), sizes must not be negative, the path must fit
-Brain's index, the status code must have three digits, and the whole body must stay
-under Brain's 2.5 MiB limit. What cannot be shipped as is goes into ``metadata``.
+This is where the work the request thread skipped is done, in the sender thread, and
+this module puts the event together from its parts: headers (:mod:`.headers`: names
+restored from the environ, secrets redacted), bodies (:mod:`.bodies`: decoded and masked
+by their format), query strings and forms, all made safe for the real server
+(:mod:`.safe`) and within Brain's limits (:mod:`.limits`). What cannot be shipped as is
+goes into ``metadata``.
 
 After masking (see :mod:`otas_capture.event.masking`), every secret the event is known to
 hold (the SDK key, the session token, redacted header values, masked values) is
@@ -19,43 +17,41 @@ user's ``before_send`` may edit or drop the event; what it returns is checked ag
 from __future__ import annotations
 
 import functools
-import json
-import math
 import os
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from .._version import __version__
-from ..capture.exchange import BodyBuffer, Exchange, is_textual
-from ..config import BUILTIN_SENSITIVE_FIELDS, Config
-from ..contract import (
-    CONTENT_TYPE_LIMIT,
-    JSON_OBJECT_FIELDS,
-    MAX_INTEGER,
-    METHOD_LIMIT,
-    PATH_LIMIT,
-    REQUIRED_FIELDS,
-    SIZE_FIELDS,
-    TEXT_FIELDS,
-)
+from ..capture.exchange import Exchange
+from ..config import Config
+from ..contract import CONTENT_TYPE_LIMIT, METHOD_LIMIT
+from .bodies import body_text
 from .context import event_context
+from .headers import HeaderMasker, find_header, headers_json, request_header, response_header
+from .limits import (
+    MAX_EVENT_BYTES,
+    STATUS_LINE_LIMIT,
+    cut_path,
+    dumps,
+    encode_event,
+    parse_status,
+    storable,
+)
 from .masking import (
+    BUILTIN_SENSITIVE_FIELDS,
     Found,
     Rule,
     Scrubber,
-    looks_like_form,
     mask_assignments,
     mask_form,
     mask_json,
-    mask_multipart,
     mask_text,
-    redact_header,
 )
+from .safe import bounded_json, clean_text, text_json, wsgi_text
+
+__all__ = ["MAX_EVENT_BYTES", "SDK_NAME", "EventBuilder", "EventRefused", "encode_event"]
 
 SDK_NAME = "otas-capture"
-# Brain refuses bodies over 2,621,440 bytes; leave room for the HTTP layer's slack.
-MAX_EVENT_BYTES = 2_000_000
-_JSON_DEPTH_LIMIT = 32
 
 
 class EventRefused(Exception):
@@ -69,275 +65,6 @@ class EventRefused(Exception):
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
-
-
-def _json_encoder(allow_nan: bool, make: Any = "c_make_encoder") -> Callable[[Any], str]:
-    """``json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan).encode``, made cheaper.
-
-    ``JSONEncoder.encode`` makes a new C encoder on every call, which costs more than
-    encoding a few headers. The C encoder is made once here, without the cycle check
-    (what is encoded here is built here and has no cycles; the check does not change
-    the text), and is safe to share between threads. Without the C accelerator, or
-    with one that takes other arguments or writes other text (another Python), the
-    plain ``encode`` is used.
-    """
-    plain = json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan)
-    if isinstance(make, str):  # the accelerator's name (tests pass a stand-in)
-        make = getattr(json.encoder, make, None)
-    if make is None:
-        return plain.encode
-
-    def encoded(value: Any) -> str:
-        return "".join(encode(value, 0))
-
-    probe = {"a": [1, -2.5, None, True, 'é\n"\\'], "b": {}}
-    try:
-        encode = make(
-            None,
-            plain.default,
-            json.encoder.encode_basestring,
-            None,
-            ": ",
-            ", ",
-            False,
-            False,
-            allow_nan,
-        )
-        if encoded(probe) != plain.encode(probe):
-            return plain.encode
-    except Exception:
-        return plain.encode
-    return encoded
-
-
-_text_json = _json_encoder(allow_nan=True)
-_event_json = _json_encoder(allow_nan=False)
-
-
-def clean_text(text: str) -> str:
-    """Text Brain's database accepts: no NUL, no lone surrogate."""
-    if text.isascii():
-        return text.replace("\x00", "\ufffd") if "\x00" in text else text
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    return text.replace("\x00", "\ufffd")
-
-
-def wsgi_text(value: str) -> str:
-    """Decode a PEP 3333 environ string (bytes carried as latin-1) as UTF-8 text."""
-    if value.isascii():  # the usual case: decoding would give the same text back
-        return clean_text(value)
-    try:
-        raw = value.encode("latin-1")
-    except UnicodeEncodeError:  # the server already decoded it properly
-        return clean_text(value)
-    return clean_text(raw.decode("utf-8", "replace"))
-
-
-def header_text(value: str) -> str:
-    """A PEP 3333 header value as text: UTF-8 when its bytes are UTF-8, else the Latin-1
-    text PEP 3333 makes of them, which is what the app itself reads (``acm\\xe9``: acmé)."""
-    if value.isascii():
-        return clean_text(value)
-    try:
-        return clean_text(value.encode("latin-1").decode("utf-8"))
-    except UnicodeError:  # not UTF-8, or text a server already decoded: as the app has it
-        return clean_text(value)
-
-
-# Annotations are the user's objects: bound what they may cost the sender thread.
-_ANNOTATION_DEPTH = 16
-_ANNOTATION_NODES = 2_000
-_ANNOTATION_CHARS = 64 * 1024
-_TRUNCATED = "<truncated>"
-
-
-class _Budget:
-    """What a serialisation may still spend: values visited and characters of text."""
-
-    __slots__ = ("nodes", "chars", "exhausted")
-
-    def __init__(self, nodes: int, chars: int) -> None:
-        self.nodes = nodes
-        self.chars = chars
-        self.exhausted = False
-
-
-def bounded_json(
-    value: Any,
-    max_depth: int = _ANNOTATION_DEPTH,
-    max_nodes: int = _ANNOTATION_NODES,
-    max_chars: int = _ANNOTATION_CHARS,
-) -> tuple[Any, bool]:
-    """A JSON-safe copy of user data, and whether a bound cut it.
-
-    Strings are cleaned, numbers made finite, keys made strings, other objects turned
-    into their ``str()``. The copy is bounded in depth, in the number of values visited
-    and in characters, so that neither a cycle nor a small structure that repeats
-    references (a list holding the same list twice, forty levels deep, is 2**40 values
-    when expanded) can keep the sender busy: what is past a bound becomes a marker.
-    """
-    budget = _Budget(max_nodes, max_chars)
-    return _bounded(value, 0, max_depth, budget, set()), budget.exhausted
-
-
-def clean_json(value: Any) -> Any:
-    """:func:`bounded_json` without saying whether it was cut."""
-    return bounded_json(value)[0]
-
-
-def _bounded(value: Any, depth: int, max_depth: int, budget: _Budget, path: set[int]) -> Any:
-    budget.nodes -= 1
-    if budget.nodes < 0:
-        budget.exhausted = True
-        return _TRUNCATED
-    if isinstance(value, str):
-        return _spend_text(clean_text(value), budget)
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        # Brain's JSON columns hold 64-bit integers; bigger ones travel as text.
-        return value if -(2**63) <= value < 2**63 else _spend_text(_safe_str(value), budget)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if not isinstance(value, (dict, list, tuple, set, frozenset)):
-        return _spend_text(_safe_str(value), budget)
-    if depth >= max_depth:
-        budget.exhausted = True
-        return "<nested too deep>"
-    if id(value) in path:
-        return "<cycle>"  # a container inside itself
-    path.add(id(value))
-    try:
-        if isinstance(value, dict):
-            result: dict[str, Any] = {}
-            for key, item in value.items():
-                if budget.nodes <= 0 or budget.chars <= 0:
-                    budget.exhausted = True
-                    result[_TRUNCATED] = True
-                    break
-                name = _spend_text(_safe_str(key), budget)
-                result[name] = _bounded(item, depth + 1, max_depth, budget, path)
-            return result
-        items = []
-        for item in value:
-            if budget.nodes <= 0 or budget.chars <= 0:
-                budget.exhausted = True
-                items.append(_TRUNCATED)
-                break
-            items.append(_bounded(item, depth + 1, max_depth, budget, path))
-        return items
-    except Exception:  # a container whose iteration raises (a dict changed meanwhile)
-        return "<unprintable>"
-    finally:
-        path.discard(id(value))
-
-
-def _spend_text(text: str, budget: _Budget) -> str:
-    if len(text) <= budget.chars:
-        budget.chars -= len(text)
-        return text
-    budget.exhausted = True
-    kept = text[: max(budget.chars, 0)]
-    budget.chars = 0
-    return kept + "..."
-
-
-def _safe_str(value: Any) -> str:
-    """``str(value)`` made clean, never raising whatever the value's ``__str__`` does."""
-    if isinstance(value, str):
-        return clean_text(value)
-    try:
-        return clean_text(str(value))
-    except Exception:  # a broken __str__, or an int too long to print
-        return "<unprintable>"
-
-
-def header_name(environ_key: str) -> str:
-    """``HTTP_X_REQUEST_ID`` -> ``X-Request-Id``; ``CONTENT_TYPE`` -> ``Content-Type``."""
-    name = _header_names.get(environ_key)
-    if name is None:
-        name = _header_name(environ_key)
-        if len(environ_key) <= 64:  # the same few dozen names recur: keep them
-            if len(_header_names) >= 512:
-                _header_names.clear()
-            _header_names[environ_key] = name
-    return name
-
-
-_header_names: dict[str, str] = {}
-
-
-def _header_name(environ_key: str) -> str:
-    if environ_key.startswith("HTTP_"):
-        environ_key = environ_key[5:]
-    return "-".join(part.capitalize() for part in environ_key.split("_"))
-
-
-def headers_json(headers: list[tuple[str, str]]) -> str:
-    combined: dict[str, str] = {}
-    for name, value in headers:
-        # Repeated headers (Set-Cookie, Vary) keep every value, as HTTP allows.
-        combined[name] = f"{combined[name]}, {value}" if name in combined else value
-    return _text_json(combined)
-
-
-def _request_header(environ_key: str, value: str) -> tuple[str, str]:
-    return header_name(environ_key), header_text(value)
-
-
-def _response_header(name: Any, value: Any) -> tuple[str, str]:
-    return _safe_str(name), _safe_str(value)
-
-
-_SEEN_HEADERS = 1024
-_SEEN_HEADER_CHARS = 512
-
-
-def find_header(headers: list[tuple[str, str]], name: str) -> str:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return ""
-
-
-def status_code(status: str | None) -> int:
-    """The code of a WSGI status line; 500 when there is no code Brain can store."""
-    return parse_status(status)[0]
-
-
-def parse_status(status: str | None) -> tuple[int, bool]:
-    """(code, usable) of a WSGI status line.
-
-    Brain stores three-digit codes. Anything else (no status because the app raised, a
-    word, ``99999999999999999999 Huge``, ``42``) is reported as 500, and ``usable`` is
-    False when the app did send a line, so that the line itself goes into metadata
-    instead of failing the event on every retry.
-    """
-    if not status:
-        return 500, status is None
-    head = status.split(" ", 1)[0]
-    if len(head) == 3 and head.isascii() and head.isdigit() and head[0] != "0":
-        return int(head), True
-    return 500, False
-
-
-def cut_path(path: str, metadata: dict[str, Any]) -> str:
-    """``path`` within Brain's index limit, never splitting a character.
-
-    A cut path keeps its full length and a hash of the whole in metadata, so that two
-    long paths that differ only past the cut can still be told apart.
-    """
-    if len(path) * 4 <= PATH_LIMIT:  # cannot exceed the limit: skip encoding
-        return path
-    raw = path.encode("utf-8")
-    if len(raw) <= PATH_LIMIT:
-        return path
-    metadata["path_truncated"] = True
-    metadata["path_bytes"] = len(raw)
-    import hashlib  # only for the rare over-long path; slow to import
-
-    metadata["path_sha256"] = hashlib.sha256(raw).hexdigest()
-    return raw[:PATH_LIMIT].decode("utf-8", "ignore")
 
 
 def _event_id() -> str:
@@ -414,8 +141,8 @@ class _Parts:
             "response_size_bytes": fixed["response_size_bytes"],
             "request_headers": headers_json([(k, text(v)) for k, v in self.request_headers]),
             "request_body": text(self.request_body),
-            "query_params": _text_json(_group([(k, text(v)) for k, v in self.query_pairs])),
-            "post_data": _text_json(_group([(k, text(v)) for k, v in self.form_pairs])),
+            "query_params": text_json(_group([(k, text(v)) for k, v in self.query_pairs])),
+            "post_data": text_json(_group([(k, text(v)) for k, v in self.form_pairs])),
             "response_headers": headers_json([(k, text(v)) for k, v in self.response_headers]),
             "response_body": text(self.response_body),
             "request_content_type": fixed["request_content_type"],
@@ -445,40 +172,12 @@ class EventBuilder:
             config.sensitive_headers,
         )
 
-        # Most headers (User-Agent, Accept, Host, Content-Type) come back event after
-        # event with the same value: what each became, when it held nothing to hide.
-        self._request_headers_seen: dict[tuple[str, str], tuple[str, str]] = {}
-        self._response_headers_seen: dict[tuple[Any, Any], tuple[str, str]] = {}
+        self._request_headers = HeaderMasker(self._rule, request_header)
+        self._response_headers = HeaderMasker(self._rule, response_header)
 
     @property
     def rule(self) -> Rule:
         return self._rule
-
-    def _headers(
-        self,
-        raw: list[tuple[Any, Any]],
-        seen: dict[Any, tuple[str, str]],
-        as_text: Callable[[Any, Any], tuple[str, str]],
-        found: Found,
-    ) -> list[tuple[str, str]]:
-        """Captured headers as text, redacted and masked; ``seen`` remembers the pairs
-        that pass unchanged (only those: the others add to ``found``)."""
-        rule = self._rule
-        result = []
-        for pair in raw:
-            remember = True
-            try:
-                done = seen.get(pair)
-            except TypeError:  # an unhashable pair the app handed over: not remembered
-                done, remember = None, False
-            if done is None:
-                done, passed = redact_header(*as_text(*pair), rule, found)
-                if passed and remember and len(done[1]) <= _SEEN_HEADER_CHARS:
-                    if len(seen) >= _SEEN_HEADERS:
-                        seen.clear()
-                    seen[pair] = done
-            result.append(done)
-        return result
 
     def build(self, ex: Exchange, project_id: str) -> bytes:
         """The UTF-8 JSON body of the log call for ``ex``.
@@ -496,7 +195,7 @@ class EventBuilder:
             # Most events hold no known secret outside the fields masking replaced: encode
             # once without scrubbing, and scrub only if a secret shows up in the text.
             event = parts.assemble(scrub=False)
-            payload = _dumps(event)
+            payload = dumps(event)
             if parts.scrub.absent_from_json(payload):
                 return encode_event(event, payload)
         event = parts.assemble(scrub=True)
@@ -523,29 +222,25 @@ class EventBuilder:
             metadata["time_to_first_byte_ms"] = round((ex.first_byte - ex.start) * 1000, 3)
 
         parts = _Parts()
-        parts.request_headers = self._headers(
-            ex.request_headers, self._request_headers_seen, _request_header, found
-        )
-        parts.response_headers = self._headers(
-            ex.response_headers, self._response_headers_seen, _response_header, found
-        )
+        parts.request_headers = self._request_headers.mask(ex.request_headers, found)
+        parts.response_headers = self._response_headers.mask(ex.response_headers, found)
         request_type = find_header(parts.request_headers, "content-type")
         response_type = find_header(parts.response_headers, "content-type")
 
         _, parts.query_pairs, _ = mask_form(wsgi_text(ex.query_string), rule, found)
-        parts.request_body, parts.form_pairs = self._body_text(
-            ex.request_body, request_type, "request", metadata, found
+        parts.request_body, parts.form_pairs = body_text(
+            ex.request_body, request_type, "request", metadata, rule, found
         )
-        parts.response_body, _ = self._body_text(
-            ex.response_body, response_type, "response", metadata, found
+        parts.response_body, _ = body_text(
+            ex.response_body, response_type, "response", metadata, rule, found
         )
 
         code, usable = parse_status(ex.status)
         if not usable:
-            metadata["status_line"] = wsgi_text(ex.status or "")[:_STATUS_LINE_LIMIT]
+            metadata["status_line"] = wsgi_text(ex.status or "")[:STATUS_LINE_LIMIT]
         error = ex.error or ""
         if not error and code >= 400:
-            error = wsgi_text(ex.status or str(code))[:_STATUS_LINE_LIMIT]
+            error = wsgi_text(ex.status or str(code))[:STATUS_LINE_LIMIT]
         error = clean_text(error)
         if error and rule.may_contain(error):
             # Validation errors quote the input: "password=hunter2", {'token': '...'}.
@@ -609,162 +304,9 @@ class EventBuilder:
         except Exception:
             raise EventRefused("dropped", "before_send_error") from None
 
-    def _body_text(
-        self,
-        body: BodyBuffer | None,
-        content_type: str,
-        side: str,
-        metadata: dict[str, Any],
-        found: Found,
-    ) -> tuple[str, list[tuple[str, str]]]:
-        """(text to ship, parsed form pairs) of a captured body, masked."""
-        if body is None or body.size == 0:
-            return "", []
-        ctype = content_type.lower()
-        multipart = ctype.startswith("multipart/form-data")
-        if body.limit == 0 or not (multipart or is_textual(content_type)):
-            metadata[f"{side}_body_omitted"] = "binary or compressed content"
-            return "", []
-        raw = body.getvalue()
-        if (multipart or not content_type) and b"\x00" in raw:
-            metadata[f"{side}_body_omitted"] = "binary content"
-            return "", []
-        if body.truncated:
-            metadata[f"{side}_body_truncated"] = True
-        text = clean_text(raw.decode("utf-8", "replace"))
-        rule = self._rule
-        if multipart:
-            masked, pairs, _ = mask_multipart(text, rule, found)
-            return masked, pairs
-        if ctype.startswith("application/x-www-form-urlencoded") or (
-            not ctype and looks_like_form(text)
-        ):
-            masked, pairs, _ = mask_form(text, rule, found)
-            return masked, pairs
-        if not rule.may_contain(text):
-            return text, []  # no sensitive name in it: nothing to parse or mask
-        # A body without a content type is masked as JSON when it looks like JSON.
-        if "json" in ctype or (not ctype and text.lstrip()[:1] in ("{", "[")):
-            try:
-                parsed = json.loads(text)
-            except (ValueError, RecursionError):
-                return mask_text(text, rule, found)[0], []
-            masked, changed = mask_json(parsed, rule, found)
-            if not changed:
-                return text, []
-            # Parsing turned any "\ud800" escape into a real lone surrogate: clean again.
-            return clean_text(_text_json(masked)), []
-        # Other text may embed JSON ("key": value pairs) or name=value pairs: mask those.
-        return mask_text(text, rule, found)[0], []
-
-
-_STATUS_LINE_LIMIT = 200
-
 
 def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for key, value in pairs:
         grouped.setdefault(key, []).append(value)
     return grouped
-
-
-_JSON_TEXT_FIELDS = ("request_headers", "response_headers", "query_params", "post_data")
-
-
-def _json_object_text(value: Any) -> str:
-    if isinstance(value, dict):
-        return _text_json(clean_json(value))
-    if isinstance(value, str) and value.lstrip()[:1] == "{":
-        try:
-            if isinstance(json.loads(value), dict):
-                return value
-        except (ValueError, RecursionError):
-            pass
-    return "{}"
-
-
-def storable(event: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
-    """What ``before_send`` returned, made into an event Brain can store.
-
-    Only the contract's fields are kept. A required field that is missing or of the
-    wrong type gets its value from ``original`` (the event before ``before_send``);
-    text is cleaned and cut to the contract's limits; sizes and codes must be in range;
-    ``metadata`` keeps the event's id.
-    """
-    result: dict[str, Any] = {}
-    for field in REQUIRED_FIELDS:
-        result[field] = event.get(field, original[field])
-    for field in TEXT_FIELDS:
-        value = event.get(field, original.get(field, ""))
-        if field in _JSON_TEXT_FIELDS:
-            # These hold a JSON object in a string; anything else the user put there is
-            # replaced by an empty one (not by the original: they may have meant to hide it).
-            value = _json_object_text(value)
-        elif value is None:
-            value = ""
-        result[field] = clean_text(value if isinstance(value, str) else _safe_str(value))
-    result["project_id"] = _safe_str(result["project_id"]) or original["project_id"]
-    result["path"] = cut_path(result["path"], original["metadata"]) or original["path"]
-    result["method"] = result["method"][:METHOD_LIMIT] or original["method"]
-    for field in ("request_content_type", "response_content_type"):
-        result[field] = result[field][:CONTENT_TYPE_LIMIT]
-    code = result["status_code"]
-    if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 999:
-        result["status_code"] = original["status_code"]
-    latency = result["latency_ms"]
-    if (
-        isinstance(latency, bool)
-        or not isinstance(latency, (int, float))
-        or not math.isfinite(latency)
-        or latency < 0
-    ):
-        result["latency_ms"] = original["latency_ms"]
-    for field in SIZE_FIELDS:
-        size = event.get(field, original[field])
-        ok = isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_INTEGER
-        result[field] = size if ok else original[field]
-    for field in JSON_OBJECT_FIELDS:
-        value = event.get(field, {})
-        result[field] = clean_json(value) if isinstance(value, dict) else {}
-    metadata = result["metadata"]
-    for key in ("event_id", "path_truncated", "path_bytes", "path_sha256"):
-        if key in original["metadata"]:
-            metadata[key] = original["metadata"][key]
-    return result
-
-
-def encode_event(event: dict[str, Any], payload: bytes | None = None) -> bytes:
-    """Serialize, cutting the largest parts (and saying so) until it fits Brain's limit.
-
-    ``payload``: ``event`` already serialized, when the caller has it.
-    """
-    if payload is None:
-        payload = _dumps(event)
-    for keep in (256 * 1024, 16 * 1024, 1024, 0):
-        if len(payload) <= MAX_EVENT_BYTES:
-            break
-        cut = event["metadata"].setdefault("cut_to_fit", [])
-        for field in _CUTTABLE_TEXT:
-            # A required field must stay non-empty.
-            limit = max(keep, 1024) if field == "path" else keep
-            if len(event[field]) > limit:
-                event[field] = event[field][:limit]
-                cut.append(field)
-        for field in _CUTTABLE_JSON_TEXT:
-            # A cut JSON string would no longer parse: replace it whole.
-            if len(event[field]) > max(keep, 2):
-                event[field] = "{}"
-                cut.append(field)
-        if keep == 0 and len(_dumps(event["custom_properties"])) > 1024:
-            event["custom_properties"] = {}
-            cut.append("custom_properties")
-        payload = _dumps(event)
-    return payload
-
-
-_CUTTABLE_TEXT = ("request_body", "response_body", "error", "path")
-_CUTTABLE_JSON_TEXT = ("request_headers", "response_headers", "query_params", "post_data")
-
-
-def _dumps(value: Any) -> bytes:
-    return _event_json(value).encode("utf-8")
