@@ -7,10 +7,13 @@ code, a wrong call is logged (rate-limited) and ignored: it never raises into th
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
-from .exchange import EXCHANGE_ENVIRON_KEY
+from .exchange import EXCHANGE_ENVIRON_KEY, Exchange
 from .registry import log_misuse as _log_misuse
+
+CURRENT_EXCHANGE: ContextVar[Exchange | None] = ContextVar("otas_capture_exchange", default=None)
 
 
 def annotate(environ: Any = None, /, *args: Any, **props: Any) -> None:
