@@ -103,6 +103,7 @@ class OtasFixture:
           test and restored afterwards; returns the app.
         - an :class:`~otas_capture.OtasMiddleware`: returns a new middleware around the
           same application, shipping to the collector; use that one in the test.
+        - an :class:`~otas_capture.asgi.OtasASGIMiddleware`: likewise, a new one.
         - any other WSGI application: returns it wrapped in a middleware.
 
         Django needs no call: its middleware reads the settings when the test's client
@@ -113,6 +114,9 @@ class OtasFixture:
         if hasattr(app, "wsgi_app") and hasattr(app, "extensions"):  # Flask
             return self._configure_flask(app)
         inner = app.app if isinstance(app, OtasMiddleware) else app
+        asgi = sys.modules.get("otas_capture.asgi")
+        if asgi is not None and isinstance(app, asgi.OtasASGIMiddleware):
+            return self._track(asgi.OtasASGIMiddleware(app.app, **self.options))
         return self._track(OtasMiddleware(inner, **self.options))
 
     def _configure_flask(self, app: Any) -> Any:
