@@ -19,9 +19,11 @@ counts and copies bytes: the hand-off to the sender is a non-blocking put, and t
 event is built and shipped on the sender's threads.
 
 ASGI servers handle SIGTERM themselves and end the application with the lifespan
-``shutdown`` message: the middleware then flushes (for up to ``OTAS_SHUTDOWN_TIMEOUT``,
-off the loop) before passing the application's answer on; what is still captured after
-that is delivered at interpreter exit.
+``shutdown`` message: the middleware then closes, off the loop, before the app's answer
+reaches the server: it flushes for up to ``OTAS_SHUTDOWN_TIMEOUT``, then counts what is
+left and says so in one log line, as at interpreter exit (which covers apps without
+lifespan support). A lifespan ``startup`` after that (the same app started again in the
+process, as test clients do) opens it again with the same settings.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class OtasASGIMiddleware:
     """
 
     # Spelled out, as on OtasMiddleware, so that editors and type checkers know them;
-    # tests/test_asgi_options.py keeps the two signatures equal.
+    # tests/test_asgi.py keeps the two signatures equal.
     def __init__(
         self,
         app: ASGIApp,
@@ -97,6 +99,7 @@ class OtasASGIMiddleware:
     ) -> None:
         options = {name: value for name, value in locals().items() if name not in _NOT_SETTINGS}
         self.app = app
+        self._options = options
         # The WSGI middleware's life cycle (settings, sender, stats, flush, close, exit)
         # is the one this middleware has; only the request path differs.
         self._core = OtasMiddleware(app, **options)  # type: ignore[arg-type]
@@ -178,50 +181,56 @@ class OtasASGIMiddleware:
             core._finish(exchange)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the lifespan messages through, flushing before the app's shutdown answer
-        reaches the server (which ends the process soon after)."""
-        flushed = False
+        """Pass the lifespan messages through; close before the app's answer to the
+        shutdown reaches the server, which ends the process soon after (uvicorn by
+        raising SIGTERM again, with no exit hooks run)."""
+        closed = False
         shutting_down = False
 
         async def lifespan_receive() -> Message:
             nonlocal shutting_down
             message = await receive()
-            if message.get("type") == "lifespan.shutdown":
+            kind = message.get("type")
+            if kind == "lifespan.startup" and self._core._closed:
+                # The same app started again in this process (a test client's second
+                # ``with`` block): capture again, with the same settings.
+                self._core = OtasMiddleware(self.app, **self._options)  # type: ignore[arg-type]
+            elif kind == "lifespan.shutdown":
                 shutting_down = True
             return message
 
         async def lifespan_send(message: Message) -> None:
-            nonlocal flushed
+            nonlocal closed
             if (
                 shutting_down
-                and not flushed
+                and not closed
                 and message.get("type", "").startswith("lifespan.shutdown.")
             ):
-                flushed = True
-                await self._flush_off_loop()
+                closed = True
+                await self._close_off_loop()
             await send(message)
 
         try:
             await self.app(scope, lifespan_receive, lifespan_send)
         finally:
-            if shutting_down and not flushed:
-                await self._flush_off_loop()
+            if shutting_down and not closed:
+                await self._close_off_loop()
 
-    async def _flush_off_loop(self) -> None:
-        """Flush for up to the shutdown timeout in a thread, the loop free meanwhile."""
+    async def _close_off_loop(self) -> None:
+        """Close (flush for up to the shutdown timeout, then count what is left) in a
+        thread, the loop free meanwhile."""
         core = self._core
-        timeout = core.config.shutdown_timeout
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             # Not asyncio (trio, say): the server has stopped serving by the lifespan
             # shutdown, so a wait bounded by the shutdown timeout holds up no request.
-            core.flush(timeout)
+            core.close()
             return
         try:
-            await loop.run_in_executor(None, core.flush, timeout)
+            await loop.run_in_executor(None, core.close)
         except RuntimeError:  # the loop's executor is already shut down
-            core.flush(timeout)
+            core.close()
 
 
 def _note_route(exchange: Exchange, scope: Scope) -> None:
