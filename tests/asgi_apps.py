@@ -75,8 +75,8 @@ def decode_spec(text: bytes) -> dict[str, Any]:
 
 
 async def spec_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answer as the spec in the request's header says: read the body (all, part or
-    none), then start, send the chunks (or raise before or midway), maybe trailers."""
+    """Answer as the spec in the request's header says: read the body (all, one message
+    or none), then start, send the chunks (or raise before or midway), maybe trailers."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -84,6 +84,11 @@ async def spec_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if message["type"] == "lifespan.shutdown":
                 return
     headers = dict(scope["headers"])
+    if scope["path"] == "/__stats":  # the process's capture counters, for the tests
+        body = json.dumps([m.stats() for m in live_middlewares()]).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+        return
     spec = decode_spec(headers[SPEC_HEADER])
     if spec["read"] != "none":
         while True:
@@ -96,7 +101,10 @@ async def spec_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if spec["content_length"] and spec["style"] != "raise_midway":
         total = sum(len(chunk) for chunk in spec["chunks"])
         response_headers.append((b"content-length", str(total).encode()))
+    trailers = spec["style"] == "trailers"
     start = {"type": "http.response.start", "status": spec["status"], "headers": response_headers}
+    if trailers:
+        start["trailers"] = True
     await send(start)
     chunks = spec["chunks"]
     for number, chunk in enumerate(chunks):
@@ -106,6 +114,8 @@ async def spec_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if spec["style"] == "raise_midway":
         raise RuntimeError("failed at the end")
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+    if trailers:
+        await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")]})
 
 
 spec_bare = spec_app
