@@ -51,11 +51,15 @@ def session_token(headers: Iterable[Any]) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=512)  # the same few dozen names come with every request
 def _environ_key(name: bytes) -> str:
     """``b"x-request-id"`` -> ``"HTTP_X_REQUEST_ID"``, as a WSGI server names it."""
     key = name.decode("latin-1").upper().replace("-", "_")
     return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
+# The request headers that decide how the body is kept, and its declared size.
+_BODY_HEADERS = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_CONTENT_ENCODING"})
 
 
 def new_exchange(scope: Scope, token: str, body_limit: int) -> Exchange:
@@ -74,18 +78,15 @@ def new_exchange(scope: Scope, token: str, body_limit: int) -> Exchange:
         "PATH_INFO": path,
         "QUERY_STRING": query.decode("latin-1"),
     }
-    headers: list[tuple[str, str]] = []
-    content_type = content_encoding = content_length = None
-    for name, value in scope.get("headers", ()):
-        key = _environ_key(bytes(name))
-        text = value.decode("latin-1")
-        headers.append((key, text))
-        if key == "CONTENT_TYPE":
-            content_type = text
-        elif key == "CONTENT_LENGTH":
-            content_length = text
-        elif key == "HTTP_CONTENT_ENCODING":
-            content_encoding = text
+    raw = scope.get("headers", ())
+    try:
+        headers = [(_environ_key(n), v.decode("latin-1")) for n, v in raw]
+    except TypeError:  # bytearray names (unhashable), which the spec allows
+        headers = [(_environ_key(bytes(n)), bytes(v).decode("latin-1")) for n, v in raw]
+    found = {key: text for key, text in headers if key in _BODY_HEADERS}
+    content_type = found.get("CONTENT_TYPE")
+    content_length = found.get("CONTENT_LENGTH")
+    content_encoding = found.get("HTTP_CONTENT_ENCODING")
     if not is_textual(content_type) or is_encoded(content_encoding):
         body_limit = 0  # counted, not kept: binary, or compressed text
     exchange = Exchange(token, time.time(), perf_counter(), environ, BodyBuffer(body_limit))
