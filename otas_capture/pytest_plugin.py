@@ -104,6 +104,8 @@ class OtasFixture:
         - an :class:`~otas_capture.OtasMiddleware`: returns a new middleware around the
           same application, shipping to the collector; use that one in the test.
         - an :class:`~otas_capture.asgi.OtasASGIMiddleware`: likewise, a new one.
+        - a FastAPI or Starlette app: its middleware stack (``OtasASGIMiddleware``
+          included) is built anew for the test, and again after it; returns the app.
         - any other WSGI application: returns it wrapped in a middleware.
 
         Django needs no call: its middleware reads the settings when the test's client
@@ -113,6 +115,12 @@ class OtasFixture:
 
         if hasattr(app, "wsgi_app") and hasattr(app, "extensions"):  # Flask
             return self._configure_flask(app)
+        if hasattr(app, "user_middleware") and hasattr(app, "middleware_stack"):
+            # Starlette builds the stack at the app's first call: build it again now,
+            # with the test's settings, and after the test with the app's own.
+            app.middleware_stack = None
+            self._restores.append(lambda: setattr(app, "middleware_stack", None))
+            return app
         inner = app.app if isinstance(app, OtasMiddleware) else app
         asgi = sys.modules.get("otas_capture.asgi")
         if asgi is not None and isinstance(app, asgi.OtasASGIMiddleware):

@@ -328,6 +328,11 @@ def fastapi_app(notes: list[Any]) -> FastAPI:
         background.add_task(lambda: notes.append(CURRENT_EXCHANGE.get()))
         return {"id": item_id}
 
+    @app.get("/sync")
+    def sync_endpoint() -> str:  # run in a worker thread, with the request's context
+        notes.append(CURRENT_EXCHANGE.get())
+        return "ok"
+
     @app.get("/stream")
     async def stream() -> StreamingResponse:
         async def lines() -> Any:
@@ -372,13 +377,15 @@ def test_fastapi_events_carry_the_route_template_and_the_endpoint(asgi_settings,
     app.add_middleware(OtasASGIMiddleware, **asgi_settings)
     bare = run_client(fastapi_app([]), [("GET", "/items/7")], agent)
     got = run_client(app, [("GET", "/items/7")], agent)
-    installed(app).close(2.0)
     assert got[0].content == bare[0].content
     events = collector.wait_for_events(1, 5)
     assert events[0]["metadata"]["route"] == "/items/{item_id}"
     assert events[0]["metadata"]["endpoint"] == "read_item"
     # annotate()'s exchange is there in the endpoint and in its background task.
     assert notes[0] is not None and notes[1] is notes[0]
+    run_client(app, [("GET", "/sync")], agent)
+    assert notes[2] is not None and notes[2] is not notes[0]
+    installed(app).close(2.0)
 
 
 def test_streamed_and_file_responses_are_sent_whole_and_counted(make_asgi, collector, agent):
@@ -459,3 +466,14 @@ def test_the_otas_fixture_points_a_middleware_built_at_import_at_the_collector(o
     app = otas.configure(wrapped_at_import)
     run_client(app, [("GET", "/items/4")], otas.agent_headers())
     assert [e["path"] for e in otas.events()] == ["/items/4"]
+
+
+tools_at_import = fastapi_app([])
+tools_at_import.add_middleware(OtasASGIMiddleware)
+
+
+def test_the_otas_fixture_points_a_fastapi_app_that_already_served_at_the_collector(otas):
+    run_client(tools_at_import, [("GET", "/items/5")], {})  # its stack is built now
+    app = otas.configure(tools_at_import)
+    run_client(app, [("GET", "/items/6")], otas.agent_headers())
+    assert [e["path"] for e in otas.events()] == ["/items/6"]
