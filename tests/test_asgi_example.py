@@ -1,10 +1,15 @@
 """examples/fastapi_app.py runs as the README says (``uvicorn examples.fastapi_app:app``,
-settings from the environment) and ships every agent call to the collector."""
+settings from the environment) and ships every agent call to the collector; so does
+``otas-capture demo --app fastapi``."""
 
 from __future__ import annotations
 
 import inspect
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import requests
 
@@ -13,6 +18,7 @@ from otas_capture.contract import SESSION_TOKEN_HEADER
 
 from .asgi_servers import ServerProcess
 
+ROOT = Path(__file__).resolve().parent.parent
 ONE_ARGUMENT_ANNOTATE = "environ" not in inspect.signature(annotate).parameters
 
 
@@ -54,3 +60,20 @@ def test_the_fastapi_example_ships_every_agent_call(collector_server, collector,
     assert missing["response_body"] == '{"detail":"no item 999"}'
     if ONE_ARGUMENT_ANNOTATE:  # annotate(**props) lands with issue 17
         assert {e["custom_properties"]["tenant"] for e in events} == {"Caf\u00e9"}
+
+
+def test_the_demo_runs_the_fastapi_shop_and_ships_every_agent_call():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTAS_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "otas_capture", "demo", "--app", "fastapi", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: 7 agent calls, 7 events" in result.stdout
+    assert "form password" in result.stdout
+    assert "response body access_token" in result.stdout
+    assert "correct horse battery staple" not in result.stdout + result.stderr
