@@ -11,6 +11,8 @@ can be explored.
 
 It needs nothing beyond the package's own dependencies: both servers run on waitress
 when it is installed (the ``demo`` extra), else on the standard library's ``wsgiref``.
+``--app fastapi`` runs the same shop on FastAPI under uvicorn instead, behind the ASGI
+middleware (:mod:`otas_capture.cli.demo_fastapi`; the ``fastapi`` extra).
 """
 
 from __future__ import annotations
