@@ -1,22 +1,23 @@
 """ASGI apps for the ASGI tests, importable by the uvicorn, hypercorn and gunicorn
 processes they start (``tests.asgi_apps:wrapped`` and the like).
 
-``tools`` is a small FastAPI API with the kinds of requests the contract tests cover
-(JSON, form, multipart, a streamed answer, a failure); ``wrapped`` is it behind
-:class:`~otas_capture.asgi.OtasASGIMiddleware`, configured from the ``OTAS_*``
-environment. ``spec_bare`` and ``spec_wrapped`` answer as the request's
+``tools`` is a small FastAPI API with the kinds of requests the server tests make
+(JSON, form, multipart, a streamed answer, a failure, a slow stream, a file); ``wrapped``
+is it behind :class:`~otas_capture.asgi.OtasASGIMiddleware`, configured from the
+``OTAS_*`` environment. ``spec_bare`` and ``spec_wrapped`` answer as the request's
 ``X-Differential-Spec`` header says (see tests/test_asgi_differential.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Form, Request, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from otas_capture.asgi import OtasASGIMiddleware
 from otas_capture.capture.registry import live_middlewares
@@ -47,6 +48,19 @@ def make_tools() -> FastAPI:
                 yield json.dumps({"n": number}).encode() + b"\n"
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.get("/slow")
+    async def slow() -> StreamingResponse:
+        async def ticks() -> AsyncIterator[bytes]:
+            for number in range(100):
+                yield f"tick {number}\n".encode()
+                await asyncio.sleep(0.02)
+
+        return StreamingResponse(ticks(), media_type="text/plain")
+
+    @app.get("/file")
+    async def file() -> FileResponse:
+        return FileResponse(__file__, media_type="text/x-python")
 
     @app.get("/boom")
     async def boom() -> None:

@@ -25,7 +25,7 @@ from otas_capture.contract import (
     TEXT_FIELDS,
 )
 
-from .asgi_servers import COMMANDS, ServerProcess
+from .asgi_servers import COMMANDS, ROOT, ServerProcess
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
@@ -194,3 +194,24 @@ def test_hypercorn_over_http2_is_captured(collector_server, collector, token):
         200,
         '{"id": 2, "api_key": "[REDACTED]", "name": "h2"}',
     )
+
+
+@pytest.mark.parametrize("kind", ["uvicorn-httptools", "hypercorn"])
+def test_a_client_leaving_mid_stream_and_a_file_response_are_recorded(
+    kind, collector_server, collector, token
+):
+    server = ServerProcess(kind, "tests.asgi_apps:wrapped", collector_server.url)
+    agent = {SESSION_TOKEN_HEADER: token}
+    try:
+        with requests.get(server.url + "/slow", headers=agent, stream=True) as response:
+            next(response.iter_lines())  # the first tick, then hang up
+        file = requests.get(server.url + "/file", headers=agent)
+        events = collector.wait_for_events(2, timeout=10)
+    finally:
+        server.stop()
+    left, sent = sorted(events, key=lambda event: event["path"] != "/slow")
+    assert left["metadata"]["client_disconnected"] is True
+    assert 0 < left["response_size_bytes"] < len(b"".join(b"tick %d\n" % n for n in range(100)))
+    with open(ROOT / "tests" / "asgi_apps.py", "rb") as source:
+        assert file.content == source.read()
+    assert sent["response_size_bytes"] == len(file.content)
