@@ -41,6 +41,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+# At module level: FastAPI reads the endpoint's annotations in the module's globals.
+from fastapi import FastAPI, Request, Response
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -83,8 +86,6 @@ def start(target: Any, probe: str) -> tuple[multiprocessing.Process, str]:
 
 
 def make_app(variant: str, collector_url: str, sink_url: str, events: int) -> Any:
-    from fastapi import FastAPI, Request, Response
-
     app = FastAPI()
 
     @app.post(apps.PATH)
@@ -162,8 +163,17 @@ def run_variant(
     async def send(message: dict[str, Any]) -> None:
         pass
 
+    statuses: list[int] = []
+
+    async def check(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
     async def timed() -> list[int]:
-        for _ in range(WARMUP):
+        await app(dict(base), receive, check)
+        if statuses != [201]:
+            raise SystemExit(f"{variant}: the endpoint answered {statuses}, not [201]")
+        for _ in range(WARMUP - 1):
             await app(dict(base), receive, send)
         durations = []
         clock = time.perf_counter_ns

@@ -240,11 +240,7 @@ def _note_route(exchange: Exchange, scope: Scope) -> None:
         route = scope.get("route")
         if route is None:
             return
-        template = getattr(route, "path", None)
-        name = getattr(route, "name", None)
-        if isinstance(template, str):
-            exchange.add_metadata(route=template)
-        if isinstance(name, str):
-            exchange.add_metadata(endpoint=name)
+        found = {"route": getattr(route, "path", None), "endpoint": getattr(route, "name", None)}
+        exchange.add_metadata(**{key: value for key, value in found.items() if type(value) is str})
     except Exception:
         pass
