@@ -477,3 +477,9 @@ def test_the_otas_fixture_points_a_fastapi_app_that_already_served_at_the_collec
     app = otas.configure(tools_at_import)
     run_client(app, [("GET", "/items/6")], otas.agent_headers())
     assert [e["path"] for e in otas.events()] == ["/items/6"]
+
+
+def test_the_readme_fixture_example_for_fastapi(otas):
+    client = TestClient(otas.configure(tools_at_import))
+    client.get("/items/3", headers=otas.agent_headers())
+    assert otas.events()[0]["metadata"]["route"] == "/items/{item_id}"
