@@ -79,6 +79,22 @@ wrapped = make_tools()
 wrapped.add_middleware(OtasASGIMiddleware)
 
 
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A plain ASGI app with lifespan support, and no framework."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    await send({"type": "http.response.start", "status": 405, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+# Built at import, before the server installs its signal handlers.
+hello_wrapped = OtasASGIMiddleware(hello)
+
+
 # -- the differential apps ---------------------------------------------------------------
 
 

@@ -146,9 +146,17 @@ def test_fastapi_under_uvicorn_ships_contract_exact_events(collector_server, col
     assert boom["metadata"]["endpoint"] == "boom"
 
 
-@pytest.mark.parametrize("kind", sorted(COMMANDS))
-def test_sigterm_after_a_burst_delivers_everything_served(kind, collector_server, collector, token):
-    server = ServerProcess(kind, "tests.asgi_apps:wrapped", collector_server.url)
+BURSTS = [(kind, "wrapped") for kind in sorted(COMMANDS)] + [
+    ("uvicorn-h11", "hello_wrapped"),  # a plain ASGI app wrapped at import
+    ("hypercorn", "hello_wrapped"),
+]
+
+
+@pytest.mark.parametrize("kind,app", BURSTS)
+def test_sigterm_after_a_burst_delivers_everything_served(
+    kind, app, collector_server, collector, token
+):
+    server = ServerProcess(kind, f"tests.asgi_apps:{app}", collector_server.url)
     try:
         with requests.Session() as session:
             for number in range(100):
