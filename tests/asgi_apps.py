@@ -95,6 +95,20 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 hello_wrapped = OtasASGIMiddleware(hello)
 
 
+async def with_trailers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A streamed answer followed by trailers (HTTP/2 servers send them)."""
+    if scope["type"] != "http":
+        return await hello(scope, receive, send)
+    headers = [(b"content-type", b"text/plain")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers, "trailers": True})
+    await send({"type": "http.response.body", "body": b"part one, ", "more_body": True})
+    await send({"type": "http.response.body", "body": b"part two"})
+    await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc123")]})
+
+
+with_trailers_wrapped = OtasASGIMiddleware(with_trailers)
+
+
 # -- the differential apps ---------------------------------------------------------------
 
 

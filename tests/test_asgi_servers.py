@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from typing import Any
 
 import httpx
@@ -223,3 +224,56 @@ def test_a_client_leaving_mid_stream_and_a_file_response_are_recorded(
     with open(ROOT / "tests" / "asgi_apps.py", "rb") as source:
         assert file.content == source.read()
     assert sent["response_size_bytes"] == len(file.content)
+
+
+def h2_exchange(url: str, token: str) -> list[tuple[str, Any]]:
+    """One HTTP/2 (h2c, prior knowledge) GET asking for trailers: what came back, in order."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = url.split("//")[1].split(":")
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    headers = [(":method", "GET"), (":path", "/t"), (":scheme", "http"), (":authority", host)]
+    headers += [("te", "trailers"), (SESSION_TOKEN_HEADER.lower(), token)]
+    connection.send_headers(1, headers, end_stream=True)
+    received: list[tuple[str, Any]] = []
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(connection.data_to_send())
+        while not any(kind == "end" for kind, _ in received):
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    kept = [(k, v) for k, v in event.headers if k not in (b"date", b"server")]
+                    received.append(("headers", kept))
+                elif isinstance(event, h2.events.DataReceived):
+                    received.append(("data", event.data))
+                    connection.acknowledge_received_data(len(event.data), event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    received.append(("trailers", event.headers))
+                elif isinstance(event, h2.events.StreamEnded):
+                    received.append(("end", None))
+            sock.sendall(connection.data_to_send())
+    return received
+
+
+def test_trailers_reach_an_http2_client_as_without_the_middleware(
+    collector_server, collector, token
+):
+    bare = ServerProcess("hypercorn", "tests.asgi_apps:with_trailers", collector_server.url)
+    wrapped = ServerProcess(
+        "hypercorn", "tests.asgi_apps:with_trailers_wrapped", collector_server.url
+    )
+    try:
+        expected = h2_exchange(bare.url, token)
+        got = h2_exchange(wrapped.url, token)
+        (event,) = collector.wait_for_events(1, timeout=10)
+    finally:
+        bare.stop()
+        wrapped.stop()
+    assert ("trailers", [(b"x-checksum", b"abc123")]) in expected
+    assert got == expected
+    assert (event["response_body"], event["response_size_bytes"]) == ("part one, part two", 18)
