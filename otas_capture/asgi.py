@@ -15,8 +15,9 @@
 :mod:`otas_capture.capture.asgi_record`) and handed to the same sender as the WSGI
 middleware's, with the same settings, masking and accounting; ``websocket`` scopes and
 every other request pass straight through. On the event loop the middleware only
-counts and copies bytes: the hand-off to the sender is a non-blocking put, and the
-event is built and shipped on the sender's threads.
+counts and copies bytes: the hand-off is the sender's ``submit`` (a bounded queue that
+drops and counts rather than wait), and the event is built, masked and shipped on the
+sender's threads.
 
 ASGI servers handle SIGTERM themselves and end the application with the lifespan
 ``shutdown`` message: the middleware then closes, off the loop, before the app's answer
