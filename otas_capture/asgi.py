@@ -12,8 +12,9 @@
     app = OtasASGIMiddleware(app)
 
 ``http`` requests that carry the agent's session token are captured (see
-:mod:`otas_capture.capture.asgi_record`) and handed to the same sender as the WSGI
-middleware's, with the same settings, masking and accounting; ``websocket`` scopes and
+:mod:`otas_capture.capture.asgi_record`) and handed to the WSGI middleware's delivery
+machinery (each middleware owns an ``OtasMiddleware`` core: its settings, sender,
+stats, flush, close and exit hooks), with the same masking and accounting; ``websocket`` scopes and
 every other request pass straight through. On the event loop the middleware only
 counts and copies bytes: the hand-off is the sender's ``submit`` (a bounded queue that
 drops and counts rather than wait), and the event is built, masked and shipped on the
