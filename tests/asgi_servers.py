@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,13 +67,11 @@ class ServerProcess:
             PYTHONUNBUFFERED="1",
         )
         environment.update(env)
+        # Output goes to a file, not a pipe: a server logging the app's tracebacks into
+        # a pipe nobody reads would block once the pipe is full, and hang its loop.
+        self._output = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            command, cwd=ROOT, env=environment, stdout=self._output, stderr=subprocess.STDOUT
         )
         self.url = f"http://127.0.0.1:{port}"
         self._wait_until_listening(port)
@@ -81,7 +80,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"{self.kind} ended: {self.process.communicate()}")
+                raise AssertionError(f"{self.kind} ended: {self.output()}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 return
@@ -90,18 +89,25 @@ class ServerProcess:
         self.kill()
         raise AssertionError(f"{self.kind} did not start")
 
+    def output(self) -> str:
+        """What the server wrote so far, standard output and error."""
+        self._output.seek(0)
+        return self._output.read().decode("utf-8", "replace")
+
     def stop(self, timeout: float = 30.0) -> tuple[int, str]:
-        """SIGTERM, as a container runtime stops it; (exit status, stderr)."""
+        """SIGTERM, as a container runtime stops it; (exit status, its output)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            _, stderr = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise
-        return self.process.returncode, stderr
+        output = self.output()
+        self._output.close()
+        return self.process.returncode, output
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        self.process.communicate()
+        self.process.wait()

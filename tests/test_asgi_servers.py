@@ -166,10 +166,10 @@ def test_sigterm_after_a_burst_delivers_everything_served(
                 )
                 assert response.status_code == 405  # a GET to a POST route: answered all the same
     finally:
-        returncode, stderr = server.stop()
-    assert returncode == EXIT_ON_SIGTERM[kind], stderr
-    assert len(collector.events()) == 100, stderr
-    assert "not delivered" not in stderr
+        returncode, output = server.stop()
+    assert returncode == EXIT_ON_SIGTERM[kind], output
+    assert len(collector.events()) == 100, output
+    assert "not delivered" not in output
 
 
 def test_what_brain_did_not_take_by_the_shutdown_timeout_is_counted(collector_server, token):
@@ -181,9 +181,9 @@ def test_what_brain_did_not_take_by_the_shutdown_timeout_is_counted(collector_se
         for number in range(5):
             requests.get(f"{server.url}/items/{number}", headers={SESSION_TOKEN_HEADER: token})
     finally:
-        returncode, stderr = server.stop(timeout=20)
+        returncode, output = server.stop(timeout=20)
     assert returncode == -signal.SIGTERM
-    assert "otas-capture: 5 of 5 captured events were not delivered to OTAS" in stderr, stderr
+    assert "otas-capture: 5 of 5 captured events were not delivered to OTAS" in output, output
 
 
 def test_hypercorn_over_http2_is_captured(collector_server, collector, token):
