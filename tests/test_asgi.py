@@ -483,3 +483,23 @@ def test_the_readme_fixture_example_for_fastapi(otas):
     client = TestClient(otas.configure(tools_at_import))
     client.get("/items/3", headers=otas.agent_headers())
     assert otas.events()[0]["metadata"]["route"] == "/items/{item_id}"
+
+
+def test_wrapped_from_outside_the_500_page_of_an_unhandled_exception_is_in_the_event(
+    make_asgi, collector, agent
+):
+    app = FastAPI()
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("the tool broke")
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=make_asgi(app), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get("/boom", headers=agent)
+
+    assert asyncio.run(call()).status_code == 500
+    event = collector.wait_for_events(1, 5)[0]
+    assert (event["status_code"], event["error"]) == (500, "RuntimeError: the tool broke")
+    assert event["response_body"] == "Internal Server Error"
