@@ -110,6 +110,9 @@ class OtasFixture:
           test and restored afterwards; returns the app.
         - an :class:`~otas_capture.OtasMiddleware`: returns a new middleware around the
           same application, shipping to the collector; use that one in the test.
+        - an :class:`~otas_capture.asgi.OtasASGIMiddleware`: likewise, a new one.
+        - a FastAPI or Starlette app: its middleware stack (``OtasASGIMiddleware``
+          included) is built anew for the test, and again after it; returns the app.
         - any other WSGI application: returns it wrapped in a middleware.
 
         Django needs no call: its middleware reads the settings when the test's client
@@ -119,7 +122,16 @@ class OtasFixture:
 
         if hasattr(app, "wsgi_app") and hasattr(app, "extensions"):  # Flask
             return self._configure_flask(app)
+        if hasattr(app, "user_middleware") and hasattr(app, "middleware_stack"):
+            # Starlette builds the stack at the app's first call: build it again now,
+            # with the test's settings, and after the test with the app's own.
+            app.middleware_stack = None
+            self._restores.append(lambda: setattr(app, "middleware_stack", None))
+            return app
         inner = app.app if isinstance(app, OtasMiddleware) else app
+        asgi = sys.modules.get("otas_capture.asgi")
+        if asgi is not None and isinstance(app, asgi.OtasASGIMiddleware):
+            return self._track(asgi.OtasASGIMiddleware(app.app, **self.options))
         return self._track(OtasMiddleware(inner, **self.options))
 
     def _configure_flask(self, app: Any) -> Any:
@@ -170,7 +182,11 @@ class OtasFixture:
         no middleware ships here, rather than answer an empty list that proves nothing.
         """
         middlewares = self.middlewares()
-        if not any(getattr(m, "capturing", False) for m in middlewares):
+        # One that captured and closed already (an ASGI app's lifespan shutdown at the
+        # end of a test client's ``with`` block) has shipped what it had: it counts.
+        if not any(
+            getattr(m, "capturing", False) or getattr(m, "closed", False) for m in middlewares
+        ):
             raise NoMiddlewareError(self._no_middleware())
         for middleware in middlewares:
             handoff = getattr(middleware, "handoff", None)

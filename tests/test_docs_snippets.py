@@ -47,7 +47,7 @@ _MARKER = re.compile(r"<!-- snippet: (?P<kind>\w+)(?P<args>[^>]*?)\s*-->")
 ALLOWED_COMMANDS = {
     ".", "apt-get", "cd", "command", "curl", "docker", "export", "flask", "gunicorn",
     "mkdocs", "mypy", "otas-capture", "pip", "pytest", "python", "python3", "ruff", "twine",
-    "uvicorn", "uwsgi", "waitress-serve",
+    "uvicorn", "uwsgi", "waitress-serve", "hypercorn",
 }  # fmt: skip
 
 

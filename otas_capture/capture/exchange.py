@@ -289,3 +289,25 @@ def describe_exception(exc: BaseException) -> str:
 
 
 _ERROR_LIMIT = 4096
+
+
+def decoded_path(path: str) -> str:
+    """A PEP 3333 path (UTF-8 bytes carried as latin-1) as the text it spells."""
+    try:
+        return path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return path
+
+
+def mark_unread(exchange: Exchange, body: BodyBuffer) -> None:
+    """The app never read a body the request declared: take its size from Content-Length."""
+    try:
+        declared = int(exchange.content_length or 0)
+    except ValueError:
+        return
+    if declared > 0:
+        body.size = declared
+        body.limit = 0
+        exchange.add_metadata(
+            request_body_read=False, request_body_omitted="not read by the application"
+        )

@@ -28,7 +28,15 @@ from ..delivery.stats import Stats
 from ..event.context import note_current_span
 from . import registry, shutdown
 from .annotate import CURRENT_EXCHANGE
-from .exchange import EXCHANGE_ENVIRON_KEY, BodyBuffer, Exchange, is_encoded, is_textual
+from .exchange import (
+    EXCHANGE_ENVIRON_KEY,
+    BodyBuffer,
+    Exchange,
+    decoded_path,
+    is_encoded,
+    is_textual,
+    mark_unread,
+)
 from .handoff import Handoff, ship_orphans
 from .response import (
     CapturedResponse,
@@ -183,9 +191,22 @@ class OtasMiddleware:
         return self._capturing
 
     @property
+    def closed(self) -> bool:
+        """Whether close() has run."""
+        return self._closed
+
+    @property
     def handoff(self) -> Handoff:
         """Where this middleware's exchanges end (see :mod:`otas_capture.capture.handoff`)."""
         return self._handoff
+
+    def start_serving(self) -> None:
+        """Called on the first request of any kind: the server has forked its workers by
+        now, so the sender may start its threads (it ships what a spool holds)."""
+        if not self._serving:
+            self._serving = True
+            if self._sender is not None:
+                self._sender.start()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every event captured so far is delivered or given up.
@@ -252,14 +273,10 @@ class OtasMiddleware:
         if not self._capturing:
             return self.app(environ, start_response)
         if not self._serving:
-            # The first request of any kind: the server has forked its workers by now,
-            # so the sender may start its threads (it ships what a spool holds).
-            self._serving = True
-            assert self._sender is not None
-            self._sender.start()
+            self.start_serving()
         token = environ.get(TOKEN_ENVIRON_KEY)
         if not token:
-            self._stats.incr("skipped", "no_token")
+            self.skip_untokened()
             return self.app(environ, start_response)
         if EXCHANGE_ENVIRON_KEY in environ:
             # Wrapped twice (an OtasMiddleware around this one's app, or the reverse):
@@ -268,14 +285,27 @@ class OtasMiddleware:
         if self._skip_paths:
             path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
             if not path.isascii():
-                path = _decoded_path(path)
-            if path.startswith(self._skip_paths):
-                self._stats.incr("skipped", "skip_path")
-                return self.app(environ, start_response)
-        if self._sample_rate < 1.0 and self._sample() >= self._sample_rate:
-            self._stats.incr("skipped", "sampled_out")
+                path = decoded_path(path)
+        else:
+            path = ""
+        if not self.admits(path):
             return self.app(environ, start_response)
         return self._capture(environ, start_response, token)
+
+    def admits(self, path: str) -> bool:
+        """Whether an agent request to ``path`` (as text) is captured: not a skipped path,
+        not sampled out. A request turned away is counted with its reason."""
+        if self._skip_paths and path.startswith(self._skip_paths):
+            self._stats.incr("skipped", "skip_path")
+            return False
+        if self._sample_rate < 1.0 and self._sample() >= self._sample_rate:
+            self._stats.incr("skipped", "sampled_out")
+            return False
+        return True
+
+    def skip_untokened(self) -> None:
+        """Count a request without a session token (passed through untouched)."""
+        self._stats.incr("skipped", "no_token")
 
     def _capture(
         self, environ: WSGIEnvironment, start_response: StartResponse, token: str
@@ -338,7 +368,7 @@ class OtasMiddleware:
                 exchange.end = perf_counter()
             body = exchange.request_body
             if body.size == 0 and exchange.content_length:
-                _mark_unread(exchange, body)
+                mark_unread(exchange, body)
             exchange.sealed = True
             assert self._sender is not None
             try:
@@ -355,28 +385,6 @@ class OtasMiddleware:
                 "otas-capture: could not queue an event",
                 exc_info=True,
             )
-
-
-def _decoded_path(path: str) -> str:
-    """A PEP 3333 path (UTF-8 bytes carried as latin-1) as the text it spells."""
-    try:
-        return path.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return path
-
-
-def _mark_unread(exchange: Exchange, body: BodyBuffer) -> None:
-    """The app never read a body the request declared: take its size from Content-Length."""
-    try:
-        declared = int(exchange.content_length or 0)
-    except ValueError:
-        return
-    if declared > 0:
-        body.size = declared
-        body.limit = 0
-        exchange.add_metadata(
-            request_body_read=False, request_body_omitted="not read by the application"
-        )
 
 
 def _sampler(rate: float) -> Callable[[], float]:

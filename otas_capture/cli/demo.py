@@ -11,6 +11,8 @@ can be explored.
 
 It needs nothing beyond the package's own dependencies: both servers run on waitress
 when it is installed (the ``demo`` extra), else on the standard library's ``wsgiref``.
+``--app fastapi`` runs the same shop on FastAPI under uvicorn instead, behind the ASGI
+middleware (:mod:`otas_capture.cli.demo_fastapi`; the ``fastapi`` extra).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ examples:
   otas-capture demo            # run the conversation, print it, stop
   otas-capture demo --keep     # ... then keep the collector, viewer and app up until Ctrl-C
   otas-capture demo --port 0   # collector on any free port
+  otas-capture demo --app fastapi   # the same shop on FastAPI under uvicorn (ASGI)
 
 exit codes: 0 every agent call reached the collector; 1 some did not (or a server could
 not start); 2 bad arguments.
@@ -61,6 +64,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help=f"collector port; another is picked if it is busy (default {DEFAULT_PORT})",
     )
     parser.add_argument("--keep", action="store_true", help="keep everything running until Ctrl-C")
+    parser.add_argument(
+        "--app",
+        choices=("wsgi", "fastapi"),
+        default="wsgi",
+        help="the shop as plain WSGI (default) or FastAPI under uvicorn (the fastapi extra)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -207,12 +216,16 @@ def run(args: argparse.Namespace) -> int:
     otas = None
     agent = None
     try:
-        app, otas = create_app(
+        options = dict(
             sdk_key=DEMO_SDK_KEY,
             brain_url=collector.url,
             uasam_url=collector.url,
         )
-        app_server = AppServer(app).start()
+        if args.app == "fastapi":
+            app_server, otas = _start_fastapi(options)
+        else:
+            app, otas = create_app(**options)
+            app_server = AppServer(app).start()
         app_url = app_server.url
         print(f"Collector (OTAS stand-in) on {collector.url}; demo shop API on {app_url}")
 
@@ -270,3 +283,15 @@ def run(args: argparse.Namespace) -> int:
         if app_server is not None:
             app_server.stop()
         stop(collector)
+
+
+def _start_fastapi(options: dict[str, Any]) -> tuple[Any, Any]:
+    """The FastAPI shop under uvicorn, and its middleware; SystemExit if not installed."""
+    from importlib.util import find_spec
+
+    from .demo_fastapi import MISSING, UvicornThread, create_app
+
+    if not all(find_spec(name) for name in ("fastapi", "uvicorn", "multipart")):
+        raise SystemExit(f"error: {MISSING}")
+    otas = create_app(**options)
+    return UvicornThread(otas).start(), otas
