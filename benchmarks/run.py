@@ -106,7 +106,9 @@ def ensure_env(args: argparse.Namespace) -> None:
     """Create benchmarks/.venv with what the benchmark needs, then re-run inside it."""
     if in_venv() or args.no_venv:
         return
-    project = f"{ROOT}[collector]"  # the local collector needs its extra (waitress)
+    # The local collector needs its extra (waitress); fast is orjson, which users of
+    # otas-capture[fast] have (--no-orjson measures without it).
+    project = f"{ROOT}[collector,fast]"
     wanted = "\n".join(BOOTSTRAP + REQUIREMENTS + [project]) + "\n"
     if not STAMP.exists() or STAMP.read_text() != wanted:
         say(f"setting up {VENV} (once) ...")
@@ -347,7 +349,8 @@ def measured_path() -> str:
     checkout's ``otas_capture``, ahead of the editable install) and this directory.
     The collector and the sinks always run this checkout's code."""
     other = os.environ.get("BENCH_OTAS", "")
-    return os.pathsep.join(part for part in (other, str(HERE)) if part)
+    blocker = str(HERE / "no_orjson") if os.environ.get("BENCH_NO_ORJSON") else ""
+    return os.pathsep.join(part for part in (blocker, other, str(HERE)) if part)
 
 
 def run_worker(
@@ -1115,6 +1118,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(GUNICORN_CASES),
         help=f"the same for the gunicorn phase (default: {','.join(GUNICORN_CASES)})",
     )
+    parser.add_argument(
+        "--no-orjson",
+        action="store_true",
+        help="run the variants without orjson, as otas-capture without its fast extra",
+    )
     parser.add_argument("--python-loadgen", action="store_true", help="do not use wrk")
     parser.add_argument(
         "--no-pin",
@@ -1169,6 +1177,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     ensure_env(args)  # re-runs this script in benchmarks/.venv unless already there
+    if args.no_orjson:
+        os.environ["BENCH_NO_ORJSON"] = "1"
     if args.otas:
         os.environ["BENCH_OTAS"] = str(Path(args.otas).resolve())
         say(f"measuring the otas_capture of {os.environ['BENCH_OTAS']}")
@@ -1222,8 +1232,16 @@ def main(argv: list[str] | None = None) -> int:
         problems += [f"memory: {failure}" for failure in mem["failures"]]
 
     print(f"\n{machine()}")
+    import importlib.util
+
+    orjson = (
+        "without orjson"
+        if args.no_orjson
+        else ("with orjson" if importlib.util.find_spec("orjson") else "orjson not installed")
+    )
     print(
         f"`python benchmarks/run.py{' --quick' if args.quick else ''}`: {args.rounds} rounds, "
+        f"variants {orjson}, "
         f"{args.iterations} timed requests per variant per round, gunicorn "
         f"{args.seconds:g} s per variant per round with "
         f"{'wrk' if wrk else 'the Python load generator'}; medians of rounds; "

@@ -35,7 +35,7 @@ try:
 except ImportError:  # the fast extra is not installed: the standard library does it all
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["ACCELERATED", "dumps", "dumps_text", "loads"]
+__all__ = ["ACCELERATED", "dumps", "dumps_text", "loads", "loads_finite"]
 
 ACCELERATED = orjson is not None
 
@@ -119,35 +119,39 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
-def _fast_dumps(value: Any) -> bytes | None:
+def _fast_dumps(value: Any, finite: bool) -> bytes | None:
     """orjson's text for ``value``, or None where it would not be the stdlib's."""
     try:
         data = orjson.dumps(value, default=_refuse, option=_OPTIONS)
     except orjson.JSONEncodeError:
         return None
-    if b"null" in data and _has_non_finite(value):
+    if not finite and b"null" in data and _has_non_finite(value):
         return None
     return data
 
 
-def dumps(value: Any, allow_nan: bool = False) -> bytes:
+def dumps(value: Any, allow_nan: bool = False, *, finite: bool = False) -> bytes:
     """UTF-8 JSON of ``value``: as parsed, what
     ``json.dumps(value, ensure_ascii=False, allow_nan=allow_nan).encode()`` gives, and
     the same exception where that raises (``ValueError`` for NaN without ``allow_nan``,
-    ``UnicodeEncodeError`` for a lone surrogate, ``TypeError`` for other types)."""
+    ``UnicodeEncodeError`` for a lone surrogate, ``TypeError`` for other types).
+
+    ``finite``: the caller knows ``value`` holds no NaN and no infinity (see
+    :func:`loads_finite`), which spares a walk of its floats when the text has a ``null``.
+    """
     if orjson is not None:
-        data = _fast_dumps(value)
+        data = _fast_dumps(value, finite)
         if data is not None:
             return data
     return _STDLIB[allow_nan](value).encode("utf-8")
 
 
-def dumps_text(value: Any, allow_nan: bool = False) -> str:
+def dumps_text(value: Any, allow_nan: bool = False, *, finite: bool = False) -> str:
     """:func:`dumps` as a ``str``: as parsed, what
     ``json.dumps(value, ensure_ascii=False, allow_nan=allow_nan)`` gives (which may hold a
     lone surrogate: no encoding to UTF-8 happens on this path)."""
     if orjson is not None:
-        data = _fast_dumps(value)
+        data = _fast_dumps(value, finite)
         if data is not None:
             return data.decode("utf-8")
     return _STDLIB[allow_nan](value)
@@ -155,6 +159,13 @@ def dumps_text(value: Any, allow_nan: bool = False) -> str:
 
 def loads(data: bytes | str) -> Any:
     """``json.loads(data)``: the same value, or the same exception."""
+    return loads_finite(data)[0]
+
+
+def loads_finite(data: bytes | str) -> tuple[Any, bool]:
+    """:func:`loads`, and whether the value is known to hold no NaN and no infinity: true
+    when orjson read it, since it refuses them. A value made from it by replacing items
+    with strings (masking) can then be encoded with ``finite=True``."""
     if orjson is not None:
         try:
             raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -162,7 +173,7 @@ def loads(data: bytes | str) -> Any:
             raw = b""
         if raw and _LONG_DIGIT_RUN not in raw.translate(_DIGITS_TO_ZERO):
             try:
-                return orjson.loads(raw)
+                return orjson.loads(raw), True
             except orjson.JSONDecodeError:
                 pass  # NaN, overflow, lone surrogate escapes, or not JSON: the stdlib decides
-    return json.loads(data)
+    return json.loads(data), False
