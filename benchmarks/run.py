@@ -1,7 +1,7 @@
 """One command that measures otas-capture against the bare app and OpenTelemetry.
 
     python benchmarks/run.py            # about 20 minutes on 2 shared cores
-    python benchmarks/run.py --quick    # about 8 minutes, fewer and shorter rounds
+    python benchmarks/run.py --quick    # about 6 minutes, fewer and shorter rounds
 
 It makes its own virtual environment (``benchmarks/.venv``, gitignored) with this
 checkout installed in editable mode and what it compares against: Flask, gunicorn, the
