@@ -1,7 +1,10 @@
 """The Flask app the benchmarks compare, bare and wrapped, and the sinks they ship to.
 
-One endpoint, ``POST /api/items``, reads a 1 KB JSON body and answers 1 KB of JSON
-(the app of ``overhead.py``). ``make_app(variant, ...)`` gives it:
+Two endpoints: ``POST /api/items`` reads a 1 KB JSON body and answers 1 KB of JSON (the
+app of ``overhead.py``, the *small* event); ``POST /api/orders`` reads about 3 KB of JSON
+holding a password, an API key and a client secret, and answers about 3 KB holding an
+access and a refresh token (the *realistic* event: what an agent's call to a business API
+looks like). ``PAYLOADS`` names both. ``make_app(variant, ...)`` gives the app:
 
 * ``bare``: the Flask app alone;
 * ``otas``: wrapped by ``otas_capture.flask.init_app``, shipping every agent request to
@@ -13,7 +16,13 @@ One endpoint, ``POST /api/items``, reads a 1 KB JSON body and answers 1 KB of JS
   spans (queue big enough to drop nothing).
 
 ``GET /bench/handled`` (no agent token, so never captured) says how many POSTs the
-process answered, so a load test can check that every one was delivered.
+process answered, so a load test can check that every one was delivered;
+``GET /bench/cpu`` the process's CPU seconds so far (every thread, the sender's too);
+``GET /bench/flush`` waits until everything captured so far is delivered (the variant's
+``flush``: OpenTelemetry's exports its last batch then, not after its 5 s delay).
+
+``serve_tls_proxy`` terminates TLS in front of a sink, so that the sender and the
+exporter ship over HTTPS as in production (the bundled collector speaks plain HTTP).
 
 Under gunicorn, ``apps:application`` reads the variant and URLs from ``BENCH_VARIANT``,
 ``BENCH_COLLECTOR`` and ``BENCH_SINK``; gunicorn loads it in the worker, after the fork.
@@ -23,7 +32,10 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
+import socket
 import threading
+import time
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -46,8 +58,55 @@ def json_of_size(size: int, **fields: Any) -> bytes:
 REQUEST_BODY = json_of_size(BODY_SIZE, name="Keyboard", price=49.9, tags=["usb", "wired"])
 RESPONSE_BODY = json_of_size(BODY_SIZE, id=1, name="Keyboard", price=49.9, tags=["usb"])
 
+ORDERS_PATH = "/api/orders"
+_LINES = [
+    {
+        "sku": f"SKU-{1000 + i}",
+        "name": f"Ergonomic keyboard model {i}",
+        "quantity": 1 + i % 3,
+        "unit_price": round(19.99 + i * 3.5, 2),
+        "tags": ["office", "usb"],
+        "discount": None,
+    }
+    for i in range(19)
+]
+# Three secrets in the request and two in the response, nested as real APIs nest them.
+REALISTIC_REQUEST = json.dumps(
+    {
+        "customer": {
+            "id": "cus_8f14e45fceea167a",
+            "email": "jane.doe@example.com",
+            "name": "Jane Doe",
+            "password": "correct-horse-battery-staple",
+        },
+        "integration": {"api_key": "sk_live_51HxQeG2eZvKYlo2C0000", "region": "eu-west-1"},
+        "oauth": {"client_id": "agent-7", "client_secret": "s3cr3t-7f9a2b1c4d5e6f70"},
+        "lines": _LINES,
+        "shipping": {"street": "1 Main St", "city": "Springfield", "zip": "12345"},
+        "notes": "Deliver to the front desk between 9 and 5; call ahead if late.",
+    }
+).encode()
+REALISTIC_RESPONSE = json.dumps(
+    {
+        "order": {"id": "ord_2c9e7b1a", "status": "confirmed", "total": 1234.56, "lines": _LINES},
+        "session": {
+            "access_token": "at_9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+            "refresh_token": "rt_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+            "expires_in": 3600,
+        },
+        "links": {"self": "/api/orders/ord_2c9e7b1a", "invoice": "/api/invoices/inv_77"},
+    }
+).encode()
+
+# event name: (path, request body, response body)
+PAYLOADS = {
+    "small": (PATH, REQUEST_BODY, RESPONSE_BODY),
+    "realistic": (ORDERS_PATH, REALISTIC_REQUEST, REALISTIC_RESPONSE),
+}
+
 _handled = 0
 _handled_lock = threading.Lock()
+_flushes: list[Callable[[float], bool]] = []  # the variant's flush, set by make_app
 
 
 def make_flask_app() -> Flask:
@@ -61,9 +120,25 @@ def make_flask_app() -> Flask:
             _handled += 1
         return Response(RESPONSE_BODY, status=201, mimetype="application/json")
 
+    @app.post(ORDERS_PATH)
+    def create_order() -> Response:
+        global _handled
+        request.get_json()
+        with _handled_lock:
+            _handled += 1
+        return Response(REALISTIC_RESPONSE, status=201, mimetype="application/json")
+
     @app.get(HANDLED_PATH)
     def handled() -> Response:
         return Response(str(_handled), mimetype="text/plain")
+
+    @app.get("/bench/cpu")
+    def cpu() -> Response:
+        return Response(repr(time.process_time()), mimetype="text/plain")
+
+    @app.get("/bench/flush")
+    def flush() -> Response:
+        return Response(str(all(flush(120.0) for flush in _flushes)), mimetype="text/plain")
 
     return app
 
@@ -80,6 +155,12 @@ class Wrapped:
 
 
 def make_app(variant: str, collector_url: str = "", sink_url: str = "", events: int = 0) -> Wrapped:
+    wrapped = _make_app(variant, collector_url, sink_url, events)
+    _flushes[:] = [wrapped.flush]
+    return wrapped
+
+
+def _make_app(variant: str, collector_url: str, sink_url: str, events: int) -> Wrapped:
     app = make_flask_app()
     if variant == "bare":
         return Wrapped(app, lambda timeout: True, lambda: {})
@@ -109,7 +190,11 @@ def make_app(variant: str, collector_url: str = "", sink_url: str = "", events: 
         provider = TracerProvider()
         provider.add_span_processor(
             BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=sink_url + SPANS_PATH),
+                # Over TLS the exporter trusts the benchmark's own CA (BENCH_CA).
+                OTLPSpanExporter(
+                    endpoint=sink_url + SPANS_PATH,
+                    certificate_file=os.environ.get("BENCH_CA") or None,
+                ),
                 max_queue_size=events + 1000,  # the backlog must never drop
             )
         )
@@ -236,3 +321,47 @@ def serve_span_sink(port: int) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", port), _SpanSink)
     server.daemon_threads = True
     server.serve_forever()
+
+
+def serve_tls_proxy(port: int, upstream: int, certfile: str) -> None:
+    """Terminate TLS on ``port`` (``certfile``: certificate and key) and pass the bytes to
+    the plain HTTP server on ``upstream``, one upstream connection per client connection,
+    so that keep-alive works end to end. Runs until killed."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile)
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def relay(client: socket.socket) -> None:
+        # One thread per connection and both directions on it: an SSL object must not be
+        # read and written from two threads at once.
+        try:
+            tls = context.wrap_socket(client, server_side=True)
+        except OSError:
+            client.close()
+            return
+        server = socket.create_connection(("127.0.0.1", upstream))
+        for sock in (tls, server):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with tls, server, selectors.DefaultSelector() as selector:
+            selector.register(tls, selectors.EVENT_READ, server)
+            selector.register(server, selectors.EVENT_READ, tls)
+            while True:
+                for key, _ in selector.select():
+                    source, target = key.fileobj, key.data
+                    try:
+                        data = source.recv(65536)  # type: ignore[union-attr]
+                        while source is tls and tls.pending():  # decrypted, not yet read
+                            data += tls.recv(65536)
+                        if not data:
+                            return
+                        target.sendall(data)
+                    except ssl.SSLWantReadError:
+                        continue
+                    except OSError:
+                        return
+
+    for _ in range(1_000_000):  # bounded: a benchmark opens a few dozen connections
+        client, _ = listener.accept()
+        threading.Thread(target=relay, args=(client,), daemon=True).start()

@@ -2,9 +2,11 @@
 
 A typical agent call: 1 KB JSON in (with max_tokens) and out (with usage counts),
 ordinary headers, an Authorization header and one annotation. ``--secret`` adds a
-password to the request body, so it is parsed and masked.
+password to the request body, so it is parsed and masked. ``--realistic`` uses the
+realistic bodies of ``apps.py`` instead (about 3 KB each way, five secrets).
+``--no-orjson`` blocks orjson's import first (the package without the ``fast`` extra).
 
-    python benchmarks/event_build.py [--secret]
+    python benchmarks/event_build.py [--secret] [--realistic] [--no-orjson]
 
 Prints the best of five runs of 2,000 builds, in CPU time (the machine may be shared).
 
@@ -19,7 +21,12 @@ instructions, which no other load on the machine changes, with valgrind::
 from __future__ import annotations
 
 import json
+import os
 import sys
+
+if "--no-orjson" in sys.argv:
+    sys.modules["orjson"] = None  # type: ignore[assignment]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # apps.py
 import time
 import timeit
 
@@ -34,7 +41,8 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJhZ2VudF9zZXNzaW9uX2lkIjoiYSIsImFnZW50X2lkIjoiYi
 PROJECT = "123e4567-e89b-12d3-a456-426614174000"
 
 
-def exchange(secret: bool) -> Exchange:
+def exchange(secret: bool, bodies: tuple[bytes, bytes] | None = None) -> Exchange:
+    """The exchange of one agent call; ``bodies``: other request and response bodies."""
     request = {
         "model": "gpt-4o",
         "max_tokens": 512,
@@ -52,6 +60,8 @@ def exchange(secret: bool) -> Exchange:
             "usage": {"prompt_tokens": 120, "completion_tokens": 80, "total_tokens": 200},
         }
     ).encode()
+    if bodies is not None:
+        body, response = bodies
     environ = EnvironBuilder(
         path="/api/v1/orders/",
         method="POST",
@@ -79,13 +89,18 @@ def exchange(secret: bool) -> Exchange:
 
 def main() -> None:
     secret = "--secret" in sys.argv
+    bodies = None
+    if "--realistic" in sys.argv:
+        from apps import REALISTIC_REQUEST, REALISTIC_RESPONSE
+
+        bodies = (REALISTIC_REQUEST, REALISTIC_RESPONSE)
     builder = EventBuilder(Config.load({"sdk_key": "otas_abc_defghijkl"}, {}))
     if "--count" in sys.argv:
-        ex = exchange(secret)
+        ex = exchange(secret, bodies)
         for _ in range(int(sys.argv[sys.argv.index("--count") + 1])):
             builder.build(ex, PROJECT)
         return
-    exchanges = iter([exchange(secret) for _ in range(10_000)])
+    exchanges = iter([exchange(secret, bodies) for _ in range(10_000)])
     runs = [
         timeit.Timer(
             lambda: builder.build(next(exchanges), PROJECT), timer=time.process_time
