@@ -8,10 +8,10 @@ other text (which may still embed JSON, pairs, XML or an error format; see
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, NamedTuple
 
 from ..capture.exchange import BodyBuffer, is_textual
+from .jsoncodec import loads_finite
 from .masking import (
     Found,
     Rule,
@@ -50,14 +50,14 @@ def _json(text: str, rule: Rule, found: Found) -> tuple[str, Pairs]:
     if not rule.may_contain(text):
         return text, []  # no sensitive name in it: nothing to parse or mask
     try:
-        parsed = json.loads(text)
+        parsed, finite = loads_finite(text)
     except (ValueError, RecursionError):
         return mask_text(text, rule, found)[0], []  # cut at the limit, or not JSON after all
     masked, changed = mask_json(parsed, rule, found)
     if not changed:
         return text, []
     # Parsing turned any "\ud800" escape into a real lone surrogate: clean again.
-    return clean_text(text_json(masked)), []
+    return clean_text(text_json(masked, finite)), []
 
 
 def _text(text: str, rule: Rule, found: Found) -> tuple[str, Pairs]:

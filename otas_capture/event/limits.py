@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -17,7 +16,9 @@ from ..contract import (
     SIZE_FIELDS,
     TEXT_FIELDS,
 )
-from .safe import clean_json, clean_text, event_json, safe_str, text_json
+from . import jsoncodec
+from .jsoncodec import loads
+from .safe import clean_json, clean_text, safe_str, text_json
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -85,7 +86,7 @@ def _json_object_text(value: Any) -> str:
         return text_json(clean_json(value))
     if isinstance(value, str) and value.lstrip()[:1] == "{":
         try:
-            if isinstance(json.loads(value), dict):
+            if isinstance(loads(value), dict):
                 return value
         except (ValueError, RecursionError):
             pass
@@ -176,4 +177,4 @@ _CUTTABLE_JSON_TEXT = ("request_headers", "response_headers", "query_params", "p
 
 
 def dumps(value: Any) -> bytes:
-    return event_json(value).encode("utf-8")
+    return jsoncodec.dumps(value)

@@ -2,68 +2,31 @@
 
 The contract's rules for "safe" are strict: text must be valid UTF-8 with no NUL
 characters and no lone surrogates, and every JSON value must be one Brain can store.
-The user's annotations are bounded in depth, values and characters. The JSON encoders
-are made once here (see :func:`_json_encoder`).
+The user's annotations are bounded in depth, values and characters. JSON is written by
+:mod:`otas_capture.event.jsoncodec` (orjson when installed).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from typing import Any, Callable
+from typing import Any
+
+from .jsoncodec import dumps_text
 
 __all__ = [
     "bounded_json",
     "clean_json",
     "clean_text",
-    "event_json",
     "safe_str",
     "text_json",
     "wsgi_text",
 ]
 
 
-def _json_encoder(allow_nan: bool, make: Any = "c_make_encoder") -> Callable[[Any], str]:
-    """``json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan).encode``, made cheaper.
-
-    ``JSONEncoder.encode`` makes a new C encoder on every call, which costs more than
-    encoding a few headers. The C encoder is made once here, without the cycle check
-    (what is encoded here is built here and has no cycles; the check does not change
-    the text), and is safe to share between threads. Without the C accelerator, or
-    with one that takes other arguments or writes other text (another Python), the
-    plain ``encode`` is used.
-    """
-    plain = json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan)
-    if isinstance(make, str):  # the accelerator's name (tests pass a stand-in)
-        make = getattr(json.encoder, make, None)
-    if make is None:
-        return plain.encode
-
-    def encoded(value: Any) -> str:
-        return "".join(encode(value, 0))
-
-    probe = {"a": [1, -2.5, None, True, 'é\n"\\'], "b": {}}
-    try:
-        encode = make(
-            None,
-            plain.default,
-            json.encoder.encode_basestring,
-            None,
-            ": ",
-            ", ",
-            False,
-            False,
-            allow_nan,
-        )
-        if encoded(probe) != plain.encode(probe):
-            return plain.encode
-    except Exception:
-        return plain.encode
-    return encoded
-
-
-text_json = _json_encoder(allow_nan=True)
-event_json = _json_encoder(allow_nan=False)
+def text_json(value: Any, finite: bool = False) -> str:
+    """JSON text of a value parsed or built here (NaN allowed, as the standard library
+    writes it); ``finite``: known to hold no NaN or infinity (see :mod:`.jsoncodec`)."""
+    return dumps_text(value, True, finite=finite)
 
 
 def clean_text(text: str) -> str:

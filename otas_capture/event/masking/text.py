@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any, Callable, NamedTuple
 
+from ..jsoncodec import dumps_text, loads_finite
 from .errors import (
     mask_constraint_details,
     mask_error_lists,
@@ -110,13 +111,13 @@ def mask_text(text: str, rule: Rule, found: Found, depth: int = 0) -> tuple[str,
     changed = False
     if stripped[:1] in ("{", "[") and depth <= MAX_DEPTH:
         try:
-            parsed = json.loads(text)
+            parsed, finite = loads_finite(text)
         except (ValueError, RecursionError):
             text, changed = mask_cut_json(text, rule, found, depth)
         else:
             masked, changed = mask_json(parsed, rule, found)
             if changed:
-                text = json.dumps(masked, ensure_ascii=False)
+                text = dumps_text(masked, True, finite=finite)
             return text, changed
     else:
         text, changed = mask_cut_json(text, rule, found, depth)
