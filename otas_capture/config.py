@@ -217,6 +217,13 @@ def _parse_path(option: str, value: Any) -> str | None:
     return text or None
 
 
+def _parse_ca_bundle(option: str, value: Any) -> str | None:
+    path = _parse_path(option, value)
+    if path is not None and not os.path.exists(path):
+        raise _fail(option, "a file or directory of CA certificates (PEM)", path)
+    return path
+
+
 def _parse_callable(option: str, value: Any) -> Any:
     """A callable, or a dotted path ``package.module:function`` / ``package.module.function``."""
     if callable(value):
@@ -339,6 +346,7 @@ class Config:
     retry_backoff: float = 0.5
     shutdown_timeout: float = 2.0
     spool_dir: str | None = None
+    ca_bundle: str | None = None
     safe_fields: frozenset[str] = frozenset()
     before_send: BeforeSend | None = None
 
@@ -446,6 +454,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "retry_backoff": lambda o, v: _parse_float(o, v, 0.0, 60.0, above_low=True),
     "shutdown_timeout": lambda o, v: _parse_float(o, v, 0.0, 600.0),
     "spool_dir": lambda o, v: _parse_path(o, v),
+    "ca_bundle": _parse_ca_bundle,
     "safe_fields": lambda o, v: frozenset(_parse_list(o, v)),
     "before_send": lambda o, v: _parse_callable(o, v),
 }

@@ -81,6 +81,7 @@ EXPECTED_DEFAULTS = {
     "retry_backoff": 0.5,
     "shutdown_timeout": 2.0,
     "spool_dir": None,
+    "ca_bundle": None,
     "safe_fields": frozenset(),
     "before_send": None,
     # Not a setting: the variables refused while loading.
@@ -162,6 +163,7 @@ FROM_ENVIRONMENT = {
     "retry_backoff": ("1", 1.0),
     "shutdown_timeout": ("0.5", 0.5),
     "spool_dir": ("/var/spool/otas", "/var/spool/otas"),
+    "ca_bundle": (__file__, __file__),  # any existing file; its certificates load later
     "safe_fields": ("max_tokens, author", frozenset({"max_tokens", "author"})),
     "before_send": ("json:loads", __import__("json").loads),
 }

@@ -89,6 +89,7 @@ class OtasMiddleware:
     :param retry_backoff: seconds before the first retry (doubling after).
     :param shutdown_timeout: seconds the flush at process exit may take.
     :param spool_dir: a directory for what is undelivered at exit (opt-in).
+    :param ca_bundle: CA certificates (a PEM file or directory) trusted for https.
     :param safe_fields: field names the masking rule must leave alone.
     :param before_send: ``before_send(event) -> event | None`` run on each finished
         event (or its dotted path ``package.module:function``).
@@ -130,6 +131,7 @@ class OtasMiddleware:
         retry_backoff: float | None = None,
         shutdown_timeout: float | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
         safe_fields: str | Iterable[str] | None = None,
         before_send: BeforeSend | str | None = None,
     ) -> None:
