@@ -16,6 +16,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -396,6 +397,33 @@ def test_a_server_that_stops_reading_cannot_stretch_the_deadline_of_the_send() -
         for sock in accepted:
             sock.close()
         listener.close()
+
+
+GREEN_STALL = """
+import gevent.monkey; gevent.monkey.patch_all()
+import socket, threading, time
+from otas_capture.otas.wire import KeepAliveConnection
+listener = socket.create_server(("127.0.0.1", 0))
+def serve():
+    conn, _ = listener.accept()
+    conn.recv(65536)
+    time.sleep(10)
+threading.Thread(target=serve, daemon=True).start()
+conn = KeepAliveConnection(f"http://127.0.0.1:{listener.getsockname()[1]}", "/x", {}, 0.3)
+try:
+    conn.post(b"{}")
+except TimeoutError:
+    print("timed out")
+"""
+
+
+def test_under_gevent_a_stalled_call_still_times_out() -> None:
+    # gevent's sockets wait in its loop: the call's deadline must still end the wait.
+    pytest.importorskip("gevent")
+    done = subprocess.run(
+        [sys.executable, "-c", GREEN_STALL], capture_output=True, text=True, timeout=8
+    )
+    assert done.stdout.strip() == "timed out", done.stderr
 
 
 def test_a_refused_connection_raises_an_oserror() -> None:

@@ -328,8 +328,8 @@ class ResponseParser:
         if coding is not None and coding.lower() != "chunked":
             raise ProtocolError("unsupported Transfer-Encoding")
         if status < 200:
-            if status == 101:
-                raise ProtocolError("unexpected protocol switch")
+            if status < 100 or status == 101:
+                raise ProtocolError("bad status, or an unexpected protocol switch")
             return  # an interim (1xx) answer: the real one follows, state stays _HEAD
         self._head = (status, reason, headers, will_close)
         method = self._method
