@@ -63,10 +63,14 @@ _CRLF = b"\r\n"
 
 # The grammar of RFC 9110 as h11 enforces it. A header line is a token, a colon, and
 # a value of visible bytes (anything but NUL and whitespace) with spaces or tabs between.
-_FIELD = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
-_FIELD_LINE = re.compile(_FIELD)
-_FIELD_LINES = re.compile(rb"(?:\r\n" + _FIELD + rb")*")  # every line after the first
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\x00\r\n\x0b\x0c]*))?")
+# In a whole head: one expression for the status line, one for the header lines (one
+# per line costs several times more). Possessive (*+): a line never needs a second try.
+_FIELD_LINE = re.compile(
+    rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
+)
+_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\x00\r\n\x0b\x0c]*+))?")
+_FIELD_LINES = re.compile(rb"(?:\r\n[-!#$%&'*+.^_`|~0-9A-Za-z]++:[^\x00\r\n\x0b\x0c]*+)*+")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*")
 
 # What the parser is reading: its states.
@@ -107,18 +111,32 @@ class Proxy:
 
 
 class Response:
-    """One answer: status, headers (names lower-cased; repeats joined by ``", "``), body."""
+    """One answer: status, reason, body, and its head's header lines.
 
-    __slots__ = ("status", "reason", "headers", "body", "will_close")
+    ``headers`` (names lower-cased, repeats joined by ``", "``) is made from those
+    lines when first asked for: the sender reads no header of a usual answer.
+    """
+
+    __slots__ = ("status", "reason", "body", "will_close", "_fields", "_headers")
 
     def __init__(
-        self, status: int, reason: str, headers: dict[str, str], body: bytes, will_close: bool
+        self, status: int, reason: str, fields: bytes, body: bytes, will_close: bool
     ) -> None:
         self.status = status
         self.reason = reason
-        self.headers = headers
         self.body = body
         self.will_close = will_close
+        self._fields = fields  # the head's header lines, each after a CRLF; checked
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {}
+            for line in self._fields.decode("latin-1").split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                _add(self._headers, name.lower(), value.strip(" \t"))
+        return self._headers
 
     @property
     def retry_after(self) -> str | None:
@@ -128,17 +146,22 @@ class Response:
         return f"<Response {self.status} {self.reason!r} {len(self.body)} bytes>"
 
 
+def _add(headers: dict[str, str], name: str, value: str) -> None:
+    """One header line more: a repeated name's values are joined, as RFC 9110 allows."""
+    headers[name] = f"{headers[name]}, {value}" if name in headers else value
+
+
 def header_line(name: str, value: str) -> bytes:
     """``name: value`` and CRLF; refuses what would split or corrupt the request."""
-    if not _FIELD_LINE.fullmatch(name.encode("latin-1", "replace") + b":"):
-        raise UnsendableHeader(f"bad header name {name!r}")
     try:
-        data = value.encode("latin-1")
+        raw_name, data = name.encode("ascii"), value.encode("latin-1")
     except UnicodeEncodeError:
-        raise UnsendableHeader(f"header {name} is not latin-1 text") from None
-    if b"\r" in data or b"\n" in data or b"\0" in data:
+        raise UnsendableHeader(f"header {name!r} is not latin-1 text") from None
+    if not raw_name or raw_name.translate(None, _TOKEN_BYTES):
+        raise UnsendableHeader(f"bad header name {name!r}")
+    if len(data.translate(None, b"\r\n\x00")) != len(data):
         raise UnsendableHeader(f"header {name} contains a line break or NUL")
-    return b"%s: %s\r\n" % (name.encode("ascii"), data)
+    return b"%s: %s\r\n" % (raw_name, data)
 
 
 def build_request_head(
@@ -185,7 +208,7 @@ class ResponseParser:
         self._body: list[bytes] = []
         self._size = 0  # bytes in _body
         self._trailer = 0  # bytes of trailer lines
-        self._head: tuple[int, str, dict[str, str], bool] = (0, "", {}, False)
+        self._head: tuple[int, str, bytes, bool] = (0, "", b"", False)
         self._started = False
         self.response: Response | None = None
         self.leftover = b""
@@ -301,37 +324,30 @@ class ResponseParser:
 
     def _read_head(self, head: bytes | bytearray) -> None:
         """Check the status line and header lines; choose how the body is delimited."""
+        head = bytes(head)
         first = head.find(_CRLF)
         if first < 0:
             first = len(head)
         status_line = _STATUS_LINE.fullmatch(head, 0, first)
-        if status_line is None:
-            raise ProtocolError("not an HTTP/1.x status line")
-        if not _FIELD_LINES.fullmatch(head, first):
-            raise ProtocolError("malformed header line")
-        headers: dict[str, str] = {}
-        # Latin-1 maps each byte to one character: the text is exactly the bytes.
-        for line in head[first + 2 :].decode("latin-1").split("\r\n") if first < len(head) else ():
-            name, _, value = line.partition(":")
-            name = name.lower()
-            value = value.strip(" \t")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        status = int(status_line[2])
-        reason = (status_line[3] or b"").decode("latin-1")
-        connection = headers.get("connection")
-        will_close = status_line[1] == b"0" or (
-            connection is not None and "close" in _tokens(connection)
-        )
-        length = headers.get("content-length")
+        if status_line is None or not _FIELD_LINES.fullmatch(head, first):
+            raise ProtocolError("malformed status line or header line")
+        version, code, reason = status_line.groups()
+        fields = head[first:]
+        lowered = fields.lower()  # names compare in any case
+        connection = _field(fields, lowered, b"\r\nconnection:")
+        length = _field(fields, lowered, b"\r\ncontent-length:")
+        coding = _field(fields, lowered, b"\r\ntransfer-encoding:")
+        status = int(code)
+        reason = (reason or b"").decode("latin-1")
+        will_close = version == b"0" or (connection is not None and "close" in _tokens(connection))
         size = None if length is None else _content_length(length)
-        coding = headers.get("transfer-encoding")
         if coding is not None and coding.lower() != "chunked":
             raise ProtocolError("unsupported Transfer-Encoding")
         if status < 200:
             if status < 100 or status == 101:
                 raise ProtocolError("bad status, or an unexpected protocol switch")
             return  # an interim (1xx) answer: the real one follows, state stays _HEAD
-        self._head = (status, reason, headers, will_close)
+        self._head = (status, reason, fields, will_close)
         method = self._method
         if method == "HEAD" or status in (204, 304) or (method == "CONNECT" and status < 300):
             self._finish()
@@ -339,7 +355,7 @@ class ResponseParser:
             # With a Content-Length too the answer may be a smuggling attempt: read it
             # as chunked, as RFC 9112 says, and never reuse the connection.
             if size is not None:
-                self._head = (status, reason, headers, True)
+                self._head = (status, reason, fields, True)
             self._state = _CHUNK_SIZE
         elif size is not None:
             if size > self._max_body:
@@ -349,14 +365,29 @@ class ResponseParser:
             if not size:
                 self._finish()
         else:  # the body ends when the connection does
-            self._head = (status, reason, headers, True)
+            self._head = (status, reason, fields, True)
             self._state = _UNTIL_CLOSE
 
     def _finish(self) -> None:
-        status, reason, headers, will_close = self._head
+        status, reason, fields, will_close = self._head
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self.response = Response(status, reason, headers, body, will_close)
+        self.response = Response(status, reason, fields, body, will_close)
         self._state = _DONE
+
+
+def _field(fields: bytes, lowered: bytes, key: bytes) -> str | None:
+    """The value of the header line(s) ``key`` (CRLF, a lower-case name, a colon) starts."""
+    at = lowered.find(key)
+    if at < 0:
+        return None
+    values = []
+    while at >= 0:
+        start = at + len(key)
+        end = lowered.find(_CRLF, start)
+        end = len(fields) if end < 0 else end
+        values.append(fields[start:end].strip(b" \t").decode("latin-1"))
+        at = lowered.find(key, end)
+    return ", ".join(values)
 
 
 def _tokens(value: str) -> set[str]:
@@ -364,6 +395,8 @@ def _tokens(value: str) -> set[str]:
 
 
 def _content_length(value: str) -> int:
+    if value.isdigit() and value.isascii() and len(value) <= MAX_LENGTH_DIGITS:
+        return int(value)
     # Repeated (joined by commas): acceptable only if every copy is the same.
     values = {v.strip(" \t") for v in value.split(",")}
     length = values.pop()
