@@ -342,6 +342,7 @@ class Config:
     flush_interval: float = 1.0
     concurrency: int = 16
     timeout: float = 10.0
+    answer_timeout: float | None = None
     max_retries: int = 5
     retry_backoff: float = 0.5
     shutdown_timeout: float = 2.0
@@ -450,6 +451,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "flush_interval": lambda o, v: _parse_float(o, v, 0.0, 3600.0, above_low=True),
     "concurrency": lambda o, v: _parse_int(o, v, 1, 64),
     "timeout": lambda o, v: _parse_float(o, v, 0.0, 600.0, above_low=True),
+    "answer_timeout": lambda o, v: _parse_float(o, v, 0.0, 3600.0, above_low=True),
     "max_retries": lambda o, v: _parse_int(o, v, 0, 100),
     "retry_backoff": lambda o, v: _parse_float(o, v, 0.0, 60.0, above_low=True),
     "shutdown_timeout": lambda o, v: _parse_float(o, v, 0.0, 600.0),

@@ -37,6 +37,11 @@ from otas_capture.otas.answers import (
 )
 from otas_capture.otas.client import OtasClient, Prepared
 
+EVENT = (
+    b'{"project_id": "%s", "path": "/slow", "method": "GET", "status_code": 200, '
+    b'"latency_ms": 1.5}' % DEMO_PROJECT_ID.encode()
+)
+
 
 def answer(description: str, **extra) -> dict:
     return {"status": 0, "status_description": description, **extra}
@@ -330,3 +335,53 @@ def test_anything_else_in_the_spool_is_not_an_event(data):
 def test_a_token_that_cannot_be_a_header_is_not_spooled():
     assert Prepared(b"{}", "a\nb").to_bytes() is None
     assert Prepared(b"{}", "\u20ac").to_bytes() is None
+
+
+# -- a separate, longer wait for the answer of a call sent whole (issue 18) ----------------
+
+
+def test_a_call_sent_whole_waits_for_a_slow_answer_beyond_the_timeout(collector_server, collector):
+    collector.set_latency(1.0)  # the emulated Brain stores the event, then answers late
+    token = collector.issue_token()
+    waiting = OtasClient(
+        Config.load(
+            {"sdk_key": DEMO_SDK_KEY, "project_id": DEMO_PROJECT_ID,
+             "brain_url": collector_server.url, "timeout": 0.4, "answer_timeout": 10},
+            environ={},
+        ),
+        Stats(),
+    )  # fmt: skip
+    impatient = client_for(collector_server.url, timeout=0.4)
+    try:
+        waited = waiting.export(Job(Prepared(EVENT, token), 1))
+        gave_up = impatient.export(Job(Prepared(EVENT, token), 1))
+    finally:
+        waiting.shutdown()
+        impatient.shutdown()
+    assert waited == Sent()
+    assert gave_up == Retry("timeout", server_wide=True, maybe_delivered=True)
+    assert len(collector.wait_for_events(2, timeout=5)) == 2  # the one given up on too
+
+
+def test_shutdown_ends_a_long_wait_for_an_answer(collector_server, collector):
+    collector.set_latency(5.0)
+    config = Config.load(
+        {"sdk_key": DEMO_SDK_KEY, "project_id": DEMO_PROJECT_ID,
+         "brain_url": collector_server.url, "timeout": 1, "answer_timeout": 60},
+        environ={},
+    )  # fmt: skip
+    client = OtasClient(config, Stats())
+    outcomes = []
+    caller = threading.Thread(
+        target=lambda: outcomes.append(
+            client.export(Job(Prepared(EVENT, collector.issue_token()), 1))
+        )
+    )
+    caller.start()
+    collector.wait_for_events(1, timeout=5)  # stored: the call is waiting for its answer
+    began = time.monotonic()
+    client.shutdown()  # what the worker does once OTAS_SHUTDOWN_TIMEOUT is spent
+    caller.join(timeout=5)
+    assert time.monotonic() - began < 1.0
+    assert len(outcomes) == 1 and isinstance(outcomes[0], Retry)
+    assert outcomes[0].maybe_delivered

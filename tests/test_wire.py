@@ -623,3 +623,34 @@ def test_https_works_and_checks_the_certificate(
     default = KeepAliveConnection(server.url, SDK_LOG_PATH, FIXED, timeout=5)
     with pytest.raises(ssl.SSLCertVerificationError):
         default.post(event())
+
+
+def test_a_longer_wait_for_the_answer_leaves_sending_bound_by_the_timeout() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never reads
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    conn = KeepAliveConnection(
+        f"http://127.0.0.1:{listener.getsockname()[1]}", SDK_LOG_PATH, FIXED, timeout=0.5
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(socket.timeout):
+            conn.post(b"x" * (64 * 1024 * 1024), answer_timeout=30)
+        assert time.monotonic() - started < 2.0
+        assert not conn.sent
+    finally:
+        conn.close()
+        for sock in accepted:
+            sock.close()
+        listener.close()
+
+
+def test_a_longer_wait_for_the_answer_is_given_once_the_request_is_sent(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(always(1.0, CREATED))
+    conn = KeepAliveConnection(server.url, SDK_LOG_PATH, FIXED, timeout=0.3)
+    assert conn.post(event(), answer_timeout=5).status == 201
+    with pytest.raises(socket.timeout):
+        conn.post(event())
+    conn.close()

@@ -85,6 +85,7 @@ class OtasMiddleware:
     :param flush_interval: accepted for compatibility; no effect.
     :param concurrency: calls to Brain in flight at once, at most.
     :param timeout: seconds one call to OTAS may take in all.
+    :param answer_timeout: seconds to wait for Brain's answer to a call sent whole.
     :param max_retries: retries of one event that keeps failing.
     :param retry_backoff: seconds before the first retry (doubling after).
     :param shutdown_timeout: seconds the flush at process exit may take.
@@ -127,6 +128,7 @@ class OtasMiddleware:
         flush_interval: float | None = None,
         concurrency: int | None = None,
         timeout: float | None = None,
+        answer_timeout: float | None = None,
         max_retries: int | None = None,
         retry_backoff: float | None = None,
         shutdown_timeout: float | None = None,

@@ -113,6 +113,7 @@ class OtasClient:
     def _reset(self) -> None:
         self._pool_lock = threading.Lock()
         self._idle: list[wire.KeepAliveConnection] = []  # connections not in use, kept alive
+        self._busy: set[wire.KeepAliveConnection] = set()  # in a call now
         self._shut = False
         self._lookup_lock = threading.Lock()
         self._lookup_failed_at = -math.inf
@@ -132,7 +133,11 @@ class OtasClient:
         assert isinstance(record, Prepared)
         conn = self._take_connection()
         try:
-            response = conn.post(record.payload, ((SESSION_TOKEN_HEADER, record.token),))
+            response = conn.post(
+                record.payload,
+                ((SESSION_TOKEN_HEADER, record.token),),
+                answer_timeout=self._config.answer_timeout,
+            )
         except wire.UnsendableHeader:  # a token with a newline: nothing was sent
             return Failed("unsendable_token", called=False)
         except OSError as exc:
@@ -181,21 +186,33 @@ class OtasClient:
         return record.to_bytes() if isinstance(record, Prepared) else None
 
     def shutdown(self) -> None:
+        """Close the idle connections and end the calls still waiting for an answer:
+        the worker calls this once its shutdown time is up, and a long answer wait
+        (``answer_timeout``) must not outlast it."""
         with self._pool_lock:
             self._shut = True
             idle, self._idle = self._idle, []
+            busy = list(self._busy)
         for conn in idle:
             conn.close()
+        for conn in busy:
+            conn.abort()
 
     def _take_connection(self) -> wire.KeepAliveConnection:
         with self._pool_lock:
-            if self._idle:
-                return self._idle.pop()
-        config = self._config
-        return self._routes.connection(config.brain_url, SDK_LOG_PATH, self._fixed, config.timeout)
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            config = self._config
+            conn = self._routes.connection(
+                config.brain_url, SDK_LOG_PATH, self._fixed, config.timeout
+            )
+        with self._pool_lock:
+            self._busy.add(conn)
+        return conn
 
     def _return_connection(self, conn: wire.KeepAliveConnection) -> None:
         with self._pool_lock:
+            self._busy.discard(conn)
             if not self._shut:
                 self._idle.append(conn)
                 return

@@ -181,6 +181,7 @@ class KeepAliveConnection:
         self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
         self._sock: socket.socket | None = None
+        self._aborted = False
         self.sent = False
 
     @property
@@ -192,10 +193,13 @@ class KeepAliveConnection:
         body: bytes,
         headers: Iterable[tuple[str, str]] = (),
         timeout: float | None = None,
+        answer_timeout: float | None = None,
     ) -> Response:
         """POST ``body`` with ``headers`` added to the fixed ones; return the answer.
 
-        ``timeout`` replaces the connection's own for this call. Raises ``OSError``
+        ``timeout`` replaces the connection's own for this call. Once the request is
+        written whole, its answer is awaited ``answer_timeout`` s if that ends later
+        than ``timeout`` would (a resend would cost the server more). Raises ``OSError``
         (``socket.timeout`` past the deadline, :class:`ProtocolError` for a malformed
         answer) or :class:`UnsendableHeader`, before sending anything. After a call,
         :attr:`sent` says whether the whole request had been written (so whether the
@@ -208,6 +212,8 @@ class KeepAliveConnection:
         )
         deadline = perf_counter() + (self._timeout if timeout is None else timeout)
         try:
+            if self._aborted:
+                raise ConnectionAbortedError("the connection was aborted")
             sock = self._sock
             if sock is not None and not _idle_and_open(sock):
                 self.close()
@@ -217,6 +223,10 @@ class KeepAliveConnection:
             sock.settimeout(_remaining(deadline))
             sock.sendall(request)  # the timeout bounds the whole sendall
             self.sent = True
+            if answer_timeout is not None:
+                deadline = max(deadline, perf_counter() + answer_timeout)
+            if self._aborted:  # abort() came before there was a socket to shut down
+                raise ConnectionAbortedError("the connection was aborted")
             parser = ResponseParser()
             while True:
                 sock.settimeout(_remaining(deadline))
@@ -265,6 +275,17 @@ class KeepAliveConnection:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+
+    def abort(self) -> None:
+        """From another thread: end the call in progress now (it raises ``OSError``),
+        and every later one."""
+        self._aborted = True
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked send or receive
+            except OSError:
+                pass  # already closed by its own thread
 
 
 def _open_tunnel(sock: socket.socket, authority: str, proxy: Proxy, deadline: float) -> None:
