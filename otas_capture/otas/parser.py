@@ -264,7 +264,7 @@ class ResponseParser:
         coding = _field(fields, lowered, b"\r\ntransfer-encoding:")
         status = int(code)
         reason = (reason or b"").decode("latin-1")
-        will_close = version == b"0" or (connection is not None and "close" in _tokens(connection))
+        will_close = version == b"0" or (connection is not None and _closes(connection))
         size = None if length is None else _content_length(length)
         if coding is not None and coding.lower() != "chunked":
             raise ProtocolError("unsupported Transfer-Encoding")
@@ -312,11 +312,13 @@ def _field(fields: bytes, lowered: bytes, key: bytes) -> str | None:
         end = len(fields) if end < 0 else end
         values.append(fields[start:end].strip(b" \t").decode("latin-1"))
         at = lowered.find(key, end)
-    return ", ".join(values)
+    return values[0] if len(values) == 1 else ", ".join(values)
 
 
-def _tokens(value: str) -> set[str]:
-    return {token.strip(" \t").lower() for token in value.split(",")}
+def _closes(connection: str) -> bool:
+    """Whether a ``Connection`` value holds the token ``close``."""
+    value = connection.lower()
+    return "close" in value and "close" in {token.strip(" \t") for token in value.split(",")}
 
 
 def _content_length(value: str) -> int:

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 _RECV = 65536
+_SLACK = 0.01  # seconds a receive may outlast the deadline rather than reset its bound
 _CRLF = b"\r\n"
 
 
@@ -116,11 +117,14 @@ def _idle_and_open(sock: socket.socket) -> bool:
     pending = getattr(sock, "pending", None)
     if pending is not None and pending():
         return False
-    if hasattr(select, "poll"):  # select() fails on descriptors above FD_SETSIZE
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return not poller.poll(0)
-    return not select.select([sock], [], [], 0)[0]
+    if _poll is None:
+        return not select.select([sock], [], [], 0)[0]
+    poller = _poll()  # select() fails on descriptors above FD_SETSIZE: poll where there is
+    poller.register(sock, select.POLLIN)
+    return not poller.poll(0)
+
+
+_poll = getattr(select, "poll", None)
 
 
 class _Endpoint:
@@ -182,6 +186,10 @@ class KeepAliveConnection:
         self._ssl_context = ssl_context
         self._sock: socket.socket | None = None
         self._aborted = False
+        # The last call's own headers and their lines: the sender's change only with
+        # the session token, so most calls skip checking and formatting them again.
+        self._extra: tuple[tuple[str, str], ...] | None = None
+        self._extra_lines = b""
         self.sent = False
 
     @property
@@ -206,9 +214,17 @@ class KeepAliveConnection:
         server may have acted on it, when the call failed). Never sends it twice.
         """
         self.sent = False
-        lines = b"".join([header_line(name, value) for name, value in headers])
+        if headers != self._extra:  # a list or generator is never equal: formatted anew
+            pairs = tuple(headers)
+            self._extra_lines = b"".join([header_line(name, value) for name, value in pairs])
+            self._extra = pairs
         request = b"".join(
-            (self._endpoint.head, lines, b"Content-Length: %d\r\n\r\n" % len(body), body)
+            (
+                self._endpoint.head,
+                self._extra_lines,
+                b"Content-Length: %d\r\n\r\n" % len(body),
+                body,
+            )
         )
         deadline = perf_counter() + (self._timeout if timeout is None else timeout)
         try:
@@ -220,7 +236,8 @@ class KeepAliveConnection:
                 sock = None
             if sock is None:
                 sock = self._sock = self._connect(deadline)
-            sock.settimeout(_remaining(deadline))
+            bound = _remaining(deadline)
+            sock.settimeout(bound)  # a system call: set again only when it must change
             sock.sendall(request)  # the timeout bounds the whole sendall
             self.sent = True
             if answer_timeout is not None:
@@ -229,7 +246,12 @@ class KeepAliveConnection:
                 raise ConnectionAbortedError("the connection was aborted")
             parser = ResponseParser()
             while True:
-                sock.settimeout(_remaining(deadline))
+                # The bound set before sending still fits the deadline, unless the send
+                # took a while or the answer is waited for longer.
+                left = _remaining(deadline)
+                if not left <= bound <= left + _SLACK:
+                    bound = left
+                    sock.settimeout(bound)
                 data = sock.recv(_RECV)
                 if not data:
                     parser.eof()
