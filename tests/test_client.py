@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from email.utils import formatdate
 
 import jwt
 import pytest
+from werkzeug.test import Client
 
 from otas_capture.capture.exchange import BodyBuffer, Exchange
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY
@@ -394,3 +396,59 @@ def test_shutdown_ends_a_long_wait_for_an_answer(collector_server, collector):
     wait_until_answered(collector)
     assert len(outcomes) == 1 and isinstance(outcomes[0], Retry)
     assert outcomes[0].maybe_delivered
+
+
+# -- never resent unseen: a reset after the request was written whole ----------------------
+
+
+class ResetOnceServer(CannedServer):
+    """Reads each request whole; resets the first connection, answers 201 on the others."""
+
+    def __init__(self) -> None:
+        created = b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+        super().__init__([b"reset", created, created])
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.requests.append(head + b"\r\n\r\n" + body)
+            answer = self.answers.pop(0)
+            if answer == b"reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                conn.sendall(answer)
+            conn.close()
+
+
+def plain_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def test_a_reset_after_the_event_was_sent_whole_is_counted_as_a_possible_duplicate(
+    make_middleware, agent
+):
+    server = ResetOnceServer()
+    try:
+        middleware = make_middleware(
+            plain_app,
+            brain_url=server.url,
+            project_id=DEMO_PROJECT_ID,
+        )
+        Client(middleware).get("/api/things", headers=agent, buffered=True)
+        assert middleware.flush(10)
+        stats = middleware.stats()
+    finally:
+        server.close()
+    assert (stats["sent"], stats["possible_duplicate"]) == (1, 1)
+    assert len(server.requests) == 2  # the retry the count warns about, and no other
