@@ -218,8 +218,9 @@ def use_wire_transport() -> None:
         from otas_capture.otas import wire
     except ImportError:  # a checkout from before wire existed
         return
-    if hasattr(sender, "BrainConnection"):
-        sender.BrainConnection = wire.BrainConnection  # type: ignore[attr-defined]
+    # Only a checkout whose wire still has the shim (the sender's interface) can swap.
+    if hasattr(sender, "BrainConnection") and hasattr(wire, "BrainConnection"):
+        sender.BrainConnection = wire.BrainConnection
 
 
 def _gunicorn_app() -> Callable[..., Iterable[bytes]] | None:

@@ -10,9 +10,8 @@ read around the pieces of the sender's work, from wrappers installed on the real
 functions:
 
 * ``EventBuilder.build``: the whole event, masking and JSON included;
-* ``event.dumps``: JSON serialisation alone (part of build);
-* the transport's ``post``: the HTTP call, answer included (``client.WireTransport``,
-  the default, or ``client.HttpTransport`` with ``--transport http.client``);
+* ``limits.dumps``: JSON serialisation alone (part of build);
+* ``wire.KeepAliveConnection.post``: the HTTP call, answer included;
 
 and the sender threads' own CPU clocks (``time.pthread_getcpuclockid``) give their total.
 What is left after build and post is queueing, locks, token checks, counting, and
@@ -20,8 +19,8 @@ handing the interpreter lock between threads; running with ``--concurrency 1`` a
 ``4`` shows how much the hand-offs add. The process's whole CPU during the flush is
 shown too, per event shipped during the flush (the application is idle then).
 
-    python benchmarks/breakdown.py                           # wire, 1 and 4 threads
-    python benchmarks/breakdown.py --transport http.client   # the same with http.client
+    python benchmarks/breakdown.py                           # 1 and 4 threads
+    python benchmarks/breakdown.py --events 500 --rounds 3   # shorter
     python benchmarks/breakdown.py --instant                 # a server that answers at once
 
 ``--instant`` ships to a minimal loopback server (in another process) that answers
@@ -57,7 +56,7 @@ from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY, Collector  # n
 from otas_capture.contract import SESSION_TOKEN_HEADER  # noqa: E402
 from otas_capture.event import build as event
 from otas_capture.event import limits
-from otas_capture.otas import client
+from otas_capture.otas import wire
 
 TOKEN_HEADER = SESSION_TOKEN_HEADER
 
@@ -78,15 +77,8 @@ def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def install(transport: str) -> None:
-    chosen: Any = client.WireTransport if transport == "wire" else client.HttpTransport
-    # The sender makes its client with the default transport: make that the chosen one.
-    init = client.OtasClient.__init__
-    if init.__kwdefaults__ and "transport" in init.__kwdefaults__:  # keyword-only
-        init.__kwdefaults__["transport"] = chosen
-    else:
-        init.__defaults__ = (chosen,)
-    chosen.post = timed("post", chosen.post)
+def install() -> None:
+    wire.KeepAliveConnection.post = timed("post", wire.KeepAliveConnection.post)  # type: ignore[method-assign]
     event.EventBuilder.build = timed("build", event.EventBuilder.build)  # type: ignore[method-assign]
     event.dumps = limits.dumps = timed("json", limits.dumps)  # called from both
 
@@ -177,7 +169,6 @@ class InstantServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Where the sender's CPU goes, per event.")
-    parser.add_argument("--transport", choices=("http.client", "wire"), default="wire")
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", default="1,4", help="thread counts to compare (1,4)")
@@ -192,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_instant:
         serve_instant()
         return 0
-    install(args.transport)
+    install()
     levels = [int(c) for c in args.concurrency.split(",")]
     collector = InstantServer() if args.instant else start_collector(args.latency)
     try:
@@ -205,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         collector.stop()
     print(
-        f"transport {args.transport}; {args.latency * 1000:g} ms added per call; "
+        f"{args.latency * 1000:g} ms added per call; "
         f"{args.events} events per run, {args.rounds} rounds, "
         "medians; µs of CPU per event\n"
     )

@@ -7,15 +7,12 @@ kept-alive loopback connection, and reads the calling thread's CPU clock
 (``time.thread_time``) around a batch of calls. Transports, run interleaved in rounds
 (the machine is shared and noisy: the table shows the median of the rounds):
 
-* ``http.client``: what ``otas_capture.delivery.sender.BrainConnection`` does today;
-* ``wire.KeepAliveConnection``: preformatted headers, one ``sendall``, the strict parser;
-* ``wire.Multiplexer``, 1 connection: the same bytes through the selector loop;
-* ``wire.Multiplexer``, 4 connections: four calls in flight from one thread.
+* ``http.client``: the standard library's keep-alive connection;
+* ``wire.KeepAliveConnection``: preformatted headers, one ``sendall``, the strict parser.
 
 A second table makes the collector answer each call ``--latency`` seconds late (50 ms)
-and keeps ``--concurrency`` calls in flight (16): with that many threads, each with a
-connection (``http.client``, or ``wire``), against one thread driving that many
-connections with ``wire.Multiplexer``. It reports the process's CPU per call (all
+and keeps ``--concurrency`` calls in flight (16), that many threads each with a
+connection (``http.client``, or ``wire``). It reports the process's CPU per call (all
 threads: what the hand-offs between threads cost shows here) and calls per second
 against the ideal ``concurrency / latency``.
 
@@ -49,7 +46,7 @@ from otas_capture.contract import (  # noqa: E402
     SDK_LOG_PATH,
     SESSION_TOKEN_HEADER,
 )
-from otas_capture.otas.wire import KeepAliveConnection, Multiplexer  # noqa: E402
+from otas_capture.otas.wire import KeepAliveConnection  # noqa: E402
 
 USER_AGENT = "otas-capture-bench"
 
@@ -126,24 +123,6 @@ def wire_calls(url: str, payload: bytes, token: str) -> Callable[[int], None]:
     return run
 
 
-def mux_calls(url: str, payload: bytes, token: str, connections: int) -> Callable[[int], None]:
-    mux = Multiplexer(url, SDK_LOG_PATH, fixed_headers(), timeout=5, connections=connections)
-    extra = ((SESSION_TOKEN_HEADER, token),)
-
-    def run(n: int) -> None:
-        started = done = 0
-        while done < n:
-            while mux.free and started < n:
-                mux.submit(started, payload, extra)
-                started += 1
-            for _, outcome in mux.poll(1.0):
-                assert not isinstance(outcome, Exception), outcome
-                assert outcome.status == 201, outcome.status
-                done += 1
-
-    return run
-
-
 def threaded_delivery(
     make: Callable[[], Callable[[int], None]], calls: int, concurrency: int
 ) -> None:
@@ -158,7 +137,7 @@ def threaded_delivery(
 
 
 def slow_server_table(args: argparse.Namespace, token: str, payload: bytes) -> list[str]:
-    """Threads against one multiplexing thread, with the collector slow to answer."""
+    """Threads, each with its connection, with the collector slow to answer."""
     collector: Process = start_collector(args.latency)
     url = collector.url
     concurrency = args.concurrency
@@ -170,9 +149,6 @@ def slow_server_table(args: argparse.Namespace, token: str, payload: bytes) -> l
         f"{concurrency} threads, wire.KeepAliveConnection": lambda: threaded_delivery(
             lambda: wire_calls(url, payload, token), calls, concurrency
         ),
-        f"1 thread, wire.Multiplexer with {concurrency} connections": lambda: mux_calls(
-            url, payload, token, concurrency
-        )(calls),
     }
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     rate: dict[str, list[float]] = {name: [] for name in variants}
@@ -225,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         variants: dict[str, Callable[[int], None]] = {
             "http.client keep-alive": http_client_calls(url, payload, token),
             "wire.KeepAliveConnection": wire_calls(url, payload, token),
-            "wire.Multiplexer, 1 connection": mux_calls(url, payload, token, 1),
-            "wire.Multiplexer, 4 connections": mux_calls(url, payload, token, 4),
         }
         for run in variants.values():
             run(50)  # warm up: connections open, code paths hot

@@ -12,11 +12,10 @@ thread's CPU per call. The server answers in one of three ways:
   case for remembering heads;
 * ``short``: three header lines and no ``Date``.
 
-``--through transport`` calls ``client.WireTransport.post`` with the headers dict the
-client builds for every event; ``--through connection`` calls
-``wire.KeepAliveConnection.post`` directly.
+Each call is ``wire.KeepAliveConnection.post`` with the session token, as the client
+makes it for every event.
 
-    python benchmarks/wire_call.py [--answer brain] [--through transport] [--calls 5000]
+    python benchmarks/wire_call.py [--answer brain] [--calls 5000]
 
 Timings on a shared machine are noisy; instructions are not. Under valgrind, count two
 runs and divide the difference by the difference of calls (the server, another
@@ -70,42 +69,24 @@ def serve(kind: str) -> None:
     serve_answers(answer)
 
 
-def make_call(url: str, through: str) -> Callable[[], object]:
+def make_call(url: str) -> Callable[[], object]:
+    from otas_capture.otas.wire import KeepAliveConnection
+
     body = b"x" * 3052
     token = "eyJhbGciOiJIUzI1NiJ9.eyJhIjoiYiJ9.sig"
-    if through == "connection":
-        from otas_capture.otas.wire import KeepAliveConnection
-
-        conn = KeepAliveConnection(
-            url,
-            "/api/v1/sdk/log",
-            {"X-OTAS-SDK-KEY": "otas_abc_defghijkl", "Content-Type": "application/json"},
-            5.0,
-        )
-        extra = (("X-OTAS-AGENT-SESSION-TOKEN", token),)
-        return lambda: conn.post(body, extra)
-
-    from otas_capture.contract import SDK_KEY_HEADER, SESSION_TOKEN_HEADER
-    from otas_capture.otas.client import USER_AGENT, WireTransport
-
-    transport = WireTransport(url)
-
-    def call() -> object:
-        headers = {  # built for every event, as OtasClient.export does
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            SDK_KEY_HEADER: "otas_abc_defghijkl",
-            SESSION_TOKEN_HEADER: token,
-        }
-        return transport.post(body, headers, 5.0)
-
-    return call
+    conn = KeepAliveConnection(
+        url,
+        "/api/v1/sdk/log",
+        {"X-OTAS-SDK-KEY": "otas_abc_defghijkl", "Content-Type": "application/json"},
+        5.0,
+    )
+    extra = (("X-OTAS-AGENT-SESSION-TOKEN", token),)
+    return lambda: conn.post(body, extra)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="CPU of one log call, in a tight loop.")
     parser.add_argument("--answer", choices=sorted(ANSWERS), default="brain")
-    parser.add_argument("--through", choices=("transport", "connection"), default="transport")
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,7 +97,7 @@ def main() -> None:
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
-        call = make_call(f"http://127.0.0.1:{server.stdout.readline().strip()}", args.through)
+        call = make_call(f"http://127.0.0.1:{server.stdout.readline().strip()}")
         for _ in range(200):
             call()
         spent = time.thread_time()
@@ -124,7 +105,7 @@ def main() -> None:
             call()
         spent = time.thread_time() - spent
         per_call = spent / max(args.calls, 1) * 1e6
-        print(f"{args.through}, {args.answer} answer: {per_call:.1f} µs of CPU per call")
+        print(f"{args.answer} answer: {per_call:.1f} µs of CPU per call")
     finally:
         server.kill()
         server.wait()

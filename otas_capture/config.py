@@ -40,6 +40,7 @@ from .config_values import (
     env_name,
     header_key,
     parse_bool,
+    parse_ca_bundle,
     parse_callable,
     parse_float,
     parse_int,
@@ -122,10 +123,12 @@ class Config:
     flush_interval: float = 1.0
     concurrency: int = 16
     timeout: float = 10.0
+    answer_timeout: float | None = None
     max_retries: int = 5
     retry_backoff: float = 0.5
     shutdown_timeout: float = 2.0
     spool_dir: str | None = None
+    ca_bundle: str | None = None
     safe_fields: frozenset[str] = frozenset()
     before_send: BeforeSend | None = None
     environment: str | None = None
@@ -251,10 +254,12 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "flush_interval": lambda o, v: parse_float(o, v, 0.0, 3600.0, above_low=True),
     "concurrency": lambda o, v: parse_int(o, v, 1, 64),
     "timeout": lambda o, v: parse_float(o, v, 0.0, 600.0, above_low=True),
+    "answer_timeout": lambda o, v: parse_float(o, v, 0.0, 3600.0, above_low=True),
     "max_retries": lambda o, v: parse_int(o, v, 0, 100),
     "retry_backoff": lambda o, v: parse_float(o, v, 0.0, 60.0, above_low=True),
     "shutdown_timeout": lambda o, v: parse_float(o, v, 0.0, 600.0),
     "spool_dir": lambda o, v: parse_path(o, v),
+    "ca_bundle": parse_ca_bundle,
     "safe_fields": lambda o, v: frozenset(parse_list(o, v)),
     "before_send": lambda o, v: parse_callable(o, v),
     "environment": parse_label,

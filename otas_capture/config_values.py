@@ -259,3 +259,10 @@ def parse_label(option: str, value: Any) -> str | None:
     if len(text) > 200 or any(unicodedata.category(char) == "Cc" for char in text):
         raise refuse(option, accepts, value)
     return text or None
+
+
+def parse_ca_bundle(option: str, value: Any) -> str | None:
+    path = parse_path(option, value)
+    if path is not None and not os.path.exists(path):
+        raise refuse(option, "a file or directory of CA certificates (PEM)", path)
+    return path

@@ -1,14 +1,16 @@
-"""The OTAS client's rules, table by table, and its transport's whole-call deadline."""
+"""The OTAS client's rules, table by table, and what it makes of calls that got no answer."""
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from email.utils import formatdate
 
 import jwt
 import pytest
+from werkzeug.test import Client
 
 from otas_capture.capture.exchange import BodyBuffer, Exchange
 from otas_capture.collector import DEMO_PROJECT_ID, DEMO_SDK_KEY
@@ -29,16 +31,17 @@ from otas_capture.contract import (
 from otas_capture.delivery.outcomes import Failed, PauseForKey, Retry, Sent
 from otas_capture.delivery.stats import Stats
 from otas_capture.event.build import EventRefused
-from otas_capture.otas.client import (
+from otas_capture.otas.answers import (
     MAX_RETRY_AFTER,
-    HttpTransport,
-    OtasClient,
-    Prepared,
-    TransportError,
-    WireTransport,
     interpret,
     parse_answer,
     parse_retry_after,
+)
+from otas_capture.otas.client import OtasClient, Prepared
+
+EVENT = (
+    b'{"project_id": "%s", "path": "/slow", "method": "GET", "status_code": 200, '
+    b'"latency_ms": 1.5}' % DEMO_PROJECT_ID.encode()
 )
 
 
@@ -233,67 +236,86 @@ def test_export_means_what_the_rules_say_of_the_answer(status, body, retry_after
     assert outcome == interpret(status, parse_answer(body), parse_retry_after(retry_after))
 
 
-def test_the_wire_transport_sends_each_calls_token_and_fixed_headers():
-    answers = [b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"] * 4
-    server = CannedServer(answers)  # one answer per connection
-    fixed = {"Content-Type": "application/json", "User-Agent": "a"}
+def client_for(url: str, timeout: float = 5.0) -> OtasClient:
+    options = {"sdk_key": DEMO_SDK_KEY, "project_id": DEMO_PROJECT_ID, "brain_url": url}
+    return OtasClient(Config.load({**options, "timeout": timeout}, environ={}), Stats())
+
+
+def test_each_call_carries_its_token_and_the_fixed_headers():
+    server = CannedServer(
+        [b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"] * 2
+    )
     try:
-        transport = WireTransport(server.url)
-        for headers in [
-            {**fixed, SESSION_TOKEN: "one"},
-            {**fixed, SESSION_TOKEN: "two"},
-            {**fixed, "User-Agent": "b", SESSION_TOKEN: "two"},
-            dict(fixed),
-        ]:
-            assert transport.post(b"{}", headers, timeout=5.0)[0] == 201
-        transport.close()
+        client = client_for(server.url)
+        outcomes = [client.export(Prepared(b"{}", token)).outcome for token in ("one", "two")]
+        client.shutdown()
     finally:
         server.close()
+    assert outcomes == [Sent(), Sent()]
     heads = [request.split(b"\r\n\r\n")[0].split(b"\r\n") for request in server.requests]
     token = SESSION_TOKEN.encode() + b": "
     assert [[line for line in head if line.startswith(token)] for head in heads] == [
         [token + b"one"],
         [token + b"two"],
-        [token + b"two"],
-        [],
     ]
-    assert [b"User-Agent: b" in head for head in heads] == [False, False, True, False]
+    for head in heads:
+        assert b"Content-Type: application/json" in head
+        assert f"X-OTAS-SDK-KEY: {DEMO_SDK_KEY}".encode() in head
 
 
-TRANSPORTS = [WireTransport, HttpTransport]
-
-
-@pytest.mark.parametrize("make_transport", TRANSPORTS)
-def test_the_timeout_is_a_deadline_for_the_whole_call_not_each_read(make_transport):
+def test_the_timeout_is_a_deadline_for_the_whole_call_not_each_read():
     server = TricklingServer(pause=0.05)  # each byte well within the timeout, the whole not
     try:
-        transport = make_transport(server.url)
-        with pytest.raises(TransportError) as raised:
-            transport.post(b"{}", {"Content-Type": "application/json"}, timeout=0.5)
-        assert raised.value.timeout and raised.value.sent
+        client = client_for(server.url, timeout=0.5)
+        outcome = client.export(Prepared(b"{}", "a.b.c")).outcome
     finally:
         server.close()
+    assert outcome == Retry("timeout", server_wide=True, maybe_delivered=True)
 
 
-@pytest.mark.parametrize("make_transport", TRANSPORTS)
-def test_a_trickled_answer_within_the_deadline_is_read_whole(make_transport):
+def test_a_trickled_answer_within_the_deadline_is_read_whole():
     server = TricklingServer(pause=0.001)
     try:
-        transport = make_transport(server.url)
-        status, body, _ = transport.post(b"{}", {}, timeout=10.0)
-        assert (status, body) == (201, b"{}")
+        outcome = client_for(server.url, timeout=10.0).export(Prepared(b"{}", "t")).outcome
     finally:
         server.close()
+    assert outcome == Sent()
 
 
-@pytest.mark.parametrize("make_transport", TRANSPORTS)
-def test_a_refused_connection_is_reported_as_not_sent(make_transport):
+def test_a_refused_connection_is_a_retry_that_was_not_delivered():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(TransportError) as raised:
-        make_transport(f"http://127.0.0.1:{port}").post(b"{}", {}, timeout=2.0)
-    assert not raised.value.timeout and not raised.value.sent
+    outcome = client_for(f"http://127.0.0.1:{port}").export(Prepared(b"{}", "t")).outcome
+    assert outcome == Retry("connection_error", server_wide=True, detail="ConnectionRefusedError")
+
+
+def test_a_malformed_answer_is_a_protocol_error_that_may_have_been_delivered():
+    # A Content-Length of 5,000 digits once made int() raise ValueError, which was
+    # filed as an unsendable token: the event lost, with the wrong reason.
+    answer = b"HTTP/1.1 201 Created\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+    server = CannedServer([answer])
+    try:
+        outcome = client_for(server.url).export(Prepared(b"{}", "t")).outcome
+    finally:
+        server.close()
+    assert isinstance(outcome, Retry)
+    assert (outcome.reason, outcome.server_wide, outcome.maybe_delivered) == (
+        "protocol_error",
+        True,
+        True,
+    )
+    assert "Content-Length" in outcome.detail
+
+
+def test_a_token_that_cannot_be_a_header_fails_without_a_call():
+    server = CannedServer([b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"])
+    try:
+        outcome = client_for(server.url).export(Prepared(b"{}", "a\nb")).outcome
+    finally:
+        server.close()
+    assert outcome == Failed("unsendable_token", called=False)
+    assert server.requests == []
 
 
 @pytest.mark.parametrize(
@@ -315,3 +337,118 @@ def test_anything_else_in_the_spool_is_not_an_event(data):
 def test_a_token_that_cannot_be_a_header_is_not_spooled():
     assert Prepared(b"{}", "a\nb").to_bytes() is None
     assert Prepared(b"{}", "\u20ac").to_bytes() is None
+
+
+# -- a separate, longer wait for the answer of a call sent whole (issue 18) ----------------
+
+
+def wait_until_answered(collector, timeout=10.0):
+    """Let calls a test left waiting finish, so that they land in no later test."""
+    deadline = time.monotonic() + timeout
+    while collector.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_call_sent_whole_waits_for_a_slow_answer_beyond_the_timeout(collector_server, collector):
+    collector.set_latency(1.0)  # the emulated Brain stores the event, then answers late
+    token = collector.issue_token()
+    waiting = OtasClient(
+        Config.load(
+            {"sdk_key": DEMO_SDK_KEY, "project_id": DEMO_PROJECT_ID,
+             "brain_url": collector_server.url, "timeout": 0.4, "answer_timeout": 10},
+            environ={},
+        ),
+        Stats(),
+    )  # fmt: skip
+    impatient = client_for(collector_server.url, timeout=0.4)
+    try:
+        waited = waiting.export(Prepared(EVENT, token)).outcome
+        gave_up = impatient.export(Prepared(EVENT, token)).outcome
+    finally:
+        waiting.shutdown()
+        impatient.shutdown()
+    assert waited == Sent()
+    assert gave_up == Retry("timeout", server_wide=True, maybe_delivered=True)
+    assert len(collector.wait_for_events(2, timeout=5)) == 2  # the one given up on too
+    wait_until_answered(collector)
+
+
+def test_shutdown_ends_a_long_wait_for_an_answer(collector_server, collector):
+    collector.set_latency(2.0)
+    config = Config.load(
+        {"sdk_key": DEMO_SDK_KEY, "project_id": DEMO_PROJECT_ID,
+         "brain_url": collector_server.url, "timeout": 1, "answer_timeout": 60},
+        environ={},
+    )  # fmt: skip
+    client = OtasClient(config, Stats())
+    outcomes = []
+    caller = threading.Thread(
+        target=lambda: outcomes.append(
+            client.export(Prepared(EVENT, collector.issue_token())).outcome
+        )
+    )
+    caller.start()
+    collector.wait_for_events(1, timeout=5)  # stored: the call is waiting for its answer
+    began = time.monotonic()
+    client.shutdown()  # what the worker does once OTAS_SHUTDOWN_TIMEOUT is spent
+    caller.join(timeout=5)
+    assert time.monotonic() - began < 1.0
+    wait_until_answered(collector)
+    assert len(outcomes) == 1 and isinstance(outcomes[0], Retry)
+    assert outcomes[0].maybe_delivered
+
+
+# -- never resent unseen: a reset after the request was written whole ----------------------
+
+
+class ResetOnceServer(CannedServer):
+    """Reads each request whole; resets the first connection, answers 201 on the others."""
+
+    def __init__(self) -> None:
+        created = b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+        super().__init__([b"reset", created, created])
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.requests.append(head + b"\r\n\r\n" + body)
+            answer = self.answers.pop(0)
+            if answer == b"reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                conn.sendall(answer)
+            conn.close()
+
+
+def plain_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def test_a_reset_after_the_event_was_sent_whole_is_counted_as_a_possible_duplicate(
+    make_middleware, agent
+):
+    server = ResetOnceServer()
+    try:
+        middleware = make_middleware(
+            plain_app,
+            brain_url=server.url,
+            project_id=DEMO_PROJECT_ID,
+        )
+        Client(middleware).get("/api/things", headers=agent, buffered=True)
+        assert middleware.flush(10)
+        stats = middleware.stats()
+    finally:
+        server.close()
+    assert (stats["sent"], stats["possible_duplicate"]) == (1, 1)
+    assert len(server.requests) == 2  # the retry the count warns about, and no other

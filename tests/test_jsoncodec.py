@@ -246,7 +246,7 @@ def test_the_stdlib_encoder_falls_back_to_plain_encoding_when_the_accelerator_di
 def test_the_same_properties_hold_without_orjson() -> None:
     script = (
         "import sys; sys.modules['orjson'] = None; import pytest; "
-        f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {__file__!r}]))"
+        f"sys.exit(pytest.main(['-q', '-n', '0', '-p', 'no:cacheprovider', {__file__!r}]))"
     )
     env = dict(os.environ, OTAS_TEST_JSONCODEC_WITHOUT_ORJSON="1")
     done = subprocess.run(

@@ -658,7 +658,7 @@ def test_json_sent_as_plain_text_is_masked_too(make_middleware, collector, agent
     Client(middleware).post("/", data=body, content_type="text/plain", headers=agent, buffered=True)
     event = one_event(middleware, collector)
     assert "hunter2" not in event["request_body"]
-    assert '"user": "bob"' in event["request_body"]
+    assert json.loads(event["request_body"])["user"] == "bob"
 
 
 LAZY = """

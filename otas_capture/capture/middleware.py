@@ -95,10 +95,12 @@ class OtasMiddleware:
     :param flush_interval: deprecated, no effect (a ``DeprecationWarning`` says so).
     :param concurrency: calls to Brain in flight at once, at most.
     :param timeout: seconds one call to OTAS may take in all.
+    :param answer_timeout: seconds to wait for Brain's answer to a call sent whole.
     :param max_retries: retries of one event that keeps failing.
     :param retry_backoff: seconds before the first retry (doubling after).
     :param shutdown_timeout: seconds the flush at process exit may take.
     :param spool_dir: a directory for what is undelivered at exit (opt-in).
+    :param ca_bundle: CA certificates (a PEM file or directory) trusted for https.
     :param safe_fields: field names the masking rule must leave alone.
     :param before_send: ``before_send(event) -> event | None`` run on each finished
         event (or its dotted path ``package.module:function``).
@@ -132,10 +134,12 @@ class OtasMiddleware:
         flush_interval: float | None = None,
         concurrency: int | None = None,
         timeout: float | None = None,
+        answer_timeout: float | None = None,
         max_retries: int | None = None,
         retry_backoff: float | None = None,
         shutdown_timeout: float | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
         safe_fields: str | Iterable[str] | None = None,
         before_send: BeforeSend | str | None = None,
         environment: str | None = None,
@@ -155,16 +159,7 @@ class OtasMiddleware:
         # nor the SIGTERM handler (which may finish an exchange while the main thread is
         # anywhere) ever waits on a lock there.
         self._handoff = Handoff(self._ship)
-        if not self.config.enabled and self.config.env_refused:
-            pass  # off because a variable was refused: config logged that, naming it
-        elif not self.config.enabled:
-            logger.info("otas-capture: disabled by OTAS_ENABLED; requests pass through")
-        elif self.config.sdk_key is None:
-            logger.warning(
-                "otas-capture: OTAS_SDK_KEY is not set; requests pass through and nothing "
-                "is sent to OTAS"
-            )
-        else:
+        if self.config.shipping:
             # Imported here: the sender's modules (the event builder, the masker, the
             # transport) are most of the package's import time, and a middleware that
             # ships nothing, or code that only imports the package, never needs them.
@@ -173,12 +168,15 @@ class OtasMiddleware:
             self._sender = Sender(self.config, self._stats)
             self._capturing = True
             shutdown.register(self.close, self.config.shutdown_timeout)
+        elif self.config.enabled:
+            logger.warning("otas-capture: OTAS_SDK_KEY is not set; requests pass through")
+        elif not self.config.env_refused:  # else off for a refused value: config said so
+            logger.info("otas-capture: disabled by OTAS_ENABLED; requests pass through")
         self._skip_paths = tuple(self.config.skip_paths)
         self._sample_rate = self.config.sample_rate
         self._sample = _sampler(self._sample_rate)
         self._body_limit = self.config.max_body_bytes
-        # For otas_capture.flush()/close()/stats(), and Flask wrapped by hand.
-        registry.register(self)
+        registry.register(self)  # for otas_capture.flush()/close()/stats(), Flask by hand
 
     def __repr__(self) -> str:
         return f"<OtasMiddleware app={self.app!r} shipping={self._sender is not None}>"

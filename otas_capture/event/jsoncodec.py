@@ -142,8 +142,13 @@ def dumps(value: Any, allow_nan: bool = False, *, finite: bool = False) -> bytes
     if orjson is not None:
         data = _fast_dumps(value, finite)
         if data is not None:
-            return data
+            # orjson leaves up to half again its length allocated; an event waiting in
+            # the queue is counted by its length, so keep an exact copy (one memcpy).
+            return bytes(memoryview(data)) if len(data) > _EXACT_FROM else data
     return _STDLIB[allow_nan](value).encode("utf-8")
+
+
+_EXACT_FROM = 4096  # below this the slack is small next to an event's other costs
 
 
 def dumps_text(value: Any, allow_nan: bool = False, *, finite: bool = False) -> str:

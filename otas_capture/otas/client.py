@@ -1,347 +1,50 @@
-"""The OTAS client: one delivery attempt of one event, and what Brain's answer means.
+"""The OTAS client: one delivery attempt of one event.
 
 The delivery worker (:mod:`otas_capture.delivery.worker`) calls :meth:`OtasClient.export` from its
 threads. On the first attempt the client checks the session token, learns the project
-id from UASAM if it was not configured, and builds the JSON body
+id from UASAM (:mod:`.uasam`) if it was not configured, and builds the JSON body
 (:mod:`otas_capture.event.build`); the body is kept for retries. Then it POSTs the body over
-a pooled keep-alive connection and turns Brain's answer into an outcome with
-:func:`interpret`, a pure function of (status, parsed body, Retry-After):
+a pooled keep-alive :mod:`.wire` connection (reached as :mod:`.route` says: proxy, TLS
+trust) and turns Brain's answer into an outcome with :func:`.answers.interpret`.
 
-===============================================  =========================================
-Brain answers                                    outcome
-===============================================  =========================================
-201                                              sent
-401 about the SDK key                            pause for key (Brain also says so while
-                                                 UASAM is down, so shipping resumes later)
-400, 401 about the session token                 failed, with Brain's reason
-429, 502, 503, 504                               retry, server-wide, with Retry-After
-500 and other 5xx                                retry, maybe about this event only
-other statuses (404 on a wrong URL, ...)         failed, ``http_<status>``
-timeout, refused or broken connection            retry, server-wide
-===============================================  =========================================
-
-The connection sits behind the small :class:`Transport` interface, so another HTTP
-client can replace the default without touching the rules. The default,
-:class:`WireTransport`, is :mod:`otas_capture.otas.wire`'s keep-alive connection: the fixed
-request headers formatted once, one ``sendall`` per call, a strict answer parser. It
-costs about a third of the CPU of an ``http.client`` POST (:class:`HttpTransport`,
-kept as the alternative), and the sender shares the interpreter with the application.
-``OTAS_TIMEOUT`` is a deadline for the whole call (connect, send, answer), not per
-socket operation, so a Brain that trickles its answer cannot hold a call longer;
-connecting has its own shorter limit. The one UASAM lookup goes over ``wire`` too, so
-importing this module loads neither ``requests`` nor ``http.client``.
+A call that got no answer is a server-wide retry: ``timeout`` past ``OTAS_TIMEOUT`` (a
+deadline for the whole call: connect, send, answer), ``protocol_error`` for a malformed
+answer, ``connection_error`` otherwise. When the request had been written whole before
+it failed, Brain may have stored the event: the retry says so (``maybe_delivered``), so
+that the worker counts a possible duplicate; the connection never sends it again by
+itself.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
 import os
 import socket
 import threading
-import time
 import uuid
 import weakref
-from datetime import timezone
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Protocol
-from urllib.parse import urlsplit
+from typing import Any
 
-from .._version import __version__
 from ..capture.exchange import Exchange
 from ..config import Config
-from ..contract import (
-    AUTHENTICATE_PATH,
-    INVALID_SDK_KEY,
-    LOGGER_NAME,
-    MISSING_SDK_KEY,
-    SDK_KEY_HEADER,
-    SDK_LOG_PATH,
-    SESSION_TOKEN_HEADER,
-)
+from ..contract import LOGGER_NAME, SDK_KEY_HEADER, SDK_LOG_PATH, SESSION_TOKEN_HEADER
 from ..delivery.outcomes import Attempt, Failed, Outcome, PauseForKey, Retry, Sent
 from ..delivery.stats import Stats
 from ..event.build import EventBuilder, EventRefused
 from . import wire
+from .answers import interpret, parse_answer, parse_retry_after
+from .route import Routes
+from .uasam import USER_AGENT, authenticate
 
-if TYPE_CHECKING:
-    import http.client
+__all__ = ["OtasClient", "Prepared"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
-USER_AGENT = f"otas-capture/{__version__}"
-CONNECT_TIMEOUT = 3.0  # seconds; a TCP handshake that takes longer is not coming
-MAX_RETRY_AFTER = 300.0
-# Answers that say the server as a whole is in trouble, not this event.
-SERVER_WIDE = frozenset({429, 502, 503, 504})
-KEY_REFUSALS = frozenset({INVALID_SDK_KEY, MISSING_SDK_KEY})
 # What a prepared event costs beside its body and token: the objects holding them.
 _PREPARED_OVERHEAD = 200
 _SENT = Sent()  # immutable: one for every delivered event
-
-
-# -- the rules (pure) ----------------------------------------------------------------
-
-
-def interpret(status: int, answer: dict[str, Any], retry_after: float | None) -> Outcome:
-    """What Brain's answer to one log call means for the event (see the module table)."""
-    description = str(answer.get("status_description") or f"http_{status}")
-    if status == 201:
-        return Sent()
-    if status == 401 and description in KEY_REFUSALS:
-        return PauseForKey(description)
-    if status in (400, 401):
-        missing = answer.get("missing_fields")
-        return Failed(description, f"missing_fields={missing!r}" if missing else "")
-    if status in SERVER_WIDE:
-        return Retry(description, server_wide=True, retry_after=retry_after)
-    if status >= 500:
-        # Brain says event_capture_failed both when its database is down and when this
-        # one event cannot be stored; the worker tells them apart by what else succeeds.
-        return Retry(description, server_wide=False, retry_after=retry_after)
-    hint = " (is OTAS_BRAIN_URL right?)" if status in (404, 405) else ""
-    return Failed(f"http_{status}", f"Brain answered HTTP {status}{hint}")
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP date.
-
-    ``now`` is the Unix time to measure a date from (default: the clock). Capped at
-    ``MAX_RETRY_AFTER``; a date in the past means now; anything unreadable is None.
-    """
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        import email.utils  # rarely needed, and slow to import
-
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when is None:  # Python 3.9 returns None for some unreadable dates
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def parse_answer(data: bytes) -> dict[str, Any]:
-    """Brain's JSON answer as a dict; {} for anything else (an HTML error page)."""
-    try:
-        answer = json.loads(data)
-    except (ValueError, RecursionError):
-        return {}
-    return answer if isinstance(answer, dict) else {}
-
-
-# -- the transport --------------------------------------------------------------------
-
-
-class TransportError(Exception):
-    """A call that got no answer. ``timeout``: the deadline passed; ``sent``: the whole
-    request had been written first, so the server may have acted on it."""
-
-    def __init__(self, detail: str, *, timeout: bool, sent: bool) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.timeout = timeout
-        self.sent = sent
-
-
-class Transport(Protocol):
-    """One connection to Brain's SDK log endpoint, used by one thread at a time."""
-
-    def post(
-        self, body: bytes, headers: dict[str, str], timeout: float
-    ) -> tuple[int, bytes, str | None]:
-        """(status, body, Retry-After) of one POST finished within ``timeout`` seconds.
-
-        Raises :class:`TransportError` when there is no answer, ``ValueError`` when a
-        header value cannot be sent.
-        """
-        ...
-
-    def close(self) -> None: ...
-
-
-class _DeadlineSocket:
-    """A socket whose every operation times out at one deadline, the call's."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self.deadline = math.inf
-        # As socket.socket does: a response still being read keeps the socket open
-        # after close(). http.client closes the connection as soon as an answer says
-        # it will close (HTTP/1.0, "Connection: close"), before its body is read.
-        self._io_refs = 0
-        self._closed = False
-
-    def _arm(self) -> None:
-        remaining = self.deadline - perf_counter()
-        if remaining <= 0:
-            raise socket.timeout("deadline passed")
-        self._sock.settimeout(remaining)
-
-    def sendall(self, data: Any, *args: Any) -> None:
-        self._arm()
-        self._sock.sendall(data, *args)
-
-    def recv_into(self, buffer: Any, *args: Any) -> int:
-        self._arm()
-        return self._sock.recv_into(buffer, *args)
-
-    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
-        # What socket.makefile does, but reading through this wrapper.
-        self._io_refs += 1
-        return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
-
-    def _decref_socketios(self) -> None:
-        # Called when a file from makefile() closes.
-        if self._io_refs > 0:
-            self._io_refs -= 1
-        if self._closed and self._io_refs == 0:
-            self._sock.close()
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def close(self) -> None:
-        self._closed = True
-        if self._io_refs == 0:
-            self._sock.close()
-
-
-class WireTransport:
-    """A keep-alive :mod:`otas_capture.otas.wire` connection with a whole-call deadline (the
-    default transport).
-
-    The headers the client passes are the same on every call but the session token, so
-    the others are formatted into the request head once, on the first call.
-    """
-
-    def __init__(self, brain_url: str) -> None:
-        self._url = brain_url
-        self._fixed: dict[str, str] | None = None
-        self._conn: wire.KeepAliveConnection | None = None
-        # The last call's headers (a copy) and the token header made of them: the next
-        # call usually has the same, and then skips taking them apart again.
-        self._headers: dict[str, str] | None = None
-        self._token: tuple[tuple[str, str], ...] = ()
-
-    def post(
-        self, body: bytes, headers: dict[str, str], timeout: float
-    ) -> tuple[int, bytes, str | None]:
-        conn = self._conn
-        if conn is None or headers != self._headers:
-            fixed = {k: v for k, v in headers.items() if k != SESSION_TOKEN_HEADER}
-            if conn is None or fixed != self._fixed:
-                self.close()
-                conn = wire.KeepAliveConnection(
-                    self._url, SDK_LOG_PATH, fixed, timeout, connect_timeout=CONNECT_TIMEOUT
-                )
-                self._conn, self._fixed = conn, fixed
-            token = headers.get(SESSION_TOKEN_HEADER)
-            self._token = () if token is None else ((SESSION_TOKEN_HEADER, token),)
-            self._headers = dict(headers)
-        try:
-            response = conn.post(body, self._token, timeout)
-        except (socket.timeout, TimeoutError):
-            raise TransportError("timeout", timeout=True, sent=conn.sent) from None
-        except OSError as exc:
-            raise TransportError(type(exc).__name__, timeout=False, sent=conn.sent) from None
-        return response.status, response.body, response.retry_after
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-
-class HttpTransport:
-    """A keep-alive ``http.client`` connection with a whole-call deadline (the
-    alternative to :class:`WireTransport`)."""
-
-    def __init__(self, brain_url: str) -> None:
-        import http.client  # only when chosen: it is slow to import
-
-        parts = urlsplit(brain_url)
-        self._factory = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
-        self._host = parts.hostname or "localhost"
-        self._port = parts.port
-        self.path = parts.path.rstrip("/") + SDK_LOG_PATH
-        self._conn: http.client.HTTPConnection | None = None
-        self._sock: _DeadlineSocket | None = None
-
-    def post(
-        self, body: bytes, headers: dict[str, str], timeout: float
-    ) -> tuple[int, bytes, str | None]:
-        import http.client
-
-        deadline = perf_counter() + timeout
-        while True:
-            fresh = self._conn is None
-            sent = False
-            try:
-                conn, sock = self._connection(deadline)
-                sock.deadline = deadline
-                conn.request("POST", self.path, body, headers)
-                sent = True
-                response = conn.getresponse()
-                data = response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                self.close()
-                if fresh:
-                    raise TransportError(type(exc).__name__, timeout=False, sent=sent) from None
-                # A reused connection the server had already closed while idle: the
-                # request never reached the app, so one try on a new connection is safe
-                # (the usual keep-alive race, handled the same way by urllib3).
-                continue
-            except (socket.timeout, TimeoutError):
-                self.close()
-                raise TransportError("timeout", timeout=True, sent=sent) from None
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                raise TransportError(type(exc).__name__, timeout=False, sent=sent) from None
-            except BaseException:
-                self.close()
-                raise
-            if response.will_close:
-                self.close()
-            return response.status, data, response.getheader("Retry-After")
-
-    def _connection(self, deadline: float) -> tuple[http.client.HTTPConnection, _DeadlineSocket]:
-        if self._conn is not None and self._sock is not None:
-            return self._conn, self._sock
-        remaining = deadline - perf_counter()
-        if remaining <= 0:
-            raise socket.timeout("deadline passed")
-        conn = self._factory(self._host, self._port, timeout=min(CONNECT_TIMEOUT, remaining))
-        conn.connect()
-        # http.client writes the headers and the body separately; without TCP_NODELAY
-        # the body can wait for the server's delayed ACK (~40 ms) on every call.
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock = _DeadlineSocket(conn.sock)
-        conn.sock = sock
-        self._conn, self._sock = conn, sock
-        return conn, sock
-
-    def close(self) -> None:
-        conn, self._conn, self._sock = self._conn, None, None
-        if conn is not None:
-            conn.close()
-
-
-# -- the client -----------------------------------------------------------------------
 
 
 class Prepared:
@@ -385,15 +88,9 @@ class OtasClient:
     Parameters:
         config: the checked settings; ``sdk_key`` must be set.
         stats: where the client's own troubles are logged (rate-limited).
-        transport: makes a connection to ``config.brain_url``; ``WireTransport`` by default.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        stats: Stats,
-        transport: Callable[[str], Transport] = WireTransport,
-    ) -> None:
+    def __init__(self, config: Config, stats: Stats) -> None:
         self._config = config
         self._stats = stats
         self._builder = EventBuilder(config)
@@ -403,14 +100,20 @@ class OtasClient:
         from .tokens import TokenChecker
 
         self._tokens = TokenChecker()
-        self._make_transport = transport
+        self._routes = Routes(config)
+        self._fixed = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            SDK_KEY_HEADER: config.sdk_key or "",
+        }
         self._project_id = config.project_id
         self._reset()
         _live_clients.add(self)
 
     def _reset(self) -> None:
         self._pool_lock = threading.Lock()
-        self._idle: list[Transport] = []  # connections not in use, kept alive
+        self._idle: list[wire.KeepAliveConnection] = []  # connections not in use, kept alive
+        self._busy: set[wire.KeepAliveConnection] = set()  # in a call now
         self._shut = False
         self._lookup_lock = threading.Lock()
         self._lookup_failed_at = -math.inf
@@ -429,30 +132,26 @@ class OtasClient:
         return Attempt(self._post(prepared), prepared, prepared.size)
 
     def _post(self, record: Prepared) -> Outcome:
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            SDK_KEY_HEADER: self._config.sdk_key or "",
-            SESSION_TOKEN_HEADER: record.token,
-        }
-        transport = self._take_transport()
+        conn = self._take_connection()
         try:
-            status, data, retry_after = transport.post(
-                record.payload, headers, self._config.timeout
+            response = conn.post(
+                record.payload,
+                ((SESSION_TOKEN_HEADER, record.token),),
+                answer_timeout=self._config.answer_timeout,
             )
-        except TransportError as exc:
-            if exc.timeout:
-                return Retry("timeout", server_wide=True, maybe_delivered=exc.sent)
-            return Retry("connection_error", server_wide=True, detail=exc.detail)
-        except ValueError:  # the transport refuses a header value (a token with a newline)
+        except wire.UnsendableHeader:  # a token with a newline: nothing was sent
             return Failed("unsendable_token", called=False)
+        except OSError as exc:
+            return _no_answer(exc, conn.sent)
         finally:
-            self._return_transport(transport)
-        if status == 201:
+            self._return_connection(conn)
+        if response.status == 201:
             # What interpret() makes of every 201, whatever the body says: the usual
             # answer skips decoding Brain's JSON, a noticeable part of a call's CPU.
             return _SENT
-        outcome = interpret(status, parse_answer(data), parse_retry_after(retry_after))
+        outcome = interpret(
+            response.status, parse_answer(response.body), parse_retry_after(response.retry_after)
+        )
         if isinstance(outcome, PauseForKey):
             self._stats.log_limited(
                 "key_refused",
@@ -488,24 +187,37 @@ class OtasClient:
         return record.to_bytes() if isinstance(record, Prepared) else None
 
     def shutdown(self) -> None:
+        """Close the idle connections and end the calls still waiting for an answer:
+        the worker calls this once its shutdown time is up, and a long answer wait
+        (``answer_timeout``) must not outlast it."""
         with self._pool_lock:
             self._shut = True
             idle, self._idle = self._idle, []
-        for transport in idle:
-            transport.close()
+            busy = list(self._busy)
+        for conn in idle:
+            conn.close()
+        for conn in busy:
+            conn.abort()
 
-    def _take_transport(self) -> Transport:
+    def _take_connection(self) -> wire.KeepAliveConnection:
         with self._pool_lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._make_transport(self._config.brain_url)
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            config = self._config
+            conn = self._routes.connection(
+                config.brain_url, SDK_LOG_PATH, self._fixed, config.timeout
+            )
+        with self._pool_lock:
+            self._busy.add(conn)
+        return conn
 
-    def _return_transport(self, transport: Transport) -> None:
+    def _return_connection(self, conn: wire.KeepAliveConnection) -> None:
         with self._pool_lock:
+            self._busy.discard(conn)
             if not self._shut:
-                self._idle.append(transport)
+                self._idle.append(conn)
                 return
-        transport.close()
+        conn.close()
 
     # -- the project id -----------------------------------------------------------------
 
@@ -517,7 +229,7 @@ class OtasClient:
                 return self._project_id
             if self._lookup_failed_at >= asked_at:
                 return None  # another thread just asked and failed: wait out the pause
-            found = authenticate(self._config)
+            found = authenticate(self._config, self._routes)
             if isinstance(found, uuid.UUID):
                 self._project_id = str(found)
                 logger.info("otas-capture: shipping events for project %s", self._project_id)
@@ -534,31 +246,15 @@ class OtasClient:
         return None
 
 
-def authenticate(config: Config) -> uuid.UUID | str:
-    """The project UUID for the SDK key, or a sentence saying why UASAM did not give it."""
-    fixed = {SDK_KEY_HEADER: config.sdk_key or "", "User-Agent": USER_AGENT}
-    try:
-        conn = wire.KeepAliveConnection(
-            config.uasam_url,
-            AUTHENTICATE_PATH,
-            fixed,
-            config.timeout,
-            connect_timeout=min(CONNECT_TIMEOUT, config.timeout),
-        )
-        try:
-            response = conn.post(b"")
-        finally:
-            conn.close()
-    except (OSError, ValueError) as exc:  # ValueError: a URL or key that cannot be sent
-        return f"UASAM is unreachable ({type(exc).__name__})"
-    answer = parse_answer(response.body)
-    if response.status != 200:
-        why = answer.get("error") or answer.get("status_description") or "no reason given"
-        return f"UASAM answered HTTP {response.status} ({why})"
-    try:
-        return uuid.UUID(str(answer["response"]["project"]["id"]))
-    except (KeyError, TypeError, ValueError):
-        return "UASAM's answer has no project id"
+def _no_answer(exc: OSError, sent: bool) -> Retry:
+    """The retry for a call that got no usable answer (``sent``: written whole first)."""
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return Retry("timeout", server_wide=True, maybe_delivered=sent)
+    detail = type(exc).__name__
+    if isinstance(exc, (wire.ProtocolError, wire.ProxyError)):
+        detail = f"{detail}: {exc}"  # the parser's and proxy's words hold no secret
+    reason = "protocol_error" if isinstance(exc, wire.ProtocolError) else "connection_error"
+    return Retry(reason, server_wide=True, detail=detail, maybe_delivered=sent)
 
 
 _live_clients: weakref.WeakSet[OtasClient] = weakref.WeakSet()
