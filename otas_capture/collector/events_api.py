@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from .answers import json_response
 from .store import EventStore
-from .web import Request, Response
+from .web import Request, Response, int_arg
 
 EVENTS_PATH = "/collector/events"
 
@@ -25,23 +25,12 @@ MAX_PAGE = 1000
 PAGE_BYTES = 16 * 1024 * 1024
 
 
-def _number(request: Request, name: str, default: int, low: int, high: int) -> int | None:
-    raw = request.args.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    return value if low <= value <= high else None
-
-
 def list_events(store: EventStore) -> Callable[[Request], Response]:
     """The ``GET`` handler over ``store``."""
 
     def handler(request: Request) -> Response:
-        after = _number(request, "after", 0, 0, 2**63)
-        limit = _number(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        after = int_arg(request, "after", 0, 0, 2**63)
+        limit = int_arg(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         if after is None or limit is None:
             return json_response(
                 400, {"error": f"after must be an event id, limit a number from 1 to {MAX_PAGE}"}

@@ -36,7 +36,7 @@ from typing import Callable
 from . import browse, export
 from .answers import json_response
 from .app import Collector
-from .web import Request, Response
+from .web import Request, Response, int_arg
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -87,17 +87,6 @@ def _bad_request(message: str) -> Response:
     return json_response(400, {"error": message})
 
 
-def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> int | None:
-    raw = request.args.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    return value if low <= value <= high else None
-
-
 def filters_from(request: Request) -> browse.Filters | None:
     """The filters in a request's query string, or None if one is not understood."""
     status = request.args.get("status", "")
@@ -123,8 +112,8 @@ class Viewer:
         filters = filters_from(request)
         if filters is None:
             return _bad_request(f"status must be one of {', '.join(browse.STATUS_CLASSES)}")
-        after = _int_arg(request, "after", 0, 0, 2**63)
-        limit = _int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        after = int_arg(request, "after", 0, 0, 2**63)
+        limit = int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         if after is None or limit is None:
             return _bad_request(f"after must be an id, limit a number from 1 to {MAX_LIMIT}")
         store = self.collector.store
@@ -151,7 +140,7 @@ class Viewer:
         )
 
     def event(self, request: Request) -> Response:
-        event_id = _int_arg(request, "id", 0, 1, 2**63)
+        event_id = int_arg(request, "id", 0, 1, 2**63)
         if not event_id:
             return _bad_request("id must be an event id")
         event = self.collector.store.get_event(event_id)
@@ -160,7 +149,7 @@ class Viewer:
         return json_response(200, browse.detail(event))
 
     def curl(self, request: Request) -> Response:
-        event_id = _int_arg(request, "id", 0, 1, 2**63)
+        event_id = int_arg(request, "id", 0, 1, 2**63)
         event = self.collector.store.get_event(event_id) if event_id else None
         if event is None:
             return json_response(404, {"error": "no such event"})
@@ -185,7 +174,7 @@ class Viewer:
         )
 
     def sessions(self, request: Request) -> Response:
-        limit = _int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        limit = int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         if limit is None:
             return _bad_request(f"limit must be a number from 1 to {MAX_LIMIT}")
         agent = request.args.get("agent", "").strip() or None

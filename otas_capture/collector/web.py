@@ -292,3 +292,16 @@ class ClientDisconnected(HTTPError):
     """The client hung up before sending the body it declared."""
 
     code = 400
+
+
+def int_arg(request: Request, name: str, default: int, low: int, high: int) -> int | None:
+    """The query argument ``name`` as a whole number in [low, high]; ``default`` when
+    absent, None when it is not one."""
+    raw = request.args.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if low <= value <= high else None
