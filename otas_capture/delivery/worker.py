@@ -43,7 +43,7 @@ from collections.abc import Collection
 from time import perf_counter
 from typing import Any, Callable
 
-from .limiter import AdaptiveLimit
+from .limiter import AdaptiveLimit, Limit
 from .outcomes import Exporter, Failed, Job, Outcome, PauseForKey, Retry, Sent
 from .stats import Stats
 
@@ -95,6 +95,8 @@ class Worker:
         max_retries: retries of one record after failures while the server otherwise works.
         retry_backoff: seconds before a first retry; doubles each time, with jitter.
         thread_name: prefix of the threads' names.
+        new_limit: makes the in-flight limit (again after ``fork``); by default one
+            :class:`AdaptiveLimit` of this process up to ``ceiling``.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class Worker:
         max_retries: int,
         retry_backoff: float,
         thread_name: str = "otas-capture-sender",
+        new_limit: Callable[[], Limit] | None = None,
     ) -> None:
         self._exporter = exporter
         self._stats = stats
@@ -117,6 +120,7 @@ class Worker:
         self._max_retries = max_retries
         self._retry_backoff = retry_backoff
         self._thread_name = thread_name
+        self._new_limit = new_limit or (lambda: AdaptiveLimit(self._ceiling))
         self._reset()
         _live_workers.add(self)
 
@@ -127,7 +131,7 @@ class Worker:
         self._queue: deque[Job] = deque()  # never tried, oldest first
         self._retry: list[tuple[float, int, Job]] = []  # heap by due time
         self._in_flight: dict[int, Job] = {}
-        self._limit = AdaptiveLimit(self._ceiling)
+        self._limit = self._new_limit()
         self._pending = 0  # queued + retrying + in flight
         self._pending_bytes = 0
         self._last_seq = 0
@@ -321,6 +325,13 @@ class Worker:
             if taken is None:
                 return
             job, in_flight = taken
+            # A call slot shared with the host's other senders (slots.py); close() may
+            # stop the wait, and the job goes back to be counted as never sent.
+            if not self._limit.acquire(lambda: self._stopping):
+                with self._lock:
+                    del self._in_flight[job.seq]
+                    self._queue.appendleft(job)
+                return
             size = job.size
             started = perf_counter()
             try:
@@ -333,6 +344,8 @@ class Worker:
                     exc_info=True,
                 )
                 outcome = Failed("internal_error", called=False)
+            finally:
+                self._limit.release()
             self._finish(job, outcome, started, in_flight, size)
 
     def _take(self) -> tuple[Job, int] | None:

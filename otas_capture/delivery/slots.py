@@ -1,0 +1,257 @@
+"""One in-flight limit for every process of a host that ships to the same Brain.
+
+Each process of a pre-fork server (gunicorn ``-w 8``) has its own sender. Were each to
+learn its own limit, their sum would far exceed what Brain serves: calls would queue at
+Brain, time out, and be stored twice. So the processes of a host share one limit, with
+no daemon and nothing to clean up:
+
+- **Call slots are files.** A directory private to the user (``$XDG_RUNTIME_DIR/
+  otas-capture``, else ``<tmp>/otas-capture-<uid>``, mode 0700) holds, per Brain URL,
+  slot files ``0 .. ceiling-1``. A call may go out only while its process holds a
+  non-blocking ``flock`` on one of the first ``limit`` of them. The kernel drops the
+  locks of a process that exits, however it exits, so a killed process frees its
+  slots at once.
+- **The limit is learnt by the host as one.** The state of the
+  :class:`~otas_capture.delivery.limiter.AdaptiveLimit` lives in a small state file,
+  read and written under ``flock`` after every call, so each call of any process
+  teaches the one limit. A host whose state is older than ``IDLE_RESET`` starts again
+  from one call in flight.
+- **Processes take turns.** A process that finds no free slot joins a wait list in the
+  state file; a free slot goes to the first process on the list, the next free one to
+  the second, and so on, and a process that just finished a call queues behind those
+  waiting. Without that, a process that just released a slot would take it straight
+  back, and processes that only look now and then would starve. A process that stops
+  asking (it exited) drops off the list after ``STALE``.
+
+Slots are only tried, never waited on, in the kernel: a sender thread that finds none
+looks again after a short pause, a fraction of the server's own call time. Files are
+opened for each attempt, so a forked child never shares a lock with its parent; what a
+child inherited is closed (not unlocked) after ``fork``. Where ``fcntl`` or the
+directory is missing (Windows, a read-only or foreign directory), :func:`host_limit`
+returns a per-process limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import stat
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from time import perf_counter
+from typing import Any, Callable
+
+from ..contract import LOGGER_NAME
+from .limiter import AdaptiveLimit, Limit, State
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, each process keeps its own limit
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+IDLE_RESET = 30.0  # seconds without a call after which a host starts again at one call
+STALE = 0.5  # seconds after which a process that stopped asking leaves the wait list
+# Pause between two looks for a free slot: this share of the server's call time, bounded.
+POLL_SHARE = 0.05
+POLL_MIN, POLL_MAX = 0.003, 0.03
+
+
+def slot_directory() -> Path | None:
+    """The user's private directory for slot files, created if needed; None if unusable."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        path = Path(runtime) / "otas-capture"
+    else:
+        path = Path(tempfile.gettempdir()) / f"otas-capture-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+    except OSError:
+        return None
+    # Another user's directory (planted in a shared /tmp) could hold our slots hostage.
+    private = info.st_uid == os.getuid() and not info.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
+    return path if stat.S_ISDIR(info.st_mode) and private else None
+
+
+def host_limit(destination: str, ceiling: int, max_latency: float) -> Limit:
+    """The in-flight limit for calls to ``destination``, shared by the host's processes
+    where it can be, else this process's own."""
+    directory = slot_directory() if fcntl is not None else None
+    if directory is None:
+        logger.debug("otas-capture: no shared slot directory; this process keeps its own limit")
+        return AdaptiveLimit(ceiling, max_latency=max_latency)
+    return HostLimit(directory, destination, ceiling, max_latency)
+
+
+class HostLimit:
+    """The :class:`~otas_capture.delivery.limiter.Limit` of all processes of this host
+    calling ``destination`` (see the module's docstring)."""
+
+    def __init__(self, directory: Path, destination: str, ceiling: int, max_latency: float) -> None:
+        key = hashlib.sha256(destination.encode()).hexdigest()[:16]
+        self._prefix = str(directory / key)
+        self._learner = AdaptiveLimit(ceiling, max_latency=max_latency)
+        # The state file keeps time.monotonic(), the same clock in every process of a
+        # host; the worker passes perf_counter() times.
+        self._offset = time.monotonic() - perf_counter()
+        self._limit = 1
+        self._poll = POLL_MAX
+        self._held: list[int] = []  # descriptors of the slots this process holds
+        self._depth = threading.local()  # the slot number of the thread's call
+        self._mutex = threading.Lock()
+        _live.add(self)
+
+    @property
+    def limit(self) -> int:
+        """Calls the host may have in flight, as last read from the state file."""
+        return self._limit
+
+    def acquire(self, stop: Callable[[], bool]) -> bool:
+        """Wait for a free slot of the host (True), or until ``stop()`` says so (False)."""
+        while not self._try():
+            if stop():
+                return False
+            time.sleep(self._poll * random.uniform(0.5, 1.5))
+        return True
+
+    def release(self) -> None:
+        """Give back one of the slots this process holds (they are all alike)."""
+        with self._mutex:
+            fd = self._held.pop() if self._held else None
+        if fd is not None:
+            # Unlock before closing: a child forked meanwhile still has the descriptor.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def on_call(self, started: float, ended: float, in_flight: int, overloaded: bool) -> None:
+        """Teach the host's limit one finished call (``in_flight``, the process's own
+        count, is replaced by the slot number the call held: the host's count)."""
+        depth = getattr(self._depth, "value", in_flight)
+        with self._state() as state:
+            self._learner.on_call(started + self._offset, ended + self._offset, depth, overloaded)
+            state["limiter"] = self._learner.state()
+            self._limit = self._learner.limit
+
+    def _try(self) -> bool:
+        """Take a slot if one is free for this process now (see "take turns")."""
+        me = os.getpid()
+        with self._mutex, self._state() as state:
+            now = time.monotonic()
+            waiting: list[list[float]] = [
+                entry for entry in state["waiting"] if now - entry[1] < STALE
+            ]
+            pids = [int(entry[0]) for entry in waiting]
+            place = pids.index(me) if me in pids else len(pids)
+            number = self._take_free(place)
+            if number is not None:
+                self._depth.value = number + 1
+                if me in pids:
+                    del waiting[place]
+            elif me in pids:
+                waiting[place][1] = now
+            else:
+                waiting.append([me, now])
+            state["waiting"] = waiting
+        return number is not None
+
+    def _take_free(self, place: int) -> int | None:
+        """Lock the free slot after the ``place`` free ones left for those ahead."""
+        skipped = 0
+        for number in range(min(self._limit, self._learner.ceiling)):
+            fd = os.open(f"{self._prefix}.{number}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by a call in flight
+                os.close(fd)
+                continue
+            if skipped == place:
+                self._held.append(fd)
+                return number
+            skipped += 1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return None
+
+    def _state(self) -> _StateFile:
+        return _StateFile(self)
+
+    def _load(self, text: bytes) -> dict[str, Any]:
+        """The host's state from the file's bytes; a fresh one when unreadable or idle."""
+        try:
+            state: dict[str, Any] = json.loads(text)
+            idle = time.monotonic() - float(state["updated"])
+            fresh = not 0 <= idle < IDLE_RESET  # negative: written before a reboot
+            limiter: State = [float(value) for value in state["limiter"]]
+            waiting = [[int(pid), float(seen)] for pid, seen in state["waiting"]]
+        except (ValueError, KeyError, TypeError):
+            fresh = True
+        if fresh:
+            learner = self._learner
+            self._learner = AdaptiveLimit(learner.ceiling, max_latency=learner.max_latency)
+            limiter, waiting = self._learner.state(), []
+        else:
+            self._learner.restore(limiter)
+        self._limit = self._learner.limit
+        floor = self._learner.min_latency
+        poll = POLL_SHARE * floor if math.isfinite(floor) else POLL_MAX
+        self._poll = min(max(poll, POLL_MIN), POLL_MAX)
+        return {"limiter": limiter, "waiting": waiting, "updated": time.monotonic()}
+
+    def _after_fork(self) -> None:
+        # Close, never unlock: the locks belong to the parent's calls still in flight.
+        for fd in self._held:
+            os.close(fd)
+        self._held = []
+        self._mutex = threading.Lock()
+
+
+class _StateFile:
+    """``with`` block holding the host's state file locked: yields the state as a dict
+    and writes it back on a normal exit."""
+
+    def __init__(self, owner: HostLimit) -> None:
+        self._owner = owner
+        self._fd = -1
+        self._state: dict[str, Any] = {}
+
+    def __enter__(self) -> dict[str, Any]:
+        self._fd = os.open(
+            f"{self._owner._prefix}.state", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)  # held for microseconds by the others
+            self._state = self._owner._load(os.pread(self._fd, 65536, 0))
+        except BaseException:
+            os.close(self._fd)
+            raise
+        return self._state
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        try:
+            if kind is None:
+                data = json.dumps(self._state).encode()
+                os.pwrite(self._fd, data, 0)
+                os.ftruncate(self._fd, len(data))
+        finally:
+            os.close(self._fd)  # drops the lock
+
+
+_live: weakref.WeakSet[HostLimit] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for limit in list(_live):
+        limit._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
