@@ -75,21 +75,52 @@ IN_FLIGHT = 32  # agent requests in flight during a burst
 
 
 class TimedBrain:
-    """The collector, with the time each log call spent inside it (queueing included)."""
+    """The collector, with the time each log call spent inside it (queueing included).
 
-    def __init__(self, collector: Collector) -> None:
+    With ``pile_up`` set, the collector serves calls at once and this wrapper makes them
+    slow down as they pile up, as the real Brain does on its server and database: each
+    call needs ``service`` seconds of work; up to ``pile_up`` calls in flight each go at
+    full speed, beyond that each goes at ``(pile_up / in_flight) ** 1.5``: they share
+    the server, and the database thrashes. Best throughput is at ``pile_up`` calls in
+    flight; ``pile_up=1`` is a Brain saturated by a single call. (The collector's own
+    emulation has capacity, not this shape; it lives here until the collector has it.)
+    """
+
+    def __init__(self, collector: Collector, pile_up: int = 0, service: float = 0.0) -> None:
         self.collector = collector
+        self.pile_up = pile_up
+        self.service = service
         self.lock = threading.Lock()
         self.latencies: list[float] = []
+        self.in_flight = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if "/log/sdk" not in environ.get("PATH_INFO", ""):
             return self.collector(environ, start_response)
         arrived = time.perf_counter()
+        if self.pile_up:
+            self._work()
         body = list(self.collector(environ, start_response))
         with self.lock:
             self.latencies.append(time.perf_counter() - arrived)
         return body
+
+    def _work(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+        try:
+            left = self.service
+            for _ in range(100_000):  # bounded: steps of 10 ms
+                if left <= 0:
+                    break
+                crowd = max(self.in_flight, 1)
+                speed = 1.0 if crowd <= self.pile_up else (self.pile_up / crowd) ** 1.5
+                step = min(0.01, left / speed)
+                time.sleep(step)
+                left -= step * speed
+        finally:
+            with self.lock:
+                self.in_flight -= 1
 
 
 def free_port() -> int:
@@ -166,19 +197,21 @@ def fairness(events: list[dict[str, Any]], workers: int) -> float:
     return min(counts) / (total / workers)
 
 
+def parse_brain(brain: str) -> tuple[int, float, bool]:
+    """ "4x0.1": (4 workers, 0.1 s, capacity emulation); "pile3x0.45": pile-up shape."""
+    workers, service = brain.removeprefix("pile").split("x")
+    return int(workers), float(service), brain.startswith("pile")
+
+
 def run(
-    src: Path,
-    masters: int,
-    workers: int,
-    brain_workers: int,
-    service: float,
-    events: int,
-    timeout: float,
+    src: Path, masters: int, workers: int, brain: str, events: int, timeout: float
 ) -> dict[str, Any]:
+    brain_workers, service, pile_up = parse_brain(brain)
     collector = Collector()
-    brain = TimedBrain(collector)
-    server = CollectorServer(brain, threads=128).start()  # type: ignore[arg-type]
-    collector.set_capacity(brain_workers, service)
+    timed = TimedBrain(collector, brain_workers if pile_up else 0, service)
+    server = CollectorServer(timed, threads=128).start()  # type: ignore[arg-type]
+    if not pile_up:
+        collector.set_capacity(brain_workers, service)
     token = collector.issue_token()
     processes = []
     with tempfile.TemporaryDirectory() as work:
@@ -219,7 +252,7 @@ def run(
         event["_at"] = datetime.fromisoformat(event["_received_at"]).timestamp()
     moments = sorted(e["_at"] for e in stored)
     rate = (len(moments) - 1) / (moments[-1] - moments[0]) if len(moments) > 1 else 0.0
-    latencies = sorted(brain.latencies)
+    latencies = sorted(timed.latencies)
     return {
         "answered": answered,
         "stored": len(ids),
@@ -239,12 +272,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--src", type=Path, default=HERE, help="checkout under test")
     parser.add_argument("--full", action="store_true", help="the whole matrix (long)")
     parser.add_argument("--fleets", nargs="*", help="e.g. 1 4 8 2x2 (masters x workers)")
-    parser.add_argument("--brains", nargs="*", help="e.g. 4x0.1 4x0.4 (workers x service)")
+    parser.add_argument(
+        "--brains", nargs="*", help="4x0.1: 4 workers x 0.1 s; pile3x0.45: pile-up shape"
+    )
     parser.add_argument("--events", type=int, nargs="*", help="burst sizes")
     parser.add_argument("--timeout", type=float, default=5.0, help="OTAS_TIMEOUT of the SDK")
     args = parser.parse_args(argv)
     fleets = args.fleets or (["1", "2", "4", "8", "2x4"] if args.full else ["1", "4", "8", "2x2"])
-    brains = args.brains or ["4x0.4", "4x0.1"]
+    brains = args.brains or (
+        ["4x0.4", "4x0.1", "pile3x0.45", "pile1x0.45"] if args.full else ["4x0.4", "4x0.1"]
+    )
     sizes = args.events or ([100, 300, 1000] if args.full else [200])
 
     print(f"otas_capture from {args.src}, OTAS_TIMEOUT={args.timeout:g} s")
@@ -254,23 +291,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for brain in brains:
-        brain_workers, service = brain.split("x")
+        brain_workers, service, pile_up = parse_brain(brain)
+        shape = f"pile-up, best at {brain_workers}" if pile_up else brain
         for fleet in fleets:
             masters, _, workers = fleet.rpartition("x")
             for size in sizes:
-                r = run(
-                    args.src,
-                    int(masters or 1),
-                    int(workers),
-                    int(brain_workers),
-                    float(service),
-                    size,
-                    args.timeout,
-                )
+                r = run(args.src, int(masters or 1), int(workers), brain, size, args.timeout)
                 name = f"2 hosts x {workers} workers" if masters else f"{workers} workers"
-                per_second = int(brain_workers) / float(service)
                 print(
-                    f"| {name} | {per_second:g}/s ({brain}) | {size} "
+                    f"| {name} | {brain_workers / service:.3g}/s ({shape}) | {size} "
                     f"| {r['stored']}/{r['answered']} | {r['dupes']} | {r['timeouts']} "
                     f"| {r['share']:.0%} | {r['median']:.1f} / {r['p95']:.1f} | {r['peak']} "
                     f"| {r['fair']:.2f} |",

@@ -61,8 +61,11 @@ logger = logging.getLogger(LOGGER_NAME)
 IDLE_RESET = 30.0  # seconds without a call after which a host starts again at one call
 STALE = 0.5  # seconds after which a process that stopped asking leaves the wait list
 # Pause between two looks for a free slot: this share of the server's call time, bounded.
-POLL_SHARE = 0.05
-POLL_MIN, POLL_MAX = 0.003, 0.03
+POLL_SHARE = 0.1
+POLL_MIN, POLL_MAX = 0.005, 0.05
+# A thread waiting for its turn to look checks every STOP_CHECK seconds whether its
+# worker stops; the bound on checks only makes the loop finite (days).
+STOP_CHECK, STOP_CHECKS = 0.2, 10**7
 
 
 def slot_directory() -> Path | None:
@@ -108,6 +111,8 @@ class HostLimit:
         self._held: list[int] = []  # descriptors of the slots this process holds
         self._depth = threading.local()  # the slot number of the thread's call
         self._mutex = threading.Lock()
+        self._turn = threading.Condition()
+        self._looking = False  # a thread of this process is looking for a slot
         _live.add(self)
 
     @property
@@ -116,12 +121,31 @@ class HostLimit:
         return self._limit
 
     def acquire(self, stop: Callable[[], bool]) -> bool:
-        """Wait for a free slot of the host (True), or until ``stop()`` says so (False)."""
-        while not self._try():
-            if stop():
-                return False
-            time.sleep(self._poll * random.uniform(0.5, 1.5))
-        return True
+        """Wait for a free slot of the host (True), or until ``stop()`` says so (False).
+
+        One thread of the process looks for slots at a time, the others wait their
+        turn: a process costs the host one look per pause however many calls it has
+        waiting.
+        """
+        with self._turn:
+            for _ in range(STOP_CHECKS):
+                if not self._looking:
+                    break
+                if stop():
+                    return False
+                self._turn.wait(STOP_CHECK)
+            self._looking = True
+        try:
+            while not self._try():
+                if stop():
+                    return False
+                with self._turn:  # woken early when a call of this process ends
+                    self._turn.wait(self._poll * random.uniform(0.5, 1.5))
+            return True
+        finally:
+            with self._turn:
+                self._looking = False
+                self._turn.notify_all()
 
     def release(self) -> None:
         """Give back one of the slots this process holds (they are all alike)."""
@@ -131,6 +155,8 @@ class HostLimit:
             # Unlock before closing: a child forked meanwhile still has the descriptor.
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+        with self._turn:
+            self._turn.notify_all()  # the slot may be this process's to take again
 
     def on_call(self, started: float, ended: float, in_flight: int, overloaded: bool) -> None:
         """Teach the host's limit one finished call (``in_flight``, the process's own
@@ -212,6 +238,8 @@ class HostLimit:
             os.close(fd)
         self._held = []
         self._mutex = threading.Lock()
+        self._turn = threading.Condition()
+        self._looking = False
 
 
 class _StateFile:
