@@ -30,6 +30,7 @@ checkout (``--src``), so BEFORE/AFTER is::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -93,6 +94,7 @@ class TimedBrain:
         self.lock = threading.Lock()
         self.latencies: list[float] = []
         self.in_flight = 0
+        self.peak = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if "/log/sdk" not in environ.get("PATH_INFO", ""):
@@ -108,6 +110,7 @@ class TimedBrain:
     def _work(self) -> None:
         with self.lock:
             self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
         try:
             left = self.service
             for _ in range(100_000):  # bounded: steps of 10 ms
@@ -121,6 +124,35 @@ class TimedBrain:
         finally:
             with self.lock:
                 self.in_flight -= 1
+
+
+class LimitSampler(threading.Thread):
+    """Reads the hosts' shared limits (slots.py's state files) every 50 ms, while the
+    burst is shipped; none where the checkout under test has no such file."""
+
+    def __init__(self, work: Path) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.samples: list[float] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            total = 0.0
+            for state in self.work.glob("host*/otas-capture/*.state"):
+                try:
+                    total += json.loads(state.read_text())["limiter"][0]
+                except (OSError, ValueError, KeyError):
+                    pass
+            if total:
+                self.samples.append(total)
+
+    def stop(self) -> str:
+        self.done.set()
+        self.join()
+        if not self.samples:
+            return "-"
+        return f"{statistics.mean(self.samples):.1f} / {max(self.samples):.0f}"
 
 
 def free_port() -> int:
@@ -180,21 +212,24 @@ def burst(ports: list[int], token: str, count: int, prefix: str) -> int:
         return sum(pool.map(one, range(count)))
 
 
-def fairness(events: list[dict[str, Any]], workers: int) -> float:
-    """The smallest share of its fair share a worker got while every worker had work."""
-    by_worker: dict[Any, list[float]] = {}
+def fairness(events: list[dict[str, Any]]) -> float:
+    """The smallest share of its fair share a worker got while every worker had work:
+    from the moment the last of them captured its first request to the moment the
+    first of them had shipped its last event."""
+    captured: dict[Any, list[float]] = {}
+    stored: dict[Any, list[float]] = {}
     for event in events:
         worker = (event.get("custom_properties") or {}).get("worker")
-        by_worker.setdefault(worker, []).append(event["_at"])
-    if len(by_worker) < workers:
-        return 0.0
-    start = min(min(times) for times in by_worker.values())
-    end = min(max(times) for times in by_worker.values())  # the first to run out of work
-    counts = [sum(1 for t in times if t <= end) for times in by_worker.values()]
+        started = datetime.fromisoformat(event["metadata"]["started_at"]).timestamp()
+        captured.setdefault(worker, []).append(started)
+        stored.setdefault(worker, []).append(event["_at"])
+    start = max(min(times) for times in captured.values())
+    end = min(max(times) for times in stored.values())
+    counts = [sum(1 for t in times if start <= t <= end) for times in stored.values()]
     total = sum(counts)
-    if end <= start or total < 2 * workers:
+    if end <= start or total < 2 * len(counts):
         return 1.0  # too short to judge
-    return min(counts) / (total / workers)
+    return min(counts) / (total / len(counts))
 
 
 def parse_brain(brain: str) -> tuple[int, float, bool]:
@@ -226,6 +261,8 @@ def run(
                 ports.append(port)
             time.sleep(1.0)  # every worker booted
             began = time.perf_counter()
+            sampler = LimitSampler(Path(work))
+            sampler.start()
             answered = burst(ports, token, events, "b")
             capacity = brain_workers / service
             deadline = time.perf_counter() + events / capacity * 3 + 30
@@ -235,6 +272,7 @@ def run(
                 time.sleep(0.2)
             time.sleep(min(timeout, 3.0))  # late resends would show as duplicates
             elapsed = time.perf_counter() - began
+            limits = sampler.stop()
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)
@@ -245,7 +283,7 @@ def run(
                     process.kill()
             time.sleep(0.5)
     stored = collector.events()
-    peak = collector.peak_in_flight
+    peak = timed.peak if pile_up else collector.peak_in_flight
     server.stop()
     ids = Counter(e["metadata"]["event_id"] for e in stored)
     for event in stored:
@@ -262,7 +300,8 @@ def run(
         "median": statistics.median(latencies) / service if latencies else 0.0,
         "p95": latencies[int(len(latencies) * 0.95) - 1] / service if latencies else 0.0,
         "peak": peak,
-        "fair": fairness(stored, masters * workers),
+        "fair": fairness(stored),
+        "limits": limits,
         "elapsed": elapsed,
     }
 
@@ -280,16 +319,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     fleets = args.fleets or (["1", "2", "4", "8", "2x4"] if args.full else ["1", "4", "8", "2x2"])
     brains = args.brains or (
-        ["4x0.4", "4x0.1", "pile3x0.45", "pile1x0.45"] if args.full else ["4x0.4", "4x0.1"]
+        ["4x0.4", "4x0.1", "pile3x0.45", "pile1x0.45"]
+        if args.full
+        else ["4x0.4", "4x0.1", "pile3x0.45"]
     )
-    sizes = args.events or ([100, 300, 1000] if args.full else [200])
+    sizes = args.events or ([100, 300, 1000] if args.full else [150])
 
     print(f"otas_capture from {args.src}, OTAS_TIMEOUT={args.timeout:g} s")
     print(
         "| fleet | Brain | burst | stored | dupes | timeouts | of capacity "
-        "| latency median / p95 (x service) | peak in flight | fairness |"
+        "| latency median / p95 (x service) | peak in flight | shared limit mean / max | fairness |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for brain in brains:
         brain_workers, service, pile_up = parse_brain(brain)
         shape = f"pile-up, best at {brain_workers}" if pile_up else brain
@@ -302,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"| {name} | {brain_workers / service:.3g}/s ({shape}) | {size} "
                     f"| {r['stored']}/{r['answered']} | {r['dupes']} | {r['timeouts']} "
                     f"| {r['share']:.0%} | {r['median']:.1f} / {r['p95']:.1f} | {r['peak']} "
-                    f"| {r['fair']:.2f} |",
+                    f"| {r['limits']} | {r['fair']:.2f} |",
                     flush=True,
                 )
 

@@ -13,8 +13,9 @@ no daemon and nothing to clean up:
   slots at once.
 - **The limit is learnt by the host as one.** The state of the
   :class:`~otas_capture.delivery.limiter.AdaptiveLimit` lives in a small state file,
-  read and written under ``flock`` after every call, so each call of any process
-  teaches the one limit. A host whose state is older than ``IDLE_RESET`` starts again
+  read and written under ``flock`` whenever a process looks for a slot, teaching it
+  the calls that process finished since, so each call of any process teaches the one
+  limit. A host whose state is older than ``IDLE_RESET`` starts again
   from one call in flight.
 - **Processes take turns.** A process that finds no free slot joins a wait list in the
   state file; a free slot goes to the first process on the list, the next free one to
@@ -44,6 +45,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections import deque
 from pathlib import Path
 from time import perf_counter
 from typing import Any, Callable
@@ -59,6 +61,7 @@ except ImportError:  # Windows: no flock, each process keeps its own limit
 logger = logging.getLogger(LOGGER_NAME)
 
 IDLE_RESET = 30.0  # seconds without a call after which a host starts again at one call
+LESSONS = 1024  # finished calls noted between two looks at the state file, at most
 STALE = 0.5  # seconds after which a process that stopped asking leaves the wait list
 # Pause between two looks for a free slot: this share of the server's call time, bounded.
 POLL_SHARE = 0.1
@@ -110,6 +113,8 @@ class HostLimit:
         self._poll = POLL_MAX
         self._held: list[int] = []  # descriptors of the slots this process holds
         self._depth = threading.local()  # the slot number of the thread's call
+        # Finished calls not yet taught to the host's limit (appending is thread-safe).
+        self._lessons: deque[tuple[float, float, int, bool]] = deque(maxlen=LESSONS)
         self._mutex = threading.Lock()
         self._turn = threading.Condition()
         self._looking = False  # a thread of this process is looking for a slot
@@ -161,25 +166,29 @@ class HostLimit:
     def on_call(self, started: float, ended: float, in_flight: int, overloaded: bool) -> None:
         """Teach the host's limit one finished call (``in_flight``, the process's own
         count, is replaced by the slot number the call held: the host's count)."""
+        # Only noted here: the worker calls this holding the lock the request thread
+        # queues events under, so the state file is written at this thread's next look
+        # for a slot, which follows at once when more is due.
         depth = getattr(self._depth, "value", in_flight)
-        with self._state() as state:
-            self._learner.on_call(started + self._offset, ended + self._offset, depth, overloaded)
-            state["limiter"] = self._learner.state()
-            self._limit = self._learner.limit
+        self._lessons.append((started + self._offset, ended + self._offset, depth, overloaded))
 
     def _try(self) -> bool:
         """Take a slot if one is free for this process now (see "take turns")."""
         me = os.getpid()
         with self._mutex, self._state() as state:
+            for _ in range(len(self._lessons)):
+                self._learner.on_call(*self._lessons.popleft())
+            state["limiter"] = self._learner.state()
+            self._limit = self._learner.limit
             now = time.monotonic()
             waiting: list[list[float]] = [
                 entry for entry in state["waiting"] if now - entry[1] < STALE
             ]
             pids = [int(entry[0]) for entry in waiting]
             place = pids.index(me) if me in pids else len(pids)
-            number = self._take_free(place)
-            if number is not None:
-                self._depth.value = number + 1
+            taken, busy = self._take_free(place)
+            if taken:
+                self._depth.value = busy + 1  # the host's calls in flight with this one
                 if me in pids:
                     del waiting[place]
             elif me in pids:
@@ -187,25 +196,29 @@ class HostLimit:
             else:
                 waiting.append([me, now])
             state["waiting"] = waiting
-        return number is not None
+        return taken
 
-    def _take_free(self, place: int) -> int | None:
-        """Lock the free slot after the ``place`` free ones left for those ahead."""
-        skipped = 0
+    def _take_free(self, place: int) -> tuple[bool, int]:
+        """Lock the free slot after the ``place`` free ones left for those ahead; says
+        whether it did, and how many slots were held by others (the limit grows only
+        while it is used)."""
+        taken, busy, skipped = False, 0, 0
         for number in range(min(self._limit, self._learner.ceiling)):
             fd = os.open(f"{self._prefix}.{number}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:  # held by a call in flight
                 os.close(fd)
+                busy += 1
                 continue
-            if skipped == place:
+            if not taken and skipped == place:
                 self._held.append(fd)
-                return number
+                taken = True
+                continue
             skipped += 1
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-        return None
+        return taken, busy
 
     def _state(self) -> _StateFile:
         return _StateFile(self)
