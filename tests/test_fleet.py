@@ -31,6 +31,7 @@ SHIPPER = """
 import json, os, sys
 from werkzeug.test import Client
 from otas_capture import OtasMiddleware
+from otas_capture.contract import SESSION_TOKEN_HEADER
 
 def hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -38,8 +39,10 @@ def hello(environ, start_response):
 
 middleware = OtasMiddleware(hello)
 client = Client(middleware)
+print("ready", flush=True)
+sys.stdin.readline()  # all start together
 for number in range(int(os.environ["COUNT"])):
-    client.get(f"/{os.getpid()}/{number}", headers={"X-Agent-Session-Token": sys.argv[1]})
+    client.get(f"/{os.getpid()}/{number}", headers={SESSION_TOKEN_HEADER: sys.argv[1]})
 middleware.flush(60)
 print(json.dumps(middleware.stats()), flush=True)
 """
@@ -85,20 +88,34 @@ def brain() -> Iterator[CollectorServer]:
 
 
 def test_four_processes_never_have_more_calls_in_flight_than_the_shared_limit(brain, runtime):
-    collector = brain.app
-    collector.set_latency(0.05)  # calls overlap, as they would at a slow Brain
+    collector = brain.collector
+    collector.set_latency(0.4)  # slower than capturing: each process has calls waiting
     token = collector.issue_token()
-    env = child_env(runtime, brain.url, OTAS_CONCURRENCY="3", COUNT="60")
+    env = child_env(runtime, brain.url, OTAS_CONCURRENCY="3", COUNT="20")
     shippers = [
         subprocess.Popen(
-            [sys.executable, "-c", SHIPPER, token], env=env, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", SHIPPER, token],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
-    outputs = [shipper.communicate(timeout=90)[0] for shipper in shippers]
-    assert all('"sent": 60' in output for output in outputs), outputs
-    assert len(collector.events()) == 240
-    # Each alone would open 3 calls; together they still hold 3 slots between them.
+    for shipper in shippers:
+        assert shipper.stdout is not None and shipper.stdout.readline() == "ready\n"
+    for shipper in shippers:
+        assert shipper.stdin is not None
+        shipper.stdin.write("go\n")
+        shipper.stdin.close()
+    outputs = []
+    for shipper in shippers:
+        assert shipper.stdout is not None
+        outputs.append(shipper.stdout.read())  # until it exits
+        shipper.wait(90)
+    assert all('"sent": 20' in output for output in outputs), outputs
+    assert len(collector.events()) == 80
+    # Each alone would open 3 calls, 12 in all; together they hold 3 slots.
     assert collector.peak_in_flight == 3
 
 

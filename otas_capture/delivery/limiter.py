@@ -32,9 +32,9 @@ from __future__ import annotations
 import math
 from typing import Callable, Protocol
 
-TOLERANCE = 1.6  # latency over this many times the minimum means the server queues
+TOLERANCE = 1.4  # latency over this many times the minimum means the server queues
 DECREASE = 0.75  # the limit kept after a cut
-SLOW_START_EXIT = 1.4  # latency over this many times the minimum ends the doubling
+SLOW_START_EXIT = 1.2  # latency over this many times the minimum ends the doubling
 SMOOTHING = 0.25  # weight of the newest call in the moving average of latency
 MIN_WINDOW = 10.0  # seconds a minimum latency is trusted before it is measured afresh
 

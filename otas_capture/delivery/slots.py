@@ -283,7 +283,10 @@ class _StateFile:
                 os.pwrite(self._fd, data, 0)
                 os.ftruncate(self._fd, len(data))
         finally:
-            os.close(self._fd)  # drops the lock
+            # Unlock before closing: a child forked meanwhile shares the descriptor,
+            # and its copy would otherwise hold the lock for the host until it exits.
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
 
 
 _live: weakref.WeakSet[HostLimit] = weakref.WeakSet()
