@@ -169,8 +169,11 @@ class AdaptiveLimit:
         self._min_current = min(self._min_current, latency)
 
     def _cut(self, now: float, started: float) -> None:
-        if started < self._last_cut:
-            return  # this call queued behind the calls that caused the last cut
+        floor = self.min_latency
+        if started < self._last_cut + (floor if math.isfinite(floor) else 0.0):
+            # This call queued behind the calls that caused the last cut, or started
+            # while they were still in flight (they leave within about one call time).
+            return
         self._limit = max(1.0, self._limit * DECREASE)
         self._last_cut = now
         self._recent = None  # the calls before the cut measured the old queue

@@ -64,8 +64,8 @@ IDLE_RESET = 30.0  # seconds without a call after which a host starts again at o
 LESSONS = 1024  # finished calls noted between two looks at the state file, at most
 STALE = 0.5  # seconds after which a process that stopped asking leaves the wait list
 # Pause between two looks for a free slot: this share of the server's call time, bounded.
-POLL_SHARE = 0.1
-POLL_MIN, POLL_MAX = 0.005, 0.05
+POLL_SHARE = 0.02
+POLL_MIN, POLL_MAX = 0.005, 0.02
 # A thread waiting for its turn to look checks every STOP_CHECK seconds whether its
 # worker stops; the bound on checks only makes the loop finite (days).
 STOP_CHECK, STOP_CHECKS = 0.2, 10**7
@@ -169,6 +169,11 @@ class HostLimit:
         # Only noted here: the worker calls this holding the lock the request thread
         # queues events under, so the state file is written at this thread's next look
         # for a slot, which follows at once when more is due.
+        if not overloaded and not getattr(self._depth, "warm", False):
+            # A thread's first call opens its connection and warms the process up: at
+            # 8 processes starting at once, such calls alone cut the host's limit.
+            self._depth.warm = True
+            return
         depth = getattr(self._depth, "value", in_flight)
         self._lessons.append((started + self._offset, ended + self._offset, depth, overloaded))
 
