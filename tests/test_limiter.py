@@ -132,10 +132,10 @@ def test_slow_calls_alone_at_one_call_rebase_the_minimum_at_once():
 
 def test_its_state_carries_over_to_another_limit():
     learnt = AdaptiveLimit(64)
-    calls(limit := learnt, 30, latency=0.2)
+    calls(learnt, 30, latency=0.2)
     copy = AdaptiveLimit(64)
     copy.restore(learnt.state())
-    assert (copy.limit, copy.min_latency) == (limit.limit, limit.min_latency)
+    assert (copy.limit, copy.min_latency) == (learnt.limit, learnt.min_latency)
     assert copy.state() == learnt.state()
     small = AdaptiveLimit(3)
     small.restore(learnt.state())

@@ -15,8 +15,8 @@ no daemon and nothing to clean up:
   :class:`~otas_capture.delivery.limiter.AdaptiveLimit` lives in a small state file,
   read and written under ``flock`` whenever a process looks for a slot, teaching it
   the calls that process finished since, so each call of any process teaches the one
-  limit. A host whose state is older than ``IDLE_RESET`` starts again
-  from one call in flight.
+  limit (but a thread's first call, which pays for its connection, does not). A host
+  whose state nobody touched for ``IDLE_RESET`` starts again from one call in flight.
 - **Processes take turns.** A process that finds no free slot joins a wait list in the
   state file; a free slot goes to the first process on the list, the next free one to
   the second, and so on, and a process that just finished a call queues behind those
@@ -25,11 +25,14 @@ no daemon and nothing to clean up:
   asking (it exited) drops off the list after ``STALE``.
 
 Slots are only tried, never waited on, in the kernel: a sender thread that finds none
-looks again after a short pause, a fraction of the server's own call time. Files are
-opened for each attempt, so a forked child never shares a lock with its parent; what a
-child inherited is closed (not unlocked) after ``fork``. Where ``fcntl`` or the
-directory is missing (Windows, a read-only or foreign directory), :func:`host_limit`
-returns a per-process limit.
+looks again after a short pause, 2% of the server's call time (5 to 20 ms); only the
+state file's lock is waited for, by sender threads only, and it is held for
+microseconds. Nothing here runs on a request thread, and the worker's own lock never
+waits for a file: a finished call is only noted under it. Files are opened for each
+attempt and unlocked before they are closed, so a forked child never holds a lock of
+its parent's; what a child inherited is closed (not unlocked) after ``fork``. Where
+``fcntl`` or the directory is missing (Windows, a read-only or foreign directory),
+:func:`host_limit` returns a per-process limit.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ except ImportError:  # Windows: no flock, each process keeps its own limit
 
 logger = logging.getLogger(LOGGER_NAME)
 
-IDLE_RESET = 30.0  # seconds without a call after which a host starts again at one call
+IDLE_RESET = 30.0  # seconds untouched after which a host's limit starts again at one call
 LESSONS = 1024  # finished calls noted between two looks at the state file, at most
 STALE = 0.5  # seconds after which a process that stopped asking leaves the wait list
 # Pause between two looks for a free slot: this share of the server's call time, bounded.
