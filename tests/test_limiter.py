@@ -24,9 +24,11 @@ def calls(limit: AdaptiveLimit, count: int, latency: float, start: float = 0.0) 
     return now
 
 
-def test_the_limit_starts_small_and_within_the_ceiling():
-    assert AdaptiveLimit(64).limit == 4
-    assert AdaptiveLimit(2).limit == 2
+def test_the_limit_starts_at_one_call_and_within_the_ceiling():
+    # A process joining a fleet must measure before it adds to Brain's queue.
+    assert AdaptiveLimit(64).limit == 1
+    assert AdaptiveLimit(64, initial=4).limit == 4
+    assert AdaptiveLimit(2, initial=4).limit == 2
     assert AdaptiveLimit(0).limit == 1
 
 
@@ -64,7 +66,7 @@ def test_doubling_stops_without_a_cut_when_a_queue_starts_to_form():
 
 
 def test_it_does_not_grow_while_the_limit_is_not_used():
-    limit = AdaptiveLimit(64)
+    limit = AdaptiveLimit(64, initial=4)
     for i in range(1000):
         limit.on_call(i, i + 0.05, in_flight=1, overloaded=False)
     assert limit.limit == 4
@@ -105,6 +107,39 @@ def test_failures_shrink_it_but_never_below_one():
     for i in range(100):
         limit.on_call(float(i), i + 0.5, 1, overloaded=True)
     assert limit.limit == 1
+
+
+def test_it_cuts_above_an_absolute_latency_whatever_the_minimum_says():
+    # A sender that joined while others queued took their queue for the minimum.
+    limit = AdaptiveLimit(64, initial=20, max_latency=2.0)
+    calls(limit, 40, latency=1.5)  # no queue by the minimum's reckoning
+    before = limit.limit
+    limit.on_call(100.0, 103.0, before, overloaded=False)
+    limit.on_call(100.0, 103.0, before, overloaded=False)
+    assert limit.limit < before
+
+
+def test_slow_calls_alone_at_one_call_rebase_the_minimum_at_once():
+    limit = AdaptiveLimit(64)
+    calls(limit, 5, latency=0.01, start=0.0)  # a fast server, the limit opens a little
+    limit.restore([1.0, *limit.state()[1:]])  # then cut down to one call, as after trouble
+    for i in range(3):
+        limit.on_call(1.0 + i, 1.5 + i, in_flight=1, overloaded=False)
+    assert limit.min_latency == 0.5  # not 0.01 for another MIN_WINDOW seconds
+    calls(limit, 20, latency=0.5, start=10.0)
+    assert limit.limit > 2
+
+
+def test_its_state_carries_over_to_another_limit():
+    learnt = AdaptiveLimit(64)
+    calls(learnt, 30, latency=0.2)
+    copy = AdaptiveLimit(64)
+    copy.restore(learnt.state())
+    assert (copy.limit, copy.min_latency) == (learnt.limit, learnt.min_latency)
+    assert copy.state() == learnt.state()
+    small = AdaptiveLimit(3)
+    small.restore(learnt.state())
+    assert small.limit == 3  # its own ceiling still holds
 
 
 def test_a_server_that_became_slower_for_good_is_measured_afresh():

@@ -93,7 +93,8 @@ class OtasMiddleware:
     :param queue_max_bytes: memory those events may hold, at most.
     :param batch_size: deprecated, no effect (a ``DeprecationWarning`` says so).
     :param flush_interval: deprecated, no effect (a ``DeprecationWarning`` says so).
-    :param concurrency: calls to Brain in flight at once, at most.
+    :param concurrency: calls to Brain in flight at once, at most, from this process; the
+        ceiling of the limit the processes of a host share.
     :param timeout: seconds one call to OTAS may take in all.
     :param answer_timeout: seconds to wait for Brain's answer to a call sent whole.
     :param max_retries: retries of one event that keeps failing.

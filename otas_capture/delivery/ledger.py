@@ -130,6 +130,12 @@ class Ledger(Generic[R]):
         self.in_flight.add(job)
         return job
 
+    def untake(self, job: Job[R]) -> None:
+        """From IN_FLIGHT back to QUEUED, first in line: no call slot could be had."""
+        self.in_flight.discard(job)
+        job.state = State.QUEUED
+        (self._queued_durable if job.durable else self._queue).appendleft(job)
+
     def wait_to_retry(self, job: Job[R], due: float) -> None:
         """From IN_FLIGHT to WAITING until ``due``."""
         self.in_flight.discard(job)

@@ -14,19 +14,46 @@ by about one call per round trip. When a short moving average of the latency exc
 shrinks by a fixed ratio, at most once per round trip (calls started before a cut still
 report the old queue and must not cut again).
 
+Two more rules come from fleets of senders sharing one slow server. The limit starts
+at one call in flight: a process joining others that already load the server must not
+add a burst of its own before it has measured anything. And besides the relative rule
+the limit reacts to absolute latency: a moving average over ``max_latency`` cuts
+whatever the minimum says, because a sender that started while others already queued
+at the server measured their queue as its minimum and would let the queue grow to
+``TOLERANCE`` times that.
+
 Pure logic: no threads, no clock of its own. The caller passes times and serialises
-the calls (the delivery worker holds its lock).
+the calls (the delivery worker holds its lock). The limit is shared by the processes
+of a host through :mod:`otas_capture.delivery.slots`, which stores :meth:`state`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, Protocol
 
-TOLERANCE = 1.6  # latency over this many times the minimum means the server queues
+TOLERANCE = 1.4  # latency over this many times the minimum means the server queues
 DECREASE = 0.75  # the limit kept after a cut
-SLOW_START_EXIT = 1.4  # latency over this many times the minimum ends the doubling
+SLOW_START_EXIT = 1.2  # latency over this many times the minimum ends the doubling
 SMOOTHING = 0.25  # weight of the newest call in the moving average of latency
 MIN_WINDOW = 10.0  # seconds a minimum latency is trusted before it is measured afresh
+
+
+# The state of an AdaptiveLimit as plain numbers (see AdaptiveLimit.state).
+State = list[float]
+
+
+class Limit(Protocol):
+    """What the delivery worker asks: how many calls, and a call slot for each call."""
+
+    @property
+    def limit(self) -> int: ...
+
+    def on_call(self, started: float, ended: float, in_flight: int, overloaded: bool) -> None: ...
+
+    def acquire(self, stop: Callable[[], bool]) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 class AdaptiveLimit:
@@ -35,10 +62,13 @@ class AdaptiveLimit:
     Parameters:
         ceiling: the most calls ever allowed in flight.
         initial: the limit to start from (capped to ``ceiling``).
+        max_latency: a moving average of call latency above this cuts the limit
+            whatever the minimum latency (seconds; infinite: no such bound).
     """
 
-    def __init__(self, ceiling: int, initial: int = 4) -> None:
+    def __init__(self, ceiling: int, initial: int = 1, max_latency: float = math.inf) -> None:
         self.ceiling = max(1, ceiling)
+        self.max_latency = max_latency
         self._limit = float(min(max(1, initial), self.ceiling))
         # The minimum latency over a sliding window made of two halves: the minimum of
         # the previous half and of the current one. A server that became slower for
@@ -58,6 +88,35 @@ class AdaptiveLimit:
     @property
     def min_latency(self) -> float:
         return min(self._min_previous, self._min_current)
+
+    def acquire(self, stop: Callable[[], bool]) -> bool:
+        """A call slot: this limit is the process's own, its slots are the worker's."""
+        return True
+
+    def release(self) -> None:
+        """Nothing to give back (see :meth:`acquire`)."""
+
+    def state(self) -> State:
+        """Everything the limit has learnt, as numbers (times in the caller's clock)."""
+        return [
+            self._limit,
+            self._min_previous,
+            self._min_current,
+            math.nan if self._window_start is None else self._window_start,
+            self._last_cut,
+            float(self._slow_start),
+            math.nan if self._recent is None else self._recent,
+        ]
+
+    def restore(self, state: State) -> None:
+        """Take over what another limit learnt (:meth:`state`), within this ceiling."""
+        limit, previous, current, window, last_cut, slow_start, recent = state
+        self._limit = min(max(1.0, limit), float(self.ceiling))
+        self._min_previous, self._min_current = previous, current
+        self._window_start = None if math.isnan(window) else window
+        self._last_cut = last_cut
+        self._slow_start = bool(slow_start)
+        self._recent = None if math.isnan(recent) else recent
 
     def on_call(self, started: float, ended: float, in_flight: int, overloaded: bool) -> None:
         """Learn from one finished call.
@@ -79,7 +138,15 @@ class AdaptiveLimit:
         else:
             self._recent += SMOOTHING * (latency - self._recent)
         floor = min(self._min_previous, self._min_current)  # min_latency, once per call
-        if self._recent > TOLERANCE * floor:
+        if self._recent > TOLERANCE * floor and self._limit < 2 and in_flight <= 1:
+            # Slow while alone at the smallest limit: no queue of ours explains it, the
+            # server itself got slower. Measure the minimum afresh instead of waiting
+            # ``MIN_WINDOW`` at one call for the old one to expire.
+            self._min_previous = math.inf
+            self._min_current = self._recent = latency
+            self._window_start = ended
+            return
+        if self._recent > TOLERANCE * floor or self._recent > self.max_latency:
             self._cut(ended, started)
             return
         if self._recent > SLOW_START_EXIT * floor:
@@ -102,8 +169,11 @@ class AdaptiveLimit:
         self._min_current = min(self._min_current, latency)
 
     def _cut(self, now: float, started: float) -> None:
-        if started < self._last_cut:
-            return  # this call queued behind the calls that caused the last cut
+        floor = self.min_latency
+        if started < self._last_cut + (floor if math.isfinite(floor) else 0.0):
+            # This call queued behind the calls that caused the last cut, or started
+            # while they were still in flight (they leave within about one call time).
+            return
         self._limit = max(1.0, self._limit * DECREASE)
         self._last_cut = now
         self._recent = None  # the calls before the cut measured the old queue

@@ -20,7 +20,7 @@ import logging
 from typing import Callable
 
 from .jobs import backoff
-from .limiter import AdaptiveLimit
+from .limiter import Limit
 from .outcomes import Failed, Outcome, PauseForKey, Retry, Sent
 from .stats import Stats
 
@@ -32,13 +32,13 @@ class Pacing:
     """The limit on calls in flight, and the pause state, of one delivery worker.
 
     Parameters:
-        ceiling: the most calls ever in flight.
+        limit: how many calls may be in flight (this process's, or the host's: slots.py).
         first_backoff: seconds of the first pause; doubles while the trouble lasts.
         stats: where the line saying that delivery resumed is logged.
     """
 
-    def __init__(self, ceiling: int, first_backoff: float, stats: Stats) -> None:
-        self._limit = AdaptiveLimit(ceiling)
+    def __init__(self, limit: Limit, first_backoff: float, stats: Stats) -> None:
+        self._limit = limit
         self._first_backoff = first_backoff
         self._stats = stats
         self.accepted = 0  # records the server accepted so far
@@ -54,6 +54,13 @@ class Pacing:
     def limit(self) -> int:
         """The adaptive limit (benchmarks/delivery.py follows it)."""
         return self._limit.limit
+
+    def acquire(self, stop: Callable[[], bool]) -> bool:
+        """Take a call slot (shared with the host's other senders); False if ``stop``."""
+        return self._limit.acquire(stop)
+
+    def release(self) -> None:
+        self._limit.release()
 
     def slots(self) -> int:
         """Calls allowed in flight now."""

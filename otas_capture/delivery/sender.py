@@ -26,6 +26,7 @@ from ..config import Config
 from ..otas.client import OtasClient, Prepared
 from .ledger import deadline_after, wait_time
 from .restore import Restorer
+from .slots import host_limit
 from .stats import Stats
 from .worker import Worker
 
@@ -57,6 +58,9 @@ class Sender:
             queue_max_bytes=config.queue_max_bytes,
             max_retries=config.max_retries,
             retry_backoff=config.retry_backoff,
+            # One limit for the host's processes calling this Brain; a moving average
+            # of latency over a quarter of the timeout cuts it, whatever else it learnt.
+            new_limit=lambda: host_limit(config.brain_url, config.concurrency, config.timeout / 4),
         )
         self._stats = stats
         self._spool = _open_spool(config, stats)

@@ -36,6 +36,7 @@ from typing import Any, Callable, Generic, TypeVar, cast
 
 from .jobs import Job, State, plan_retry
 from .ledger import Ledger, deadline_after, wait_time
+from .limiter import AdaptiveLimit, Limit
 from .outcomes import Attempt, Exporter, Failed, Outcome, PauseForKey, Retry, Sent
 from .pacing import Pacing
 from .stats import Stats
@@ -57,6 +58,8 @@ class Worker(Generic[R]):
         retry_backoff: seconds before a first retry; doubles each time, with jitter.
         durable_share: the part of both bounds records given to :meth:`offer` may fill.
         thread_name: prefix of the threads' names.
+        new_limit: makes the in-flight limit (again after ``fork``); by default one
+            :class:`AdaptiveLimit` of this process up to ``ceiling``.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Worker(Generic[R]):
         retry_backoff: float,
         durable_share: float = 0.5,
         thread_name: str = "otas-capture-sender",
+        new_limit: Callable[[], Limit] | None = None,
     ) -> None:
         self._exporter = exporter
         self._stats = stats
@@ -79,6 +83,7 @@ class Worker(Generic[R]):
         self._max_retries = max_retries
         self._retry_backoff = retry_backoff
         self._thread_name = thread_name
+        self._new_limit = new_limit or (lambda: AdaptiveLimit(self._ceiling))
         self._reset()
         _live_workers.add(self)
 
@@ -86,12 +91,11 @@ class Worker(Generic[R]):
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # wakes delivery threads
         self._done = threading.Condition(self._lock)  # wakes flush() callers
-        self._pacing = Pacing(self._ceiling, self._retry_backoff, self._stats)
+        self._pacing = Pacing(self._new_limit(), self._retry_backoff, self._stats)
         self._ledger: Ledger[R] = Ledger(*self._bounds)
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for work
-        # Durable jobs that gave their place to live ones: told so by a delivery thread
-        # or close(), never by the request thread that took the place.
+        # Durable jobs that gave their place to live ones: told by a delivery thread.
         self._returned: deque[Job[R]] = deque()
         self._closed = False  # refuses new records
         self._stopping = False  # threads exit
@@ -121,9 +125,8 @@ class Worker(Generic[R]):
         """Queue a durable ``record`` if it fits in its share of the bounds; False (and
         nothing counted) if not: it stays where it is kept, to be offered again.
 
-        ``on_settled(kind)`` is called once the record is settled, outside the lock;
-        ``spooled`` means it was not delivered and must stay kept, ``returned`` that it
-        gave its place to a live record, and may be offered again later."""
+        ``on_settled(kind)`` is called once it is settled, outside the lock: ``spooled``
+        (not delivered: keep it) or ``returned`` (gave its place to a live record)."""
         with self._lock:
             fits = not self._closed and self._ledger.fits_durable(size)
             if fits:
@@ -137,10 +140,7 @@ class Worker(Generic[R]):
 
     def _wake_or_grow(self) -> None:
         """Work is due (lock held): if a slot is free, wake an idle thread or start one.
-
-        With every slot busy nobody is woken: the thread that finishes a call takes the
-        next job itself, so a steady stream costs no wake-ups beyond the first.
-        """
+        With every slot busy the thread that finishes a call takes the next job itself."""
         if len(self._ledger.in_flight) >= self._pacing.slots() or self._stopping:
             return
         if self._idle:
@@ -149,9 +149,8 @@ class Worker(Generic[R]):
             self._start_thread()
 
     def _start_thread(self) -> None:
-        thread = threading.Thread(
-            target=self._run, name=f"{self._thread_name}-{len(self._threads)}", daemon=True
-        )
+        name = f"{self._thread_name}-{len(self._threads)}"
+        thread = threading.Thread(target=self._run, name=name, daemon=True)
         try:
             thread.start()
         except Exception:  # "can't start new thread": the record stays queued, counted once
@@ -217,7 +216,6 @@ class Worker(Generic[R]):
             if note is not None:
                 note()
         self._tell_returned()
-        # The middleware's exit summary (shutdown.log_summary) says what was lost.
         self._exporter.shutdown()
         return unsent
 
@@ -238,6 +236,11 @@ class Worker(Generic[R]):
             if taken is None:
                 return
             job, in_flight = taken
+            # A call slot shared with the host's other senders; close() may stop the wait.
+            if not self._pacing.acquire(lambda: self._stopping):
+                with self._lock:
+                    self._ledger.untake(job)
+                return
             started = perf_counter()
             try:
                 assert job.record is not None
@@ -246,6 +249,8 @@ class Worker(Generic[R]):
                 message = "otas-capture: unexpected error while sending an event"
                 self._stats.log_limited("send_error", logging.ERROR, message, exc_info=True)
                 attempt = Attempt(Failed("internal_error", called=False))
+            finally:
+                self._pacing.release()
             self._finish(job, attempt, started, in_flight)
             if self._returned:
                 self._tell_returned()
@@ -318,12 +323,9 @@ class Worker(Generic[R]):
         return self._pause_for_key(job, outcome, now)
 
     def _retry_later(self, job: Job[R], outcome: Retry, now: float) -> Note | None:
+        accepted, retries, backoff = self._pacing.accepted, self._max_retries, self._retry_backoff
         plan = plan_retry(
-            job,
-            outcome,
-            accepted=self._pacing.accepted,
-            max_retries=self._max_retries,
-            first_backoff=self._retry_backoff,
+            job, outcome, accepted=accepted, max_retries=retries, first_backoff=backoff
         )
         detail = ", ".join(part for part in (outcome.detail, plan.give_up) if part)
         if plan.give_up:
@@ -380,8 +382,7 @@ class Worker(Generic[R]):
 
 
 def _say_and_ack(log: Note | None, ack: Callable[[str], None], kind: str) -> None:
-    if log is not None:
-        log()
+    _ = log() if log is not None else None
     ack(kind)
 
 
@@ -389,8 +390,7 @@ _live_workers: weakref.WeakSet[Worker[Any]] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    # The parent still owns and will deliver what it had queued; the child starts
-    # empty, with fresh locks (a parent thread may have held one at fork time).
+    # The parent delivers what it had; the child starts empty, with fresh locks.
     for worker in list(_live_workers):
         worker._reset()
 
