@@ -402,3 +402,30 @@ def test_a_forked_child_ships_its_own_dropped_responses(collector_server, collec
         parent.wait(timeout=10)
     assert sorted(e["path"] for e in collector.events()) == ["/child", "/parent"]
     assert took < 1.0, f"shipped {took:.2f} s after the response was dropped"
+
+
+def test_flush_waits_for_the_dropped_response_the_watcher_is_shipping():
+    # The watcher thread may have taken an orphan off the queue and not handed it to the
+    # sender yet: a flush() then must not return as if there were nothing left.
+    import threading
+    import time as _time
+
+    from otas_capture.capture.exchange import BodyBuffer, Exchange
+    from otas_capture.capture.handoff import Handoff, ship_orphans
+
+    shipped: list[Exchange] = []
+    shipping = threading.Event()
+
+    def slow_ship(exchange: Exchange) -> None:
+        shipping.set()
+        _time.sleep(0.2)
+        shipped.append(exchange)
+
+    handoff = Handoff(slow_ship)
+    exchange = Exchange("a.b.c", _time.time(), _time.perf_counter(), {}, BodyBuffer(0))
+    handoff.begin(exchange)
+    handoff.returned(exchange)
+    handoff.orphan(exchange)  # as a response's __del__ does
+    assert shipping.wait(2)  # the watcher holds it now
+    ship_orphans()  # what flush(), stats() and close() call first
+    assert shipped == [exchange]

@@ -31,6 +31,10 @@ from .exchange import Exchange
 
 # Seconds between two looks at the open exchanges while close() waits for them.
 _WAIT_STEP = 0.005
+# How long ship_orphans() waits for the watcher to hand over the orphan it holds (a
+# submit: microseconds), and how often it looks meanwhile.
+_WATCHER_GRACE = 1.0
+_WATCHER_STEP = 0.0005
 
 
 class Handoff:
@@ -40,13 +44,15 @@ class Handoff:
         in the thread that finished it; it must not raise.
     """
 
-    __slots__ = ("_ship", "_open", "unclosed", "__weakref__")
+    __slots__ = ("_ship", "_open", "_orphaned", "unclosed", "__weakref__")
 
     def __init__(self, ship: Callable[[Exchange], None]) -> None:
         self._ship = ship
         # Each exchange begun and not finished -> whether the application call returned
         # (only then does a response wrapper own it).
         self._open: dict[Exchange, bool] = {}
+        # Orphans queued and not shipped yet: flush() waits for the one the watcher holds.
+        self._orphaned: set[Exchange] = set()
         # Exchanges finished because their response was dropped or left unfinished.
         self.unclosed = 0
         _handoffs.add(self)
@@ -70,6 +76,7 @@ class Handoff:
     def orphan(self, exchange: Exchange) -> None:
         """From a response's ``__del__``: ship it soon, from the watcher thread. Lock-free."""
         mark_unfinished(exchange)
+        self._orphaned.add(exchange)  # set.add is one C call: safe in __del__
         _orphans.put((self, exchange))
 
     def adopt(self, exchange: Exchange) -> None:
@@ -77,6 +84,7 @@ class Handoff:
         if self._open.pop(exchange, None) is not None:
             self.unclosed += 1
             self._ship(exchange)
+        self._orphaned.discard(exchange)
 
     @property
     def pending(self) -> int:
@@ -113,13 +121,17 @@ def mark_unfinished(exchange: Exchange) -> None:
 
 
 def ship_orphans() -> None:
-    """Ship, in this thread, every orphan queued so far (the watcher may be slower)."""
+    """Ship, in this thread, every orphan queued so far (the watcher may be slower), and
+    wait for the one the watcher may be shipping: a flush() right after must see it."""
     while not _orphans.empty():
         try:
             handoff, exchange = _orphans.get_nowait()
         except Exception:  # the watcher took the last one first
-            return
+            break
         handoff.adopt(exchange)
+    deadline = perf_counter() + _WATCHER_GRACE
+    while any(handoff._orphaned for handoff in list(_handoffs)) and perf_counter() < deadline:
+        time.sleep(_WATCHER_STEP)
 
 
 _orphans: SimpleQueue[tuple[Handoff, Exchange]] = SimpleQueue()
@@ -159,6 +171,7 @@ def _after_fork_in_child() -> None:
     _watcher_lock = threading.Lock()
     for handoff in list(_handoffs):
         handoff._open.clear()
+        handoff._orphaned.clear()
         handoff.unclosed = 0
 
 
