@@ -693,6 +693,30 @@ def test_the_scrubber_replaces_the_longest_secret_first():
     assert scrub.text("x secret-one-two y") == f"x {REDACTED} y"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "nothing known here",
+        "Authorization: Bearer abcdefgh12345",
+        "only the token abcdefgh12345",
+        "Bearer%20abcdefgh12345",
+        "otas_abc_defghijkl",
+        "the longer secret-one-two",
+        "just secret-one",
+        "secret-on",
+    ],
+)
+def test_the_scrubber_finds_a_secret_in_text_whichever_spelling_holds_it(text):
+    secrets = ["Bearer abcdefgh12345", "abcdefgh12345", "otas_abc_defghijkl"]
+    secrets += ["secret-one", "secret-one-two"]
+    scrub = Scrubber(secrets)
+    spellings = [s.encode() for s in scrub._variants]  # every spelling it replaces
+    # The first searches read every spelling, the later ones only those holding no other.
+    for encoded in [text.encode()] + [text.encode() + b" " + s for s in spellings]:
+        assert scrub.absent_from_json(encoded) == (not any(s in encoded for s in spellings))
+
+
 def test_the_scrubber_walks_json_values():
     scrub = Scrubber(["token-123456"])
     assert scrub.json({"a": ["x token-123456 y", 1, {"b": "token-123456"}]}) == {
