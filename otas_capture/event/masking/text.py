@@ -100,7 +100,10 @@ def _mask_dict(value: dict[Any, Any], rule: Rule, found: Found, depth: int) -> b
                 # Too deep to inspect safely: hide it rather than risk shipping a secret.
                 value[key] = TOO_DEEP
                 changed = True
-            elif _mask_container(item, rule, found, deeper):
+            elif isinstance(item, dict):
+                if _mask_dict(item, rule, found, deeper):
+                    changed = True
+            elif _mask_list(item, rule, found, deeper):
                 changed = True
     for value_key, label_keys in _LABELLED:
         if value_key in value and value[value_key] != REDACTED:
@@ -130,7 +133,10 @@ def _mask_list(value: list[Any], rule: Rule, found: Found, depth: int) -> bool:
             if deeper > MAX_DEPTH:
                 value[index] = TOO_DEEP
                 changed = True
-            elif _mask_container(item, rule, found, deeper):
+            elif isinstance(item, dict):
+                if _mask_dict(item, rule, found, deeper):
+                    changed = True
+            elif _mask_list(item, rule, found, deeper):
                 changed = True
     return changed
 
