@@ -28,6 +28,7 @@ from otas_capture.event.masking import (
     redact_header,
     split_words,
 )
+from otas_capture.event.masking.text import HIDING_MARKS
 
 RULE = Rule()
 
@@ -949,3 +950,25 @@ def test_words_that_only_hold_a_needle_leave_the_text_unparsed():
     text = json.dumps({"pinecone": 1, "pinned": True, "max_tokens": 5, "Keyboard": "x" * 500})
     assert not RULE.may_contain(text)
     assert not RULE.may_contain(text)  # the second time from the word cache
+
+
+# What each mark lets the walk read: a secret only that mark reveals.
+HIDDEN_BY_MARK = {
+    "=": ("note=x&password=hunter22-mark", "hunter22-mark"),
+    ":": ("password: hunter22-mark", "hunter22-mark"),
+    "<": ("<password>hunter22-mark</password>", "hunter22-mark"),
+    "-----BEGIN": (PEM, "MIIEpem-Secret-1"),
+}
+
+
+def test_every_mark_a_string_may_hide_a_secret_behind_has_an_example():
+    assert set(HIDDEN_BY_MARK) == set(HIDING_MARKS)
+
+
+@pytest.mark.parametrize("mark", sorted(HIDDEN_BY_MARK))
+@pytest.mark.parametrize("place", ["in an object", "in a list"])
+def test_the_walk_reads_a_string_holding_each_mark(mark, place):
+    text, secret = HIDDEN_BY_MARK[mark]
+    document = {"note": text} if place == "in an object" else {"notes": ["plain", text]}
+    masked, changed = mask_json(document, RULE)
+    assert changed and secret not in json.dumps(masked)

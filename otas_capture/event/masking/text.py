@@ -49,14 +49,15 @@ def mask_json(value: Any, rule: Rule, found: Found | None = None) -> tuple[Any, 
     return value, False
 
 
+# Only a string holding one of these (JSON, name=value or name: value pairs, XML
+# elements, a PEM key) can hide a named secret: others are not read further. The walk's
+# loops test them inline (a call per string costs more than the tests); tests/
+# test_redaction.py checks the walk reads a string holding each.
+HIDING_MARKS = ("=", ":", "<", "-----BEGIN")
+
+
 def _mask_string(value: str, rule: Rule, found: Found, depth: int) -> tuple[str, bool]:
-    if (
-        len(value) > 8
-        # Only text holding JSON, name=value or name: value pairs, or XML elements can hide
-        # a named secret.
-        and ("=" in value or ":" in value or "<" in value or "-----BEGIN" in value)
-        and rule.may_contain(value)
-    ):
+    if len(value) > 8 and any(mark in value for mark in HIDING_MARKS) and rule.may_contain(value):
         return mask_text(value, rule, found, depth + 1)
     return value, False
 
@@ -88,6 +89,7 @@ def _mask_dict(value: dict[Any, Any], rule: Rule, found: Found, depth: int) -> b
             value[key] = REDACTED  # an existing key: the dict does not change size
             changed = True
         elif isinstance(item, str):
+            # HIDING_MARKS, inline:
             if len(item) > 8 and (
                 "=" in item or ":" in item or "<" in item or "-----BEGIN" in item
             ):
@@ -122,6 +124,7 @@ def _mask_list(value: list[Any], rule: Rule, found: Found, depth: int) -> bool:
     deeper = depth + 1
     for index, item in enumerate(value):
         if isinstance(item, str):
+            # HIDING_MARKS, inline:
             if len(item) > 8 and (
                 "=" in item or ":" in item or "<" in item or "-----BEGIN" in item
             ):
