@@ -1427,3 +1427,47 @@ def test_remembered_headers_stay_bounded():
     for n in range(3000):
         builder.build(exchange(headers={"X-Request-Id": f"r-{n}"}), PROJECT)
     assert len(builder._request_headers._seen) <= 1024
+
+
+# -- bodies of a route that held a credential are walked without the pre-check ----------
+
+
+def test_a_route_that_held_a_credential_masks_the_same_as_one_that_did_not():
+    builder = EventBuilder(Config.load({}, {}))
+    secret = b'{"user": "ann", "password": "route-secret-1"}'
+    clean = b'{"user": "ann", "note": "nothing to hide here"}'
+    events = [
+        json.loads(
+            builder.build(exchange(path="/login", body=b, content_type="application/json"), PROJECT)
+        )
+        for b in (secret, clean, secret, clean, clean)
+    ]
+    for event, body in zip(events, (secret, clean, secret, clean, clean)):
+        if body is secret:
+            assert json.loads(event["request_body"]) == {"user": "ann", "password": REDACTED}
+            assert "route-secret-1" not in json.dumps(event)
+        else:
+            assert event["request_body"] == clean.decode()  # shipped as sent, not re-encoded
+
+
+def test_the_body_of_a_route_whose_last_body_held_a_credential_skips_the_pre_check():
+    builder = EventBuilder(Config.load({}, {}))
+    checked: list[str] = []
+    may_contain = builder.rule.may_contain
+
+    def counting(text: str) -> bool:
+        checked.append(text)
+        return may_contain(text)
+
+    builder.rule.may_contain = counting
+    body = b'{"password": "route-secret-2"}'
+
+    def request_body_checks(path: str) -> int:
+        checked.clear()
+        ex = exchange(path=path, body=body, content_type="application/json", response_body=None)
+        builder.build(ex, PROJECT)
+        return sum(text == body.decode() for text in checked)
+
+    assert request_body_checks("/reset") == 1  # nothing known yet: pre-checked
+    assert request_body_checks("/reset") == 0  # the last one held a credential
+    assert request_body_checks("/other") == 1  # another route: known apart

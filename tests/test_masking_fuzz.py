@@ -27,9 +27,10 @@ from otas_capture.contract import (
     SIZE_FIELDS,
     TEXT_FIELDS,
 )
+from otas_capture.event.bodies import _json, _text
 from otas_capture.event.build import EventBuilder
 from otas_capture.event.limits import MAX_EVENT_BYTES, encode_event
-from otas_capture.event.masking import Rule, split_words
+from otas_capture.event.masking import Found, Rule, split_words
 
 from .test_event import PROJECT, TOKEN, TOKEN_HEADER, assert_contract_types
 from .test_redaction import MASKED, NOT_MASKED
@@ -441,3 +442,33 @@ def test_building_gives_the_bytes_of_the_fully_scrubbed_event(secret, places, ke
     if "error" in places:
         ex.error = "ValueError: " + echoed
     assert builder.build(ex, PROJECT) == encode_event(builder.event(ex, PROJECT))
+
+
+# -- walking without the pre-check (a route whose last body held a credential) ----------
+
+NAMES = st.sampled_from(sorted(MASKED) + sorted(NOT_MASKED) + ["note", "dsn", "url", "a"])
+VALUES = st.one_of(
+    st.text(max_size=30),
+    st.integers(),
+    st.none(),
+    st.sampled_from(
+        ["a=b", "password=hunter22", "postgres://u:pw12345@h/db", "x: y", "<token>abc123</token>"]
+    ),
+)
+ANY_DOCUMENTS = st.recursive(
+    VALUES,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(NAMES, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(ANY_DOCUMENTS, st.booleans(), st.sampled_from(["json", "text"]))
+def test_a_body_walked_without_the_pre_check_is_masked_exactly_as_with_it(document, cut, kind):
+    text = json.dumps(document)
+    if cut:  # cut at the capture limit: no longer parses
+        text = text[: len(text) * 2 // 3]
+    mask = _json if kind == "json" else _text
+    checked, walked = Found(), Found()
+    assert mask(text, RULE, checked, False)[0] == mask(text, RULE, walked, True)[0]
+    assert checked.values == walked.values  # the same values scrubbed from the rest

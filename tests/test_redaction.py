@@ -28,6 +28,7 @@ from otas_capture.event.masking import (
     redact_header,
     split_words,
 )
+from otas_capture.event.masking.text import HIDING_MARKS
 
 RULE = Rule()
 
@@ -693,6 +694,30 @@ def test_the_scrubber_replaces_the_longest_secret_first():
     assert scrub.text("x secret-one-two y") == f"x {REDACTED} y"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "nothing known here",
+        "Authorization: Bearer abcdefgh12345",
+        "only the token abcdefgh12345",
+        "Bearer%20abcdefgh12345",
+        "otas_abc_defghijkl",
+        "the longer secret-one-two",
+        "just secret-one",
+        "secret-on",
+    ],
+)
+def test_the_scrubber_finds_a_secret_in_text_whichever_spelling_holds_it(text):
+    secrets = ["Bearer abcdefgh12345", "abcdefgh12345", "otas_abc_defghijkl"]
+    secrets += ["secret-one", "secret-one-two"]
+    scrub = Scrubber(secrets)
+    spellings = [s.encode() for s in scrub._variants]  # every spelling it replaces
+    # The first searches read every spelling, the later ones only those holding no other.
+    for encoded in [text.encode()] + [text.encode() + b" " + s for s in spellings]:
+        assert scrub.absent_from_json(encoded) == (not any(s in encoded for s in spellings))
+
+
 def test_the_scrubber_walks_json_values():
     scrub = Scrubber(["token-123456"])
     assert scrub.json({"a": ["x token-123456 y", 1, {"b": "token-123456"}]}) == {
@@ -925,3 +950,25 @@ def test_words_that_only_hold_a_needle_leave_the_text_unparsed():
     text = json.dumps({"pinecone": 1, "pinned": True, "max_tokens": 5, "Keyboard": "x" * 500})
     assert not RULE.may_contain(text)
     assert not RULE.may_contain(text)  # the second time from the word cache
+
+
+# What each mark lets the walk read: a secret only that mark reveals.
+HIDDEN_BY_MARK = {
+    "=": ("note=x&password=hunter22-mark", "hunter22-mark"),
+    ":": ("password: hunter22-mark", "hunter22-mark"),
+    "<": ("<password>hunter22-mark</password>", "hunter22-mark"),
+    "-----BEGIN": (PEM, "MIIEpem-Secret-1"),
+}
+
+
+def test_every_mark_a_string_may_hide_a_secret_behind_has_an_example():
+    assert set(HIDDEN_BY_MARK) == set(HIDING_MARKS)
+
+
+@pytest.mark.parametrize("mark", sorted(HIDDEN_BY_MARK))
+@pytest.mark.parametrize("place", ["in an object", "in a list"])
+def test_the_walk_reads_a_string_holding_each_mark(mark, place):
+    text, secret = HIDDEN_BY_MARK[mark]
+    document = {"note": text} if place == "in an object" else {"notes": ["plain", text]}
+    masked, changed = mask_json(document, RULE)
+    assert changed and secret not in json.dumps(masked)

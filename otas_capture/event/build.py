@@ -228,11 +228,12 @@ class EventBuilder:
         response_type = find_header(parts.response_headers, "content-type")
 
         _, parts.query_pairs, _ = mask_form(wsgi_text(ex.query_string), rule, found)
+        route = _route(ex)
         parts.request_body, parts.form_pairs = body_text(
-            ex.request_body, request_type, "request", metadata, rule, found
+            ex.request_body, request_type, "request", metadata, rule, found, route
         )
         parts.response_body, _ = body_text(
-            ex.response_body, response_type, "response", metadata, rule, found
+            ex.response_body, response_type, "response", metadata, rule, found, route
         )
 
         code, usable = parse_status(ex.status)
@@ -303,6 +304,15 @@ class EventBuilder:
             return storable(result, original)
         except Exception:
             raise EventRefused("dropped", "before_send_error") from None
+
+
+def _route(ex: Exchange) -> str:
+    """Where bodies are alike: the method and the framework's route (set by the Flask and
+    Django integrations), else the path."""
+    route = ex.metadata.get("route") if ex.metadata else None
+    if not isinstance(route, str):
+        route = ex.script_name + ex.path_info
+    return f"{ex.method} {route}"
 
 
 def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -49,53 +49,98 @@ def mask_json(value: Any, rule: Rule, found: Found | None = None) -> tuple[Any, 
     return value, False
 
 
+# Only a string holding one of these (JSON, name=value or name: value pairs, XML
+# elements, a PEM key) can hide a named secret: others are not read further. The walk's
+# loops test them inline (a call per string costs more than the tests); tests/
+# test_redaction.py checks the walk reads a string holding each.
+HIDING_MARKS = ("=", ":", "<", "-----BEGIN")
+
+
 def _mask_string(value: str, rule: Rule, found: Found, depth: int) -> tuple[str, bool]:
-    if (
-        len(value) > 8
-        # Only text holding JSON, name=value or name: value pairs, or XML elements can hide
-        # a named secret.
-        and ("=" in value or ":" in value or "<" in value or "-----BEGIN" in value)
-        and rule.may_contain(value)
-    ):
+    if len(value) > 8 and any(mark in value for mark in HIDING_MARKS) and rule.may_contain(value):
         return mask_text(value, rule, found, depth + 1)
     return value, False
+
+
+# The walk below is most of the build's Python work on a JSON body with a credential, so
+# it is written for speed: dicts and lists are walked by separate loops (a list has no
+# keys to judge), strings are tested first (most items are strings), and the tests of
+# _mask_string that rule a string out are made inline, before any call.
 
 
 def _mask_container(
     value: dict[Any, Any] | list[Any], rule: Rule, found: Found, depth: int
 ) -> bool:
+    if isinstance(value, dict):
+        return _mask_dict(value, rule, found, depth)
+    return _mask_list(value, rule, found, depth)
+
+
+def _mask_dict(value: dict[Any, Any], rule: Rule, found: Found, depth: int) -> bool:
     changed = False
     deeper = depth + 1
     known = rule.known_fields  # the rule's cache, read directly: this loop is hot
-    target: Any = value  # indexable by the keys of either kind
-    items = value.items() if isinstance(value, dict) else enumerate(value)
-    for key, item in items:
-        if isinstance(key, str) and (known.get(key) or (key not in known and rule.field(key))):
+    for key, item in value.items():
+        sensitive = known.get(key)
+        if sensitive is None:
+            sensitive = isinstance(key, str) and rule.field(key)
+        if sensitive:
             found.add(item)
-            target[key] = REDACTED
+            value[key] = REDACTED  # an existing key: the dict does not change size
             changed = True
+        elif isinstance(item, str):
+            # HIDING_MARKS, inline:
+            if len(item) > 8 and (
+                "=" in item or ":" in item or "<" in item or "-----BEGIN" in item
+            ):
+                masked, masked_changed = _mask_string(item, rule, found, deeper)
+                if masked_changed:
+                    value[key] = masked
+                    changed = True
         elif isinstance(item, (dict, list)):
             if deeper > MAX_DEPTH:
                 # Too deep to inspect safely: hide it rather than risk shipping a secret.
-                target[key] = TOO_DEEP
+                value[key] = TOO_DEEP
                 changed = True
-            elif _mask_container(item, rule, found, deeper):
-                changed = True
-        elif isinstance(item, str) and len(item) > 8:
-            masked, masked_changed = _mask_string(item, rule, found, deeper)
-            if masked_changed:
-                target[key] = masked
-                changed = True
-    if isinstance(value, dict):
-        for value_key, label_keys in _LABELLED:
-            if value_key in value and value[value_key] != REDACTED:
-                label = next((value[k] for k in label_keys if k in value), None)
-                if isinstance(label, list) and label:
-                    label = label[-1]  # a path: the field is its last step
-                if isinstance(label, str) and rule.field(label):
-                    found.add(value[value_key])
-                    value[value_key] = REDACTED
+            elif isinstance(item, dict):
+                if _mask_dict(item, rule, found, deeper):
                     changed = True
+            elif _mask_list(item, rule, found, deeper):
+                changed = True
+    for value_key, label_keys in _LABELLED:
+        if value_key in value and value[value_key] != REDACTED:
+            label = next((value[k] for k in label_keys if k in value), None)
+            if isinstance(label, list) and label:
+                label = label[-1]  # a path: the field is its last step
+            if isinstance(label, str) and rule.field(label):
+                found.add(value[value_key])
+                value[value_key] = REDACTED
+                changed = True
+    return changed
+
+
+def _mask_list(value: list[Any], rule: Rule, found: Found, depth: int) -> bool:
+    changed = False
+    deeper = depth + 1
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            # HIDING_MARKS, inline:
+            if len(item) > 8 and (
+                "=" in item or ":" in item or "<" in item or "-----BEGIN" in item
+            ):
+                masked, masked_changed = _mask_string(item, rule, found, deeper)
+                if masked_changed:
+                    value[index] = masked
+                    changed = True
+        elif isinstance(item, (dict, list)):
+            if deeper > MAX_DEPTH:
+                value[index] = TOO_DEEP
+                changed = True
+            elif isinstance(item, dict):
+                if _mask_dict(item, rule, found, deeper):
+                    changed = True
+            elif _mask_list(item, rule, found, deeper):
+                changed = True
     return changed
 
 
